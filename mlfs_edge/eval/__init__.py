@@ -1,0 +1,1 @@
+"""Task metrics, latency measurement and comparison reports."""

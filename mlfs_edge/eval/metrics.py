@@ -1,0 +1,47 @@
+"""Task metrics for classifiers (accuracy) computed in batches without gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mlfs_edge.data import Split
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    accuracy: float
+    predictions: list[int]
+    n: int
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int = 64,  # noqa: ANN001
+                   max_length: int = 128) -> torch.Tensor:
+    """Class logits for `texts`, batched; sorted by length so padding stays small."""
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(0)
+    chunks: list[tuple[list[int], torch.Tensor]] = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        chunks.append((idx, logits.float()))
+    if not chunks:
+        return out
+    num_labels = chunks[0][1].shape[-1]
+    out = torch.empty(len(texts), num_labels)
+    for idx, logits in chunks:
+        out[torch.tensor(idx)] = logits
+    return out
+
+
+def evaluate_classifier(model: torch.nn.Module, tokenizer, split: Split, batch_size: int = 64,  # noqa: ANN001
+                        max_length: int = 128) -> ClassificationResult:
+    logits = predict_logits(model, tokenizer, split.texts, batch_size, max_length)
+    preds = logits.argmax(-1).tolist()
+    correct = sum(int(p == y) for p, y in zip(preds, split.labels, strict=True))
+    return ClassificationResult(correct / max(1, len(split)), preds, len(split))

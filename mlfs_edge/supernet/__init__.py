@@ -1,0 +1,1 @@
+"""supernet (see README: architecture)."""

@@ -1,0 +1,1 @@
+"""Training: the fine-tuned teacher (stage 0) and MLFS multistage low-rank supernet training."""

@@ -1,0 +1,140 @@
+"""Full fine-tuning of a sequence classifier: the teacher every sub-network is compared with."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mlfs_edge.data import ClassificationDataset
+from mlfs_edge.eval.metrics import evaluate_classifier
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 0
+    max_train_examples: int | None = None  # None: the whole train split
+    max_eval_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    out_dir: str
+    dev_accuracy: float
+    test_accuracy: float
+    train_examples: int
+    steps: int
+    wall_s: float
+    params: int
+    config: dict
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def load_classifier(model_dir: str | Path, num_labels: int, label_names: list[str]):  # noqa: ANN201
+    """An AutoModelForSequenceClassification over a (base or already fine-tuned) model folder."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the fresh classifier head's "newly initialized" notice is expected
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, num_labels=num_labels, id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)}, attn_implementation="eager")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer
+
+
+def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_dir: str | Path,
+                        cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> FinetuneResult:
+    """Fine-tune every weight of `model_dir` + a new classification head on `data`; save to `out_dir`.
+
+    The output folder is written atomically: a crash leaves either the old folder or none.
+    """
+    gen = seed_everything(cfg.seed)
+    model, tokenizer = load_classifier(model_dir, data.num_labels, data.label_names)
+    train = data.train.subset(cfg.max_train_examples)
+    enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
+    labels = torch.tensor(train.labels)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = max(1, round(steps_per_epoch * cfg.epochs))
+    warmup = int(total * cfg.warmup_ratio)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+    t0 = time.perf_counter()
+    model.train()
+    step = 0
+    bar = tqdm(total=total, desc="fine-tune teacher", unit="step", disable=not progress)
+    while step < total:
+        perm = torch.randperm(len(train), generator=gen).tolist()
+        for start in range(0, len(perm), cfg.batch_size):
+            if step >= total:
+                break
+            idx = perm[start:start + cfg.batch_size]
+            batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
+                                   "attention_mask": [enc["attention_mask"][i] for i in idx]},
+                                  return_tensors="pt")
+            out = model(**batch, labels=labels[idx])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            bar.update()
+    bar.close()
+    train_s = time.perf_counter() - t0
+
+    dev = evaluate_classifier(model, tokenizer, data.dev.subset(cfg.max_eval_examples), max_length=cfg.max_length)
+    test = evaluate_classifier(model, tokenizer, data.test.subset(cfg.max_eval_examples), max_length=cfg.max_length)
+    wall = time.perf_counter() - t0
+    result = FinetuneResult(str(out_dir), dev.accuracy, test.accuracy, len(train), total, wall,
+                            sum(p.numel() for p in model.parameters()),
+                            {**asdict(cfg), "dataset": data.name, "train_s": train_s})
+    save_atomically(model, tokenizer, Path(out_dir), {"finetune": asdict(result)})
+    return result
+
+
+def save_atomically(model, tokenizer, out_dir: Path, meta: dict) -> None:  # noqa: ANN001
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "mlfs_meta.json").write_text(json.dumps(meta, indent=2))
+        backup = out_dir.with_name(out_dir.name + ".old")
+        if out_dir.exists():
+            os.replace(out_dir, backup)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

