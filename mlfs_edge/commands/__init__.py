@@ -1,0 +1,1 @@
+"""One module per ``mlfs-edge`` sub-command (discovered by ``mlfs_edge.cli``)."""

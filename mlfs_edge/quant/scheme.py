@@ -1,0 +1,47 @@
+"""The one int8 scheme shared by PyTorch, the C++ engine's packed file and the exported models.
+
+Weights: symmetric, per output channel (row of a ``[out, in]`` Linear weight), int8 in [-127, 127],
+``scale = max|w_row| / 127`` (a zero row gets scale 1 so it dequantises to exact zeros).
+Activations: dynamic, symmetric, per token (row of ``[tokens, in]``), same formula at run time.
+The range is [-127, 127] (not -128) so that negation is exact and the engine may use u8 = q + 128
+(VNNI) without overflow.
+
+Prefix slicing stays exact: a sub-network's slice ``W[:n, :k]`` reuses the rows' scales, so
+quantising the full supernet once serves every sub-network.
+"""
+
+from __future__ import annotations
+
+import torch
+
+QMAX = 127
+
+
+def quantize_per_row(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row of a 2-D tensor: returns (q int8 [rows, cols], scale float32 [rows])."""
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D tensor, got shape {tuple(x.shape)}")
+    x = x.detach().float()
+    amax = x.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    q = torch.clamp(torch.round(x / scale[:, None]), -QMAX, QMAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_per_row(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale[:, None]
+
+
+def int8_linear_reference(x: torch.Tensor, q_w: torch.Tensor, w_scale: torch.Tensor,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """What an int8 Linear computes under this scheme: the reference the engine is tested against.
+
+    x [..., k] float → per-token int8 → exact int32 dot products with q_w [n, k] → rescale (+ bias).
+    """
+    shape = x.shape
+    q_x, x_scale = quantize_per_row(x.reshape(-1, shape[-1]))
+    acc = q_x.to(torch.int64) @ q_w.to(torch.int64).T  # exact integer accumulation
+    y = acc.double() * x_scale.double()[:, None] * w_scale.double()[None, :]
+    if bias is not None:
+        y = y + bias.double()
+    return y.float().reshape(*shape[:-1], q_w.shape[0])
