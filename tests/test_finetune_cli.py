@@ -51,7 +51,7 @@ def test_real_minilm_learns_rotten_tomatoes(tmp_path):
 
     data = load_classification("rotten_tomatoes")
     res = finetune_classifier(minilm_path(), data, tmp_path / "t",
-                              FinetuneConfig(epochs=1, max_train_examples=640, max_eval_examples=300),
+                              FinetuneConfig(epochs=2, lr=2e-4, max_train_examples=640, max_eval_examples=300),
                               progress=False)
     assert res.test_accuracy > 0.70, res
     assert Split(data.test.texts[:300], data.test.labels[:300]).labels.count(1) not in (0, 300)
