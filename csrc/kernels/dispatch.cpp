@@ -23,6 +23,10 @@ KernelTable make_table(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     case Isa::avx2:
       t.dot_f32 = &avx2::dot_f32;
+      t.gemm_f32 = &avx2::gemm_f32;
+      t.gemm_f16 = &avx2::gemm_f16;
+      t.gemm_i8 = &avx2::gemm_i8;
+      t.quantize_rows_i8 = &avx2::quantize_rows_i8;
       break;
     case Isa::avx512:
       t = make_table(Isa::avx2);
