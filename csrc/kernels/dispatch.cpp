@@ -27,6 +27,11 @@ KernelTable make_table(Isa isa) {
       t.gemm_f16 = &avx2::gemm_f16;
       t.gemm_i8 = &avx2::gemm_i8;
       t.quantize_rows_i8 = &avx2::quantize_rows_i8;
+      t.bias_gelu_f32 = &avx2::bias_gelu_f32;
+      t.layernorm_f32 = &avx2::layernorm_f32;
+      t.softmax_f32 = &avx2::softmax_f32;
+      t.f32_to_f16 = &avx2::f32_to_f16;
+      t.f16_to_f32 = &avx2::f16_to_f32;
       break;
     case Isa::avx512:
       t = make_table(Isa::avx2);
@@ -35,6 +40,11 @@ KernelTable make_table(Isa isa) {
       t.gemm_f16 = &avx512::gemm_f16;
       t.gemm_i8 = &avx512::gemm_i8;
       t.quantize_rows_i8 = &avx512::quantize_rows_i8;
+      t.bias_gelu_f32 = &avx512::bias_gelu_f32;
+      t.layernorm_f32 = &avx512::layernorm_f32;
+      t.softmax_f32 = &avx512::softmax_f32;
+      t.f32_to_f16 = &avx512::f32_to_f16;
+      t.f16_to_f32 = &avx512::f16_to_f32;
       break;
 #elif defined(__aarch64__)
     case Isa::neon:
