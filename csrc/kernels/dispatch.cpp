@@ -49,9 +49,19 @@ KernelTable make_table(Isa isa) {
 #elif defined(__aarch64__)
     case Isa::neon:
       t.dot_f32 = &neon::dot_f32;
+      t.gemm_f32 = &neon::gemm_f32;
+      t.gemm_f16 = &neon::gemm_f16;
+      t.gemm_i8 = &neon::gemm_i8;
+      t.quantize_rows_i8 = &neon::quantize_rows_i8;
+      t.bias_gelu_f32 = &neon::bias_gelu_f32;
+      t.layernorm_f32 = &neon::layernorm_f32;
+      t.softmax_f32 = &neon::softmax_f32;
+      t.f32_to_f16 = &neon::f32_to_f16;
+      t.f16_to_f32 = &neon::f16_to_f32;
       break;
     case Isa::dotprod:
       t = make_table(Isa::neon);
+      t.gemm_i8 = &dotprod::gemm_i8;
       break;
     case Isa::i8mm:
       t = make_table(Isa::dotprod);
