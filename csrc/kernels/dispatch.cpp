@@ -65,6 +65,7 @@ KernelTable make_table(Isa isa) {
       break;
     case Isa::i8mm:
       t = make_table(Isa::dotprod);
+      t.gemm_i8 = &i8mm::gemm_i8;
       break;
 #endif
     default: break;
