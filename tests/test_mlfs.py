@@ -86,6 +86,11 @@ def test_config_errors_are_clear(tmp_path):
         MLFSConfig.from_dict({**base, "loss": {"alfa": 0.5}})
     with pytest.raises(ValueError, match="alpha"):
         MLFSConfig.from_dict({**base, "loss": {"alpha": 1.5}})
+    with pytest.raises(ValueError, match="base_quant"):
+        MLFSConfig.from_dict({**base, "base_quant": "fp8"})
+    with pytest.raises(ValueError, match="fresh_adapters"):
+        MLFSConfig.from_dict({"base_quant": "nf4", "stages": [{"name": "w", "vary_depth": False, "steps": 2,
+                                                               "fresh_adapters": True}]})
     with pytest.raises(ValueError, match="at least one"):
         MLFSConfig.from_dict({})
     with pytest.raises(ValueError, match="does not exist"):
@@ -200,11 +205,15 @@ def test_two_processes_with_accelerate_gloo(tmp_path, tiny_bert_dir, toy_csv, ti
     cfg_path = write_toml(tmp_path / "tiny.toml", cfg)
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # accelerate's --cpu launcher is single-process without mpirun; --multi_gpu starts torchrun, and on a
+    # machine without CUDA the Accelerator then runs DDP over gloo (MULTI_CPU).
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mlfs_edge.cli", "train",
                            "--config", str(cfg_path), "--no-progress"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "mlfs_train.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
+    if not torch.cuda.is_available():
+        assert summary["distributed"] == "MULTI_CPU"
     assert math.isfinite(summary["history"][-1]["total"])
