@@ -119,8 +119,8 @@ def tiny_config(tmp: Path, model: Path, data: Path, teacher: str = "", **extra) 
         "teacher_finetune": {"epochs": 2.0, "lr": 3e-3, "batch_size": 16},
         "search": {"depths": [2, 3], "heads": [2, 4], "mlp": [32, 64]},
         "lora": {"rank": 4}, "loss": {"gamma": 0.5, "feature_dim": 16},
-        "stages": [{"name": "widths", "vary_depth": False, "steps": 3, "lr": 5e-3},
-                   {"name": "widths+depths", "vary_depth": True, "steps": 4, "lr": 5e-3, "k_random": 2}],
+        "stages": [{"name": "widths", "vary_depth": False, "steps": 2, "lr": 5e-3},
+                   {"name": "widths+depths", "vary_depth": True, "steps": 3, "lr": 5e-3, "k_random": 2}],
         **extra,
     }
 
@@ -153,14 +153,14 @@ def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, ti
     straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher)))
     train_mlfs(straight, progress=False)
     resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher)))
-    assert train_mlfs(resumed, progress=False, stop_after=5) == {"stopped_at": 5}  # mid stage 2
+    assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}  # mid stage 2
     assert torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["stage"] == 1
     summary = train_mlfs(resumed, resume=True, progress=False)
     a, b = adapters(Path(straight.out)), adapters(Path(resumed.out))
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)  # it did train
-    assert summary["steps"] == 7 and len(summary["history"]) == 7
+    assert summary["steps"] == 5 and len(summary["history"]) == 5
     assert summary["trainable_fraction"] < 0.05 or summary["total_params"] < 2_000_000  # tiny model: big share
 
 
