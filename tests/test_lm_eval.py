@@ -77,11 +77,14 @@ def test_perplexity_equals_a_block_by_block_hand_computation(tok):
     assert capped.tokens == 6 + 2  # blocks of 7 and 3 tokens
 
 
-def test_label_word_scores_match_one_sequence_at_a_time(tok):
+@pytest.mark.parametrize("words", [
+    ["location", "new york", "person"],  # "new york" is two tokens: log-probs add up, one sequence per pair
+    ["location", "number", "person"],  # single tokens: one pass per prompt scores them all
+])
+def test_label_word_scores_match_one_sequence_at_a_time(tok, words):
     model = tiny_llama(len(tok))
     texts = ["what is the capital of france ?", "who wrote hamlet ?", "how many legs does a spider have ?"]
-    words = ["location", "new york", "person"]  # "new york" is two tokens: log-probs add up
-    scores = label_word_scores(model, tok, texts, words, batch_size=4)
+    scores = label_word_scores(model, tok, texts, words, batch_size=2)
     assert scores.shape == (3, 3)
     for i, text in enumerate(texts):
         for j, word in enumerate(words):

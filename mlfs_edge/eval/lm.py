@@ -132,13 +132,20 @@ def answer_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: 
 @torch.no_grad()
 def label_word_scores(model: torch.nn.Module, tokenizer, texts: Sequence[str], label_words: Sequence[str],  # noqa: ANN001
                       template: str = DEFAULT_PROMPT, batch_size: int = 32, max_length: int = 128) -> torch.Tensor:
-    """[len(texts), len(label_words)]: log p(' ' + word | prompt(text)) summed over the word's tokens."""
+    """[len(texts), len(label_words)]: log p(' ' + word | prompt(text)) summed over the word's tokens.
+
+    When every label word is a single token (TREC's are, for SmolLM2) one forward pass per prompt
+    scores all of them at once; otherwise each (prompt, word) pair is its own sequence.
+    """
     if len(label_words) < 2:
         raise ValueError(f"label-word scoring needs at least 2 label words, got {list(label_words)}")
     model.eval()
-    pairs = [(i, j) for i in range(len(texts)) for j in range(len(label_words))]
-    items = [encode_prompt_answer(tokenizer, format_prompt(texts[i], label_words, template), label_words[j],
-                                  max_length) for i, j in pairs]
+    word_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in label_words]
+    single_token = all(len(ids) == 1 for ids in word_ids)
+    words = label_words[:1] if single_token else label_words
+    pairs = [(i, j) for i in range(len(texts)) for j in range(len(words))]
+    items = [encode_prompt_answer(tokenizer, format_prompt(texts[i], label_words, template), words[j], max_length)
+             for i, j in pairs]
     order = sorted(range(len(items)), key=lambda k: len(items[k].input_ids))  # little padding per batch
     scores = torch.empty(len(texts), len(label_words))
     pad = pad_id_of(tokenizer)
@@ -146,9 +153,15 @@ def label_word_scores(model: torch.nn.Module, tokenizer, texts: Sequence[str], l
         idx = order[start:start + batch_size]
         batch = pad_prompt_answers([items[k] for k in idx], pad)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        lp = answer_logprobs(logits, batch["input_ids"], batch["answer_mask"])
-        for k, value in zip(idx, lp.tolist(), strict=True):
-            scores[pairs[k]] = value
+        if single_token:
+            # The position before the answer predicts it: read every label word's probability there.
+            before_answer = torch.tensor([items[k].answer_start - 1 for k in idx])
+            logp = torch.log_softmax(logits[torch.arange(len(idx)), before_answer].float(), dim=-1)
+            scores[[pairs[k][0] for k in idx]] = logp[:, [ids[0] for ids in word_ids]]
+        else:
+            lp = answer_logprobs(logits, batch["input_ids"], batch["answer_mask"])
+            for k, value in zip(idx, lp.tolist(), strict=True):
+                scores[pairs[k]] = value
     return scores
 
 
