@@ -55,6 +55,8 @@ SmolLM2 fine-tuned on TREC first. Teachers are trained once into runs/baselines/
     p.add_argument("--temperature", type=float, help="distillation temperature (default: 2)")
     p.add_argument("--teacher", metavar="DIR", help="the fine-tuned unpruned model (default: trained once into "
                                                     "runs/baselines/<model>-teacher)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a busy shared "
+                                               "machine 1 thread is often faster)")
     p.add_argument("--mlfs-results", default="benchmarks/results/mlfs_minilm_rt.json",
                    help="the MLFS palette result to compare with (default: %(default)s)")
     p.set_defaults(func=run)
@@ -69,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    import torch
+
     from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.prune.baselines import default_config, plot_baselines, run_baselines
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
     cfg = default_config(args.model, args.quick, max_train=args.max_train, max_eval=args.max_eval,
                          teacher_dir=args.teacher, mlfs_results=args.mlfs_results,

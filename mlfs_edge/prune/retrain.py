@@ -178,10 +178,6 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16) -> torch.nn.Mo
     return get_peft_model(model, config)
 
 
-def trainable_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def _schedule(total: int, warmup_ratio: float):
     warmup = int(total * warmup_ratio)
     return lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
