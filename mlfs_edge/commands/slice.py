@@ -1,0 +1,41 @@
+"""mlfs-edge slice: one sub-network of a trained supernet as a standalone Hugging Face model."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 41
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "slice", help="cut one sub-network out of a trained supernet into a standalone HF model folder",
+        description="Extracts a sub-network (LoRA already merged) with real smaller matrices and a smaller "
+                    "config; it loads with AutoModelForSequenceClassification.from_pretrained (import "
+                    "mlfs_edge.supernet first when heads were removed from a BERT: model_type mlfs_bert).",
+        epilog="Sub-network formats: 'full', 'depth=4,heads=8,mlp=768' (d/h/f also work), inline JSON "
+               "'{\"layers\": [0,2,5], \"heads\": [6,6,6], \"mlp\": [768,768,768]}' or a .json/.toml file.")
+    p.add_argument("--supernet", required=True, help="supernet folder written by `mlfs-edge train` (<out>/supernet)")
+    p.add_argument("--subnet", required=True, help="the sub-network to cut out (see below)")
+    p.add_argument("--out", required=True, help="output folder for the standalone model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.supernet.extract import extract
+    from mlfs_edge.supernet.palette import load_supernet
+    from mlfs_edge.train.finetune import save_atomically
+
+    model, tokenizer, net, _ = load_supernet(args.supernet)
+    cfg = SubnetConfig.parse(args.subnet, net.arch)
+    small = extract(model, cfg)
+    save_atomically(small, tokenizer, Path(args.out),
+                    {"slice": {"supernet": str(args.supernet), "subnet": cfg.to_dict(),
+                               "param_fraction": cfg.param_fraction(net.arch)}})
+    n = sum(p.numel() for p in small.parameters())
+    print(f"{cfg.name}: {n:,} parameters ({100 * cfg.param_fraction(net.arch):.1f} % of the layer parameters) "
+          f"written to {args.out}")
+    return 0

@@ -1,0 +1,473 @@
+"""MLFS: Multistage Low-rank Fine-tuning of Super-transformers (Kundu et al., arXiv 2404.01353).
+
+Stage 0 is the fine-tuned teacher (`finetune.finetune_classifier`, or an existing one). Its weights
+are importance-reordered and frozen; LoRA adapters on every projection are shared by all
+sub-networks. Stage 1 samples widths at full depth, stage 2 widths and depths. Each step runs the
+sandwich: the largest sub-network (cross-entropy on the labels; its logits and hidden states are the
+distillation targets), the smallest, and k random ones, each with
+``(n₁/nⱼ)^γ · [α·KL(largest ‖ sub) + (1−α)·CE + β·feature MSE]``.
+
+Determinism: everything random in step s (its batch, its sub-networks, dropout) is drawn from
+generators seeded by (seed, stage, step), so a run resumed from a checkpoint continues bit-for-bit.
+Distribution: `accelerate` (DDP); each process takes its share of every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
+from mlfs_edge.supernet import ElasticSupernet, ImportanceOrder, apply_order, reorder_by_importance
+from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
+from mlfs_edge.train.distill import feature_mse, gradient_scale, random_projection, subnet_loss
+from mlfs_edge.train.finetune import FinetuneConfig
+
+CHECKPOINT = "checkpoint.pt"
+SUPERNET_DIR = "supernet"
+SUMMARY = "mlfs_train.json"
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    alpha: float = 0.9  # weight of KD from the largest network (paper default)
+    beta: float = 0.1  # weight of feature distillation (paper default)
+    temperature: float = 1.0
+    gamma: float = 0.5  # gradient scaling exponent; 0 switches it off
+    feature_dim: int = 64  # hidden states are compared after a fixed projection to this many dims
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"loss.alpha must lie in [0, 1], got {self.alpha}")
+        if self.beta < 0 or self.temperature <= 0 or self.gamma < 0:
+            raise ValueError("loss.beta and loss.gamma must be ≥ 0 and loss.temperature > 0")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    name: str
+    vary_depth: bool  # stage 1: False (widths at full depth); stage 2: True
+    steps: int
+    lr: float = 1e-3
+    k_random: int = 1  # random sub-networks per step, besides the largest and the smallest
+    warmup_ratio: float = 0.06
+    fresh_adapters: bool = False  # merge the previous stage's adapters into the base, start new ones
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.k_random < 0 or self.lr <= 0:
+            raise ValueError(f"stage {self.name!r}: steps ≥ 1, k_random ≥ 0 and lr > 0 are required")
+
+
+@dataclass(frozen=True)
+class MLFSConfig:
+    model: str = "minilm"  # "minilm", "smollm2" or a Hugging Face model folder
+    data: str = "rotten_tomatoes"  # bundled dataset name or a .csv/.jsonl/.parquet file
+    text_column: str = "text"
+    label_column: str = "label"
+    out: str = "runs/mlfs"
+    teacher: str = ""  # an existing fine-tuned teacher folder; "" = <out>/teacher (fine-tuned if absent)
+    teacher_finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for stage 0
+    importance: str = "weight"
+    search: dict[str, Any] = field(default_factory=dict)  # SearchSpace fields: depths, heads, mlp, ...
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    stages: tuple[StageSettings, ...] = ()
+    batch_size: int = 32
+    max_length: int = 64
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 50
+    palette: tuple[str, ...] = ("full",)  # sub-networks `mlfs-edge eval` reports, SubnetConfig.parse specs
+
+    @classmethod
+    def from_toml(cls, path: str | Path, quick: bool = False, **overrides: Any) -> MLFSConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"training config {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML: {e}") from None
+        return cls.from_dict(raw, quick=quick, **overrides)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], quick: bool = False, **overrides: Any) -> MLFSConfig:
+        raw = dict(raw)
+        quick_table = raw.pop("quick", {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))}, and a [quick] table)")
+        kw = dict(raw)
+        kw["lora"] = _make(LoraSettings, raw.get("lora", {}), "lora")
+        kw["loss"] = _make(LossSettings, raw.get("loss", {}), "loss")
+        kw["stages"] = tuple(_make(StageSettings, s, "stages") for s in raw.get("stages", []))
+        kw["palette"] = tuple(raw.get("palette", ("full",)))
+        cfg = cls(**kw)
+        if quick:
+            cfg = cfg.quick(quick_table)
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if not cfg.stages:
+            raise ValueError("the training config needs at least one [[stages]] table")
+        FinetuneConfig(**cfg.teacher_finetune)  # unknown teacher_finetune keys fail here, early
+        return cfg
+
+    def quick(self, table: dict[str, Any]) -> MLFSConfig:
+        """The smoke-test version: `[quick]` may set steps (per stage), max_train_examples,
+        max_eval_examples, teacher_epochs, checkpoint_every and out."""
+        allowed = {"steps", "max_train_examples", "max_eval_examples", "teacher_epochs", "checkpoint_every", "out"}
+        unknown = set(table) - allowed
+        if unknown:
+            raise ValueError(f"unknown [quick] keys: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(allowed))})")
+        teacher = dict(self.teacher_finetune)
+        if "teacher_epochs" in table:
+            teacher["epochs"] = table["teacher_epochs"]
+        if "max_train_examples" in table:
+            teacher["max_train_examples"] = table["max_train_examples"]
+        stages = tuple(replace(s, steps=table.get("steps", s.steps)) for s in self.stages)
+        return replace(self, stages=stages, teacher_finetune=teacher,
+                       max_train_examples=table.get("max_train_examples", self.max_train_examples),
+                       max_eval_examples=table.get("max_eval_examples", self.max_eval_examples),
+                       checkpoint_every=table.get("checkpoint_every", self.checkpoint_every),
+                       out=table.get("out", self.out + "_quick"), teacher="" if "out" in table else self.teacher)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _make(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"[{where}] must be a table, got {values!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"[{where}]: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def resolve_model_path(model: str) -> Path:
+    from mlfs_edge.assets import minilm_path, smollm2_path
+
+    if model == "minilm":
+        return minilm_path()
+    if model == "smollm2":
+        return smollm2_path()
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model {model!r}: use 'minilm', 'smollm2' or a Hugging Face model folder with config.json")
+    return path
+
+
+# --- stage 0: the teacher -------------------------------------------------------------------------
+
+
+def ensure_teacher(cfg: MLFSConfig, data, progress: bool = True) -> tuple[Path, dict[str, Any]]:  # noqa: ANN001
+    """The fine-tuned teacher folder and its fine-tune record (trains it when absent)."""
+    from mlfs_edge.train.finetune import finetune_classifier
+
+    teacher = Path(cfg.teacher) if cfg.teacher else Path(cfg.out) / "teacher"
+    meta_path = teacher / "mlfs_meta.json"
+    if not meta_path.is_file():
+        if cfg.teacher:
+            raise ValueError(f"teacher {teacher} has no mlfs_meta.json: give a folder written by "
+                             "`mlfs-edge demo`/stage 0, or leave `teacher` empty to fine-tune one")
+        ft = FinetuneConfig(**{"max_train_examples": cfg.max_train_examples,
+                               "max_eval_examples": cfg.max_eval_examples, **cfg.teacher_finetune})
+        finetune_classifier(resolve_model_path(cfg.model), data, teacher, ft, progress=progress)
+    return teacher, json.loads(meta_path.read_text())["finetune"]
+
+
+# --- the sandwich step ----------------------------------------------------------------------------
+
+
+def _hidden_for(layers: tuple[int, ...], hidden_states: tuple[torch.Tensor, ...]) -> dict[int, torch.Tensor]:
+    """Map original layer index → that layer's output (hidden_states[0] is the embedding output)."""
+    return {layer: h for layer, h in zip(layers, hidden_states[1:], strict=True)}
+
+
+class SandwichObjective(nn.Module):
+    """One training step's loss over a list of sub-networks, largest first, in ONE forward call
+    (so DDP sees one forward and one backward per step)."""
+
+    def __init__(self, model: nn.Module, loss: LossSettings, seed: int) -> None:
+        super().__init__()
+        self.model = model
+        self.net = ElasticSupernet(model)
+        self.settings = loss
+        self.register_buffer("projection", random_projection(self.net.arch.hidden, loss.feature_dim, seed),
+                             persistent=False)
+
+    def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                subnets: list[SubnetConfig], scales: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        losses = []
+        self.net.set_active(subnets[0])
+        out = self.model(**batch, output_hidden_states=s.beta > 0)
+        largest_loss = nn.functional.cross_entropy(out.logits.float(), labels)
+        losses.append(largest_loss)
+        total = largest_loss * scales[0]
+        teacher_logits = out.logits.detach()
+        teacher_hidden = _hidden_for(subnets[0].layers, out.hidden_states) if s.beta > 0 else {}
+        for cfg, scale in zip(subnets[1:], scales[1:], strict=True):
+            self.net.set_active(cfg)
+            out = self.model(**batch, output_hidden_states=s.beta > 0)
+            feat = None
+            if s.beta > 0:
+                sub_hidden = _hidden_for(cfg.layers, out.hidden_states)
+                shared = [i for i in cfg.layers if i in teacher_hidden]
+                feat = feature_mse([sub_hidden[i] for i in shared], [teacher_hidden[i].detach() for i in shared],
+                                   self.projection, batch.get("attention_mask"))
+            loss = subnet_loss(out.logits, teacher_logits, labels, s.alpha, s.temperature, s.beta, feat)
+            losses.append(loss)
+            total = total + scale * loss
+        self.net.set_active(self.net.full)
+        return total, torch.stack([x.detach() for x in losses])
+
+
+def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int) -> list[SubnetConfig]:
+    """Largest, smallest, then k random sub-networks (the sandwich rule)."""
+    return [space.largest(), space.smallest(vary_depth), *(space.sample(rng, vary_depth) for _ in range(k))]
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """The examples of global step `step`: consecutive slices of per-epoch permutations."""
+    out = []
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(perm[i]))
+    return out
+
+
+def lr_at(step: int, stage: StageSettings) -> float:
+    warmup = int(stage.steps * stage.warmup_ratio)
+    if step < warmup:
+        return stage.lr * (step + 1) / warmup
+    return stage.lr * max(0.0, (stage.steps - step) / max(1, stage.steps - warmup))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temp file, then rename: a kill leaves the old checkpoint or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def merge_and_reset_adapters(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Fold the current adapters into the frozen base and start fresh ones (B = 0, A re-drawn).
+    Returns the merged adapter values, which a resume re-applies."""
+    from mlfs_edge.supernet.arch import base_linear, lora_pairs
+
+    merged = lora_state(model)
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        for (lora_a, lora_b), name in zip(lora_pairs(module), getattr(module, "lora_A", {}), strict=False):
+            base_linear(module).weight += module.scaling[name] * (lora_b.weight @ lora_a.weight)
+            bound = 1 / math.sqrt(lora_a.weight.shape[1])
+            lora_a.weight.copy_(torch.rand(lora_a.weight.shape, generator=g) * 2 * bound - bound)
+            lora_b.weight.zero_()
+    return merged
+
+
+@torch.no_grad()
+def _reapply_merged(model: nn.Module, merged: list[dict[str, torch.Tensor]]) -> None:
+    params = dict(model.named_parameters())
+    for adapters in merged:
+        for name, value in adapters.items():
+            params[name].copy_(value)
+        merge_and_reset_adapters(model, seed=0)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    stage: int = 0
+    step: int = 0  # step inside the stage
+    global_step: int = 0
+    wall_s: float = 0.0  # training time so far, summed over resumes
+    history: list[dict[str, Any]] = field(default_factory=list)
+    merged: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
+               stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) all stages; returns the summary also written to <out>/mlfs_train.json.
+
+    `stop_after` ends the run after that many global steps (with a checkpoint), as a kill would:
+    tests use it to check that resuming continues bit-for-bit.
+    """
+    from accelerate import Accelerator
+
+    from mlfs_edge.data import load_classification
+    from mlfs_edge.train.finetune import load_classifier, seed_everything
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
+    if accelerator.is_main_process:
+        teacher, teacher_record = ensure_teacher(cfg, data, progress)
+    accelerator.wait_for_everyone()
+    teacher, teacher_record = ensure_teacher(cfg, data, progress=False)
+
+    seed_everything(cfg.seed)
+    model, tokenizer = load_classifier(teacher, data.num_labels, data.label_names)
+    saved = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.is_file() else None
+    if resume and saved is None and accelerator.is_main_process:
+        print(f"no checkpoint at {ckpt_path}: starting from the beginning")
+    if saved is not None:
+        order = ImportanceOrder.from_dict(saved["order"])
+        apply_order(model, order)
+    else:
+        order = reorder_by_importance(model, cfg.importance)
+    arch = ArchSpec.from_hf_config(model.config)
+    space = SearchSpace.from_dict(arch, cfg.search)
+    torch.manual_seed(cfg.seed)  # LoRA A initialisation
+    model = add_lora(model, cfg.lora)
+    state = TrainState()
+    if saved is not None:
+        _reapply_merged(model, saved["merged"])
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in saved["adapters"].items():
+                params[name].copy_(value)
+        state = TrainState(saved["stage"], saved["step"], saved["global_step"], saved["wall_s"],
+                           saved["history"], saved["merged"])
+    report = trainable_report(model)
+    n_largest = space.largest().layer_params(arch)
+
+    train = data.train.subset(cfg.max_train_examples)
+    enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
+    labels_all = torch.tensor(train.labels)
+    objective = SandwichObjective(model, cfg.loss, cfg.seed)
+    model.train()
+
+    if accelerator.is_main_process:
+        print(f"supernet: {arch.family}, {arch.num_layers} layers; LoRA rank {cfg.lora.rank}: "
+              f"{report['trainable']:,} trainable of {report['total']:,} parameters "
+              f"({100 * report['fraction']:.2f} %); search space {space.to_dict()}")
+
+    def checkpoint(optimizer: torch.optim.Optimizer) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt_path, {
+                "format": "mlfs-checkpoint-1", "config": cfg.to_dict(), "order": order.to_dict(),
+                "stage": state.stage, "step": state.step, "global_step": state.global_step,
+                "wall_s": state.wall_s, "history": state.history, "merged": state.merged,
+                "adapters": lora_state(model), "optimizer": optimizer.state_dict()})
+        accelerator.wait_for_everyone()
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    stopped = False
+    while state.stage < len(cfg.stages) and not stopped:
+        stage = cfg.stages[state.stage]
+        if stage.fresh_adapters and state.stage > 0 and state.step == 0:
+            state.merged.append(merge_and_reset_adapters(model, cfg.seed + state.stage))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=0.0)
+        if saved is not None and saved["stage"] == state.stage and saved["step"] > 0:
+            optimizer.load_state_dict(saved["optimizer"])
+        wrapped, optimizer = accelerator.prepare(objective, optimizer)
+        bar = tqdm(total=stage.steps, initial=state.step, desc=f"stage {state.stage + 1} ({stage.name})",
+                   unit="step", disable=not (progress and accelerator.is_local_main_process))
+        t0 = time.perf_counter()
+        while state.step < stage.steps:
+            rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
+            torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
+            subnets = sandwich(space, rng, stage.vary_depth, stage.k_random)
+            scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
+            idx = batch_indices(state.global_step, cfg.batch_size, len(train), cfg.seed)[rank::world]
+            batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
+                                   "attention_mask": [enc["attention_mask"][i] for i in idx]}, return_tensors="pt")
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state.step, stage)
+            total, losses = wrapped(dict(batch), labels_all[idx], subnets, scales)
+            accelerator.backward(total)
+            accelerator.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.global_step += 1
+            row = {"stage": state.stage, "step": state.step, "largest": float(losses[0]),
+                   "smallest": float(losses[1]), "total": float(total.detach())}
+            state.history.append(row)
+            bar.set_postfix(largest=f"{row['largest']:.3f}", smallest=f"{row['smallest']:.3f}")
+            bar.update()
+            now = time.perf_counter()
+            state.wall_s += now - t0
+            t0 = now
+            if stop_after is not None and state.global_step >= stop_after:
+                stopped = True
+                break
+            if state.step % cfg.checkpoint_every == 0 and state.step < stage.steps:
+                checkpoint(optimizer)
+        bar.close()
+        if not stopped:
+            state.stage += 1
+            state.step = 0
+        saved = None
+        checkpoint(optimizer)
+        objective = accelerator.unwrap_model(wrapped)
+        accelerator.free_memory()
+    if stopped:
+        return {"stopped_at": state.global_step}
+
+    summary = {
+        "teacher": str(teacher), "teacher_accuracy": teacher_record["test_accuracy"],
+        "full_finetune_wall_s": teacher_record["config"].get("train_s", teacher_record["wall_s"]),
+        "mlfs_wall_s": state.wall_s, "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
+        "total_params": report["total"], "steps": state.global_step, "world_size": world,
+        "search_space": space.to_dict(), "config": cfg.to_dict(), "history": state.history,
+    }
+    if accelerator.is_main_process:
+        save_supernet(model, tokenizer, out / SUPERNET_DIR, order, summary)
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceOrder,  # noqa: ANN001
+                  summary: dict[str, Any]) -> None:
+    """The trained supernet as a plain HF folder: reordered teacher weights with the LoRA merged.
+
+    Merging then slicing equals slicing then merging (prefix slices of W + s·B·A), so this folder
+    holds every sub-network: `ElasticSupernet` / `extract` slice it, no peft needed.
+    """
+    from mlfs_edge.supernet.extract import merged_state_dict
+    from mlfs_edge.train.finetune import save_atomically
+
+    plain = model.get_base_model()
+    merged = merged_state_dict(model)
+    clean = type(plain)(plain.config)
+    clean.load_state_dict(merged, strict=True)
+    meta = {"supernet": {"order": order.to_dict(), "search_space": summary["search_space"],
+                         "teacher": summary["teacher"], "teacher_accuracy": summary["teacher_accuracy"],
+                         "lora": summary["config"]["lora"]}}
+    save_atomically(clean, tokenizer, out_dir, meta)
