@@ -99,8 +99,11 @@ def _minilm_setup(cfg: BaselinesConfig, progress: bool) -> Setup:
     data = load_classification("rotten_tomatoes")
     teacher_dir = Path(cfg.teacher_dir or Path(cfg.runs_dir) / "minilm-teacher")
     if not (teacher_dir / "config.json").is_file():
-        print(f"fine-tuning the MiniLM teacher on the full train split into {teacher_dir} (once; reused later)")
-        finetune_classifier(minilm_path(), data, teacher_dir, FinetuneConfig(), progress=progress)
+        # The MLFS run's stage-0 recipe (configs/mlfs_minilm_rt_small.toml): one epoch over the same
+        # training sentences, so both tables start from equal teachers.
+        ft = FinetuneConfig(epochs=1.0, lr=1e-4, batch_size=16, max_train_examples=cfg.max_train)
+        print(f"fine-tuning the MiniLM teacher ({ft}) into {teacher_dir} (once; reused later)")
+        finetune_classifier(minilm_path(), data, teacher_dir, ft, progress=progress)
     teacher, tok = load_classifier(teacher_dir, data.num_labels, data.label_names)
     task = ClassifierTask(tok, cfg.max_length)
     return Setup(teacher.eval(), task, data.train.subset(cfg.max_train), data.test.subset(cfg.max_eval), data)
