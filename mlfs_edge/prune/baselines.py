@@ -161,8 +161,8 @@ def mlfs_rows(path: str | Path) -> tuple[list[dict[str, Any]], str]:
                 for r in record["rows"]]
     except (KeyError, TypeError, ValueError) as e:
         return [], f"{path} is not an MLFS palette result ({e!r})"
-    note = (f"{path}: {len(rows)} sub-networks, their own teacher (accuracy {record.get('teacher_accuracy')}) "
-            f"and {record.get('test_examples')} test examples")
+    note = (f"{path}: {len(rows)} sub-networks; MLFS teacher accuracy {record.get('teacher_accuracy')} "
+            f"on {record.get('test_examples')} test examples")
     return rows, note
 
 
