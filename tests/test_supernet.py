@@ -164,3 +164,55 @@ def test_invalid_and_non_uniform_subnets_are_refused():
     assert out(model).shape == (3, 9, 100)
     with pytest.raises(ValueError, match="non-uniform"):  # ... a HF config cannot hold them
         extract(model, non_uniform)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_real_minilm_reorder_slice_extract(tmp_path):
+    """The bundled MiniLM: reordering keeps its function; a sub-network with half the heads
+    (an mlfs_bert config) extracts, saves and reloads with the supernet's outputs."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from mlfs_edge.assets import minilm_path
+
+    model = AutoModel.from_pretrained(minilm_path(), attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    enc = tok(["a gripping, beautifully shot film", "dull and far too long"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**enc).last_hidden_state
+        reorder_by_importance(model)
+        torch.testing.assert_close(model(**enc).last_hidden_state, before, atol=1e-5, rtol=0)
+        net = ElasticSupernet(model)
+        cfg = SubnetConfig.parse("depth=4,heads=6,mlp=768", net.arch)
+        net.set_active(cfg)
+        active = model(**enc).last_hidden_state
+        extract(model, cfg).save_pretrained(tmp_path)
+        small = AutoModel.from_pretrained(tmp_path).eval()
+        assert small.config.model_type == "mlfs_bert" and small.config.num_attention_heads == 6
+        torch.testing.assert_close(small(**enc).last_hidden_state, active, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["int8", "nf4"])
+def test_quantized_frozen_base_slices_and_extracts(mode):
+    from mlfs_edge.supernet.quantized import SlicedQuantLinear, quantize_frozen_base
+
+    model = tiny_bert()
+    reorder_by_importance(model)
+    model = add_lora(model, LoraSettings(rank=4))
+    randomize_lora(model)
+    full_precision = out(model)
+    assert quantize_frozen_base(model, mode)
+    quantized = [m for m in model.modules() if isinstance(m, SlicedQuantLinear)]
+    assert len(quantized) == 3 * 6 and all(not p.requires_grad for m in quantized for p in m.parameters())
+    dense_bytes = sum(m.in_features * m.out_features * 4 for m in quantized)
+    assert sum(m.quantized_bytes() for m in quantized) < dense_bytes / (3 if mode == "int8" else 5)
+    torch.testing.assert_close(out(model), full_precision, atol=0.05, rtol=0.05)  # quantization error only
+    net = ElasticSupernet(model)
+    cfg = SubnetConfig.uniform(net.arch, depth=2, heads=2, mlp=40)
+    net.set_active(cfg)
+    active = out(model)
+    model(**inputs()).logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n and "layer.0." in n)
+    torch.testing.assert_close(out(extract(model, cfg)), active, atol=1e-4, rtol=0)  # dequantized + merged
+    with pytest.raises(ValueError, match="unknown base quantization"):
+        quantize_frozen_base(model, "fp8")

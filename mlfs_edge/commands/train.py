@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "depth, stage 2 for widths and depths. Writes <out>/supernet (a Hugging Face folder every "
                     "sub-network is sliced from), <out>/mlfs_train.json and checkpoints in <out>/checkpoint.pt.",
         epilog="Example: mlfs-edge train --config configs/mlfs_minilm_rt.toml   (then: mlfs-edge eval, "
-               "mlfs-edge slice). Multi-process: accelerate launch -m mlfs_edge.cli train --config ...")
+               "mlfs-edge slice). Several processes (DDP; gloo on CPU): accelerate launch --multi_gpu "
+               "--num_processes 2 -m mlfs_edge.cli train --config ...")
     p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/mlfs_minilm_rt.toml")
     p.add_argument("--quick", action="store_true", help="the config's [quick] smoke-test variant (minutes)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt (bit-for-bit)")

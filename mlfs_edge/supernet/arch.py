@@ -99,9 +99,10 @@ def layer_parts(layer: nn.Module, family: str) -> LayerParts:
 
 
 def base_linear(module: nn.Module) -> nn.Linear:
-    """The frozen nn.Linear of a projection, looking through a peft LoRA layer."""
+    """The frozen nn.Linear of a projection, looking through a peft LoRA layer (or the
+    bitsandbytes-quantized `SlicedQuantLinear` standing in for one)."""
     inner = getattr(module, "base_layer", module)
-    if not isinstance(inner, nn.Linear):
+    if not isinstance(inner, nn.Linear) and not hasattr(inner, "qweight"):
         raise TypeError(f"expected an nn.Linear projection, found {type(inner).__name__}")
     return inner
 

@@ -48,9 +48,9 @@ class SlicedLinear(nn.Linear):
 def _sliceable(lin: nn.Linear) -> SlicedLinear:
     if type(lin) is nn.Linear:
         lin.__class__ = SlicedLinear  # same parameters and state_dict, slicing forward
-    elif not isinstance(lin, SlicedLinear):
-        raise TypeError(f"cannot slice a {type(lin).__name__}: the elastic supernet needs plain nn.Linear "
-                        "projections (quantized bases are sliced after extraction, not here)")
+    elif not isinstance(lin, SlicedLinear) and not hasattr(lin, "qweight"):  # SlicedQuantLinear slices itself
+        raise TypeError(f"cannot slice a {type(lin).__name__}: the elastic supernet needs nn.Linear projections "
+                        "(for a quantized frozen base use supernet.quantized.quantize_frozen_base)")
     return lin  # type: ignore[return-value]
 
 

@@ -138,10 +138,10 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     with full_depth(hf):
         state = hf.state_dict()
     for key, value in state.items():
-        if ".lora_" in key:
+        if ".lora_" in key or key.endswith(".qweight"):  # adapters are merged; quantized weights dequantized
             continue
-        plain = key.replace(".base_layer.", ".")
-        out[plain] = merged.get(plain, value)
+        out[key.replace(".base_layer.", ".")] = value
+    out.update(merged)
     return out
 
 

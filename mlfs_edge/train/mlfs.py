@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
 from mlfs_edge.supernet import ElasticSupernet, ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
+from mlfs_edge.supernet.quantized import quantize_frozen_base
 from mlfs_edge.train.distill import feature_mse, gradient_scale, random_projection, subnet_loss
 from mlfs_edge.train.finetune import FinetuneConfig
 
@@ -82,6 +83,7 @@ class MLFSConfig:
     teacher: str = ""  # an existing fine-tuned teacher folder; "" = <out>/teacher (fine-tuned if absent)
     teacher_finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for stage 0
     importance: str = "weight"
+    base_quant: str = "none"  # frozen base stored by bitsandbytes: "none", "int8" or "nf4" (QLoRA-style)
     search: dict[str, Any] = field(default_factory=dict)  # SearchSpace fields: depths, heads, mlp, ...
     lora: LoraSettings = field(default_factory=LoraSettings)
     loss: LossSettings = field(default_factory=LossSettings)
@@ -126,6 +128,10 @@ class MLFSConfig:
         if not cfg.stages:
             raise ValueError("the training config needs at least one [[stages]] table")
         FinetuneConfig(**cfg.teacher_finetune)  # unknown teacher_finetune keys fail here, early
+        if cfg.base_quant not in ("none", "int8", "nf4"):
+            raise ValueError(f"base_quant must be none, int8 or nf4, got {cfg.base_quant!r}")
+        if cfg.base_quant != "none" and any(s.fresh_adapters for s in cfg.stages):
+            raise ValueError("fresh_adapters merges adapters into the base: it needs base_quant = \"none\"")
         return cfg
 
     def quick(self, table: dict[str, Any]) -> MLFSConfig:
@@ -361,7 +367,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
                 params[name].copy_(value)
         state = TrainState(saved["stage"], saved["step"], saved["global_step"], saved["wall_s"],
                            saved["history"], saved["merged"])
-    report = trainable_report(model)
+    report = trainable_report(model)  # counted before quantization packs the base weights
+    quantized = quantize_frozen_base(model, cfg.base_quant)
     n_largest = space.largest().layer_params(arch)
 
     train = data.train.subset(cfg.max_train_examples)
@@ -373,7 +380,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     if accelerator.is_main_process:
         print(f"supernet: {arch.family}, {arch.num_layers} layers; LoRA rank {cfg.lora.rank}: "
               f"{report['trainable']:,} trainable of {report['total']:,} parameters "
-              f"({100 * report['fraction']:.2f} %); search space {space.to_dict()}")
+              f"({100 * report['fraction']:.2f} %); frozen base {cfg.base_quant if quantized else 'fp32'}; "
+              f"search space {space.to_dict()}")
 
     def checkpoint(optimizer: torch.optim.Optimizer) -> None:
         if accelerator.is_main_process:
@@ -444,6 +452,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         "full_finetune_wall_s": teacher_record["config"].get("train_s", teacher_record["wall_s"]),
         "mlfs_wall_s": state.wall_s, "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
         "total_params": report["total"], "steps": state.global_step, "world_size": world,
+        "distributed": accelerator.distributed_type.value,
+        "base_quant": cfg.base_quant if quantized else "none",
         "search_space": space.to_dict(), "config": cfg.to_dict(), "history": state.history,
     }
     if accelerator.is_main_process:

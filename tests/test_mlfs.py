@@ -1,0 +1,219 @@
+"""MLFS training: losses against hand computation, gradient scaling, config checks, resume
+bit-for-bit, a 2-process accelerate run, and the train → eval → slice commands on a tiny BERT."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlfs_edge.cli import main
+from mlfs_edge.config import dumps_toml
+from mlfs_edge.train.distill import feature_mse, gradient_scale, kd_kl, random_projection, subnet_loss
+from mlfs_edge.train.mlfs import CHECKPOINT, MLFSConfig, batch_indices, lr_at, train_mlfs
+
+
+def test_kd_and_subnet_loss_match_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    t, s = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    y = torch.tensor([0, 2, 1, 2])
+    temp = 2.0
+    pt, ps = torch.softmax(t / temp, -1), torch.softmax(s / temp, -1)
+    kl = (pt * (pt.log() - ps.log())).sum(-1).mean() * temp ** 2
+    torch.testing.assert_close(kd_kl(t, s, temp), kl)
+    ce = -torch.log_softmax(s, -1)[torch.arange(4), y].mean()
+    feat = torch.tensor(0.7)
+    pt1, ps1 = torch.softmax(t, -1), torch.softmax(s, -1)
+    kl1 = (pt1 * (pt1.log() - ps1.log())).sum(-1).mean()
+    expected = 0.9 * kl1 + 0.1 * ce + 0.25 * feat
+    torch.testing.assert_close(subnet_loss(s, t, y, alpha=0.9, temperature=1.0, beta=0.25, feature_loss=feat), expected)
+    # ignored rows (label -100, e.g. padding) do not count
+    y_pad = torch.tensor([0, 2, -100, -100])
+    torch.testing.assert_close(subnet_loss(s, t, y_pad, 0.5, 1.0), subnet_loss(s[:2], t[:2], y[:2], 0.5, 1.0))
+    assert kd_kl(t, t, 1.0).abs() < 1e-6
+
+
+def test_feature_mse_masks_padding_and_projects():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    eye = torch.eye(8)
+    per_token = (a - b).pow(2).mean(-1)
+    expected = (per_token * mask).sum() / mask.sum()
+    torch.testing.assert_close(feature_mse([a], [b], eye, mask), expected)
+    b_pad = b.clone()
+    b_pad[0, 3:] += 100.0  # changes only padding
+    torch.testing.assert_close(feature_mse([a], [b_pad], eye, mask), expected)
+    proj = random_projection(8, 4, seed=0)
+    assert proj.shape == (8, 4) and torch.equal(proj, random_projection(8, 4, seed=0))
+    assert torch.equal(random_projection(8, 0, seed=0), eye)
+    with pytest.raises(ValueError):
+        feature_mse([], [], eye)
+
+
+def test_gradient_scaling():
+    assert gradient_scale(100, 25, 0.0) == 1.0
+    assert gradient_scale(100, 25, 0.5) == pytest.approx(2.0)
+    assert gradient_scale(100, 100, 1.0) == 1.0
+    with pytest.raises(ValueError):
+        gradient_scale(100, 0, 0.5)
+
+
+def test_schedule_and_batches_are_pure_functions_of_the_step():
+    from mlfs_edge.train.mlfs import StageSettings
+
+    stage = StageSettings("s", False, steps=100, lr=1e-3, warmup_ratio=0.1)
+    assert lr_at(0, stage) == pytest.approx(1e-4) and lr_at(9, stage) == pytest.approx(1e-3)
+    assert lr_at(99, stage) == pytest.approx(1e-3 / 90)
+    first_epoch = [i for s in range(5) for i in batch_indices(s, 4, 20, seed=3)]
+    assert sorted(first_epoch) == list(range(20))  # one epoch = a permutation of the examples
+    assert batch_indices(7, 4, 20, seed=3) == batch_indices(7, 4, 20, seed=3)
+    assert batch_indices(5, 4, 20, seed=3) != batch_indices(0, 4, 20, seed=3)  # new epoch, new order
+
+
+def test_config_errors_are_clear(tmp_path):
+    base = {"stages": [{"name": "w", "vary_depth": False, "steps": 2}]}
+    MLFSConfig.from_dict(base)
+    with pytest.raises(ValueError, match="unknown training config keys: bogus"):
+        MLFSConfig.from_dict({**base, "bogus": 1})
+    with pytest.raises(ValueError, match=r"\[loss\]: unknown keys"):
+        MLFSConfig.from_dict({**base, "loss": {"alfa": 0.5}})
+    with pytest.raises(ValueError, match="alpha"):
+        MLFSConfig.from_dict({**base, "loss": {"alpha": 1.5}})
+    with pytest.raises(ValueError, match="base_quant"):
+        MLFSConfig.from_dict({**base, "base_quant": "fp8"})
+    with pytest.raises(ValueError, match="fresh_adapters"):
+        MLFSConfig.from_dict({"base_quant": "nf4", "stages": [{"name": "w", "vary_depth": False, "steps": 2,
+                                                               "fresh_adapters": True}]})
+    with pytest.raises(ValueError, match="at least one"):
+        MLFSConfig.from_dict({})
+    with pytest.raises(ValueError, match="does not exist"):
+        MLFSConfig.from_toml(tmp_path / "nope.toml")
+    quick = MLFSConfig.from_dict({**base, "quick": {"steps": 1, "max_train_examples": 8}}, quick=True)
+    assert quick.stages[0].steps == 1 and quick.max_train_examples == 8 and quick.out.endswith("_quick")
+
+
+# --- end to end on a tiny BERT ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    rows = ["text,label"] + [f"good great fine film {i},pos" for i in range(40)] + \
+        [f"bad awful dull film {i},neg" for i in range(40)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def tiny_config(tmp: Path, model: Path, data: Path, teacher: str = "", **extra) -> dict:
+    return {
+        "model": str(model), "data": str(data), "out": str(tmp / "run"), "teacher": teacher,
+        "batch_size": 8, "max_length": 16, "checkpoint_every": 2, "seed": 1,
+        "palette": ["full", "depth=2,heads=2,mlp=32"],
+        "teacher_finetune": {"epochs": 2.0, "lr": 3e-3, "batch_size": 16},
+        "search": {"depths": [2, 3], "heads": [2, 4], "mlp": [32, 64]},
+        "lora": {"rank": 4}, "loss": {"gamma": 0.5, "feature_dim": 16},
+        "stages": [{"name": "widths", "vary_depth": False, "steps": 2, "lr": 5e-3},
+                   {"name": "widths+depths", "vary_depth": True, "steps": 3, "lr": 5e-3, "k_random": 2}],
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, tiny_bert_dir, toy_csv) -> Path:
+    from mlfs_edge.data import load_classification
+    from mlfs_edge.train.mlfs import ensure_teacher
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = MLFSConfig.from_dict(tiny_config(tmp, tiny_bert_dir, toy_csv))
+    teacher, record = ensure_teacher(cfg, load_classification(str(toy_csv)), progress=False)
+    assert record["steps"] > 0
+    return teacher
+
+
+def write_toml(path: Path, cfg: dict) -> Path:
+    """dumps_toml has no arrays of tables: the [[stages]] are appended by hand."""
+    stages = cfg.pop("stages")
+    text = dumps_toml(cfg) + "".join("\n[[stages]]\n" + dumps_toml(s) for s in stages)
+    path.write_text(text)
+    return path
+
+
+def adapters(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / CHECKPOINT, weights_only=False)["adapters"]
+
+
+def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher):
+    straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    train_mlfs(straight, progress=False)
+    resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}  # mid stage 2
+    assert torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["stage"] == 1
+    summary = train_mlfs(resumed, resume=True, progress=False)
+    a, b = adapters(Path(straight.out)), adapters(Path(resumed.out))
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)  # it did train
+    assert summary["steps"] == 5 and len(summary["history"]) == 5
+    assert summary["trainable_fraction"] < 0.05 or summary["total_params"] < 2_000_000  # tiny model: big share
+
+
+def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.supernet.palette import load_supernet
+
+    cfg_path = write_toml(tmp_path / "tiny.toml", tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    assert main(["train", "--config", str(cfg_path), "--no-progress"]) == 0
+    result_json = tmp_path / "results" / "palette.json"
+    assert main(["eval", "--config", str(cfg_path), "--json", str(result_json)]) == 0
+    record = json.loads(result_json.read_text())
+    assert set(record) >= {"command", "teacher_accuracy", "rows", "mlfs_wall_s", "full_finetune_wall_s",
+                           "trainable_fraction"}
+    assert [r["param_fraction"] for r in record["rows"]][-1] == 1.0 and len(record["rows"]) == 2
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["params"] > 0 for r in record["rows"])
+    assert (tmp_path / "run" / "palette.png").stat().st_size > 1000
+    out = tmp_path / "small"
+    assert main(["slice", "--supernet", str(tmp_path / "run" / "supernet"), "--subnet", "depth=2,heads=2,mlp=32",
+                 "--out", str(out)]) == 0
+    small = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    model, tokenizer, net, _ = load_supernet(tmp_path / "run" / "supernet")
+    net.set_active(SubnetConfig.parse("depth=2,heads=2,mlp=32", net.arch))
+    assert AutoTokenizer.from_pretrained(out).vocab_size == tokenizer.vocab_size
+    enc = tokenizer(["good film", "dull film 3"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(small(**enc).logits, model(**enc).logits, atol=1e-4, rtol=0)
+    assert small.config.num_hidden_layers == 2
+    # bad input: a clear one-line error, exit code 2
+    assert main(["slice", "--supernet", str(tmp_path / "run" / "supernet"), "--subnet", "depth=9",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "depth must be between" in capsys.readouterr().err
+    assert main(["eval", "--config", str(cfg_path), "--out", str(tmp_path / "empty")]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_gloo(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher):
+    cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher))
+    cfg["stages"] = [{"name": "widths+depths", "vary_depth": True, "steps": 2, "lr": 5e-3}]
+    cfg_path = write_toml(tmp_path / "tiny.toml", cfg)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # accelerate's --cpu launcher is single-process without mpirun; --multi_gpu starts torchrun, and on a
+    # machine without CUDA the Accelerator then runs DDP over gloo (MULTI_CPU).
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mlfs_edge.cli", "train",
+                           "--config", str(cfg_path), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "mlfs_train.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    if not torch.cuda.is_available():
+        assert summary["distributed"] == "MULTI_CPU"
+    assert math.isfinite(summary["history"][-1]["total"])
