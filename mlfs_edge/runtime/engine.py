@@ -45,9 +45,8 @@ class Engine:
 
     def __init__(self, core: Any) -> None:
         self._core = core
-        self.metadata: dict[str, Any] = json.loads(core.metadata_json)
-        self.arch = ArchSpec(**self.metadata["arch"])
-        self._profile: dict[SubnetConfig, float] = {}
+        self.metadata = _parse_metadata(core.metadata_json)
+        self.arch = _arch_from(self.metadata, core.dims)
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify_checksum: bool = True) -> Engine:
@@ -175,9 +174,7 @@ class Engine:
             cache = _read_json(cache_file)  # re-read: another process may have added entries
             cache[key] = {**cache.get(key, {}), **table}
             atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
-        result = {cfg: table[cfg.to_json()] for cfg in candidates}
-        self._profile.update(result)
-        return result
+        return {cfg: table[cfg.to_json()] for cfg in candidates}
 
     def pick(self, budget_ms: float, accuracy_table: Mapping[SubnetConfig, float],
              latency_table: Mapping[SubnetConfig, float] | None = None, **profile_kwargs: Any) -> SubnetConfig:
@@ -208,3 +205,27 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _parse_metadata(text: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise PackedFileError(f"corrupt metadata: not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise PackedFileError("corrupt metadata: not a JSON object")
+    return meta
+
+
+def _arch_from(meta: dict[str, Any], dims: dict[str, Any]) -> ArchSpec:
+    """The ArchSpec recorded in the metadata, checked against the header the engine computes with."""
+    try:
+        arch = ArchSpec(**meta["arch"])
+    except (KeyError, TypeError) as e:
+        raise PackedFileError(f"corrupt metadata: no valid 'arch' record ({e})") from None
+    header = (dims["num_layers"], dims["hidden"], dims["num_heads"], dims["head_dim"], dims["intermediate"],
+              dims["vocab_size"])
+    recorded = (arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size)
+    if header != recorded or arch.num_kv_heads != arch.num_heads:
+        raise PackedFileError(f"corrupt metadata: arch {recorded} disagrees with the header {header}")
+    return arch
