@@ -8,21 +8,44 @@
 namespace mlfs::kernels {
 namespace {
 
+KernelTable scalar_table() {
+  return KernelTable{Isa::scalar,         &ref::dot_f32,       &ref::gemm_f32,
+                     &ref::gemm_f16,      &ref::quantize_rows_i8, &ref::gemm_i8,
+                     &ref::bias_gelu_f32, &ref::layernorm_f32, &ref::softmax_f32,
+                     &ref::f32_to_f16,    &ref::f16_to_f32};
+}
+
+// Each level starts from the level below and replaces what it implements.
 KernelTable make_table(Isa isa) {
-  KernelTable t{Isa::scalar, &ref::dot_f32};
-  t.isa = isa;
+  KernelTable t = scalar_table();
   switch (isa) {
     case Isa::scalar: break;
 #if defined(__x86_64__) || defined(_M_X64)
-    case Isa::avx512: t.dot_f32 = &avx512::dot_f32; break;
-    case Isa::avx2: t.dot_f32 = &avx2::dot_f32; break;
+    case Isa::avx2:
+      t.dot_f32 = &avx2::dot_f32;
+      break;
+    case Isa::avx512:
+      t = make_table(Isa::avx2);
+      t.dot_f32 = &avx512::dot_f32;
+      t.gemm_f32 = &avx512::gemm_f32;
+      t.gemm_f16 = &avx512::gemm_f16;
+      t.gemm_i8 = &avx512::gemm_i8;
+      t.quantize_rows_i8 = &avx512::quantize_rows_i8;
+      break;
 #elif defined(__aarch64__)
-    case Isa::i8mm:
+    case Isa::neon:
+      t.dot_f32 = &neon::dot_f32;
+      break;
     case Isa::dotprod:
-    case Isa::neon: t.dot_f32 = &neon::dot_f32; break;
+      t = make_table(Isa::neon);
+      break;
+    case Isa::i8mm:
+      t = make_table(Isa::dotprod);
+      break;
 #endif
     default: break;
   }
+  t.isa = isa;
   return t;
 }
 

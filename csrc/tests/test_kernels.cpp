@@ -1,6 +1,9 @@
-// Every ISA's kernels against the scalar reference, on shapes that exercise vector bodies and tails.
+// Every ISA's kernels against the scalar reference (namespace ref), on shapes that exercise vector
+// bodies, tails and prefix slices (leading dimensions larger than the slice), M = 1 and M > 1.
+// int8 GEMM results must equal the reference bit for bit when the scales are 1 (exact int32 math).
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -8,36 +11,166 @@
 
 namespace {
 int failures = 0;
-#define CHECK(cond, ...)                     \
-  do {                                       \
-    if (!(cond)) {                           \
-      std::printf("FAIL %s:%d ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);              \
-      std::printf("\n");                     \
-      ++failures;                            \
-    }                                        \
+#define CHECK(cond, ...)                                \
+  do {                                                  \
+    if (!(cond)) {                                      \
+      std::printf("FAIL %s:%d ", __FILE__, __LINE__);   \
+      std::printf(__VA_ARGS__);                         \
+      std::printf("\n");                                \
+      ++failures;                                       \
+    }                                                   \
   } while (0)
-}  // namespace
 
-int main() {
-  using namespace mlfs;
-  std::mt19937 rng(1234);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  const auto isas = supported_isas();
-  std::printf("ISAs: ");
-  for (Isa isa : isas) std::printf("%s ", isa_name(isa));
-  std::printf("\n");
+using namespace mlfs;
+using namespace mlfs::kernels;
+
+std::mt19937 rng(1234);
+
+std::vector<float> randn(std::size_t n, float sd = 1.f) {
+  std::normal_distribution<float> dist(0.f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<int8_t> rand_i8(std::size_t n) {
+  std::uniform_int_distribution<int> dist(-127, 127);
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(dist(rng));
+  return v;
+}
+
+// max |got - want| / (1 + |want|) over the M x N output, with a sentinel check outside it.
+double max_rel_err(const std::vector<float>& got, const std::vector<float>& want) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]) != std::isnan(want[i])) return INFINITY;
+    if (std::isnan(want[i])) continue;
+    worst = std::fmax(worst, std::fabs(got[i] - want[i]) / (1.0 + std::fabs(want[i])));
+  }
+  return worst;
+}
+
+// Outputs are ldy > N wide: the columns past N keep their initial values in `want`, so comparing
+// whole buffers also checks that no kernel writes outside its slice.
+struct GemmShape {
+  std::size_t M, N, K, N_full, K_full;
+};
+
+const GemmShape kGemmShapes[] = {
+    {1, 1, 1, 1, 1},        {1, 17, 5, 17, 5},       {1, 100, 33, 130, 40},  {3, 16, 16, 16, 16},
+    {7, 31, 19, 64, 64},    {6, 64, 64, 64, 64},     {13, 129, 67, 200, 96}, {1, 384, 384, 1536, 384},
+    {25, 1536, 384, 1536, 384}, {2, 5, 3, 48, 9},
+};
+
+void test_gemm_f32_f16() {
+  for (const auto& s : kGemmShapes) {
+    const std::size_t ldx = s.K_full + 3, ldy = s.N + 5;
+    auto x = randn(s.M * ldx);
+    auto Wt = randn(s.K_full * s.N_full, 0.2f);  // KN layout, full matrix; the slice is a stride
+    std::vector<uint16_t> Wh(Wt.size());
+    ref::f32_to_f16(Wt.size(), Wt.data(), Wh.data());
+    auto bias = randn(s.N_full);
+    auto y0 = randn(s.M * ldy);
+    for (bool accumulate : {false, true})
+      for (bool with_bias : {false, true}) {
+        const float* b = with_bias ? bias.data() : nullptr;
+        const float alpha = accumulate ? 0.5f : 1.f;
+        std::vector<float> want32 = y0, want16 = y0;
+        ref::gemm_f32(s.M, s.N, s.K, alpha, x.data(), ldx, Wt.data(), s.N_full, b, want32.data(), ldy, accumulate);
+        ref::gemm_f16(s.M, s.N, s.K, x.data(), ldx, Wh.data(), s.N_full, b, want16.data(), ldy, accumulate);
+        for (Isa isa : supported_isas()) {
+          const auto& t = table_for(isa);
+          std::vector<float> got32 = y0, got16 = y0;
+          t.gemm_f32(s.M, s.N, s.K, alpha, x.data(), ldx, Wt.data(), s.N_full, b, got32.data(), ldy, accumulate);
+          t.gemm_f16(s.M, s.N, s.K, x.data(), ldx, Wh.data(), s.N_full, b, got16.data(), ldy, accumulate);
+          const double tol = 2e-6 * std::sqrt(static_cast<double>(s.K) + 1.0) * 4;
+          CHECK(max_rel_err(got32, want32) <= tol, "gemm_f32 isa=%s M=%zu N=%zu K=%zu acc=%d bias=%d err=%g",
+                isa_name(isa), s.M, s.N, s.K, accumulate, with_bias, max_rel_err(got32, want32));
+          CHECK(max_rel_err(got16, want16) <= tol, "gemm_f16 isa=%s M=%zu N=%zu K=%zu acc=%d bias=%d err=%g",
+                isa_name(isa), s.M, s.N, s.K, accumulate, with_bias, max_rel_err(got16, want16));
+        }
+      }
+  }
+}
+
+void test_quantize_and_gemm_i8() {
+  for (const auto& s : kGemmShapes) {
+    const std::size_t ldx = s.K_full + 2, ldq = packed_k4(s.K_full) + 4, ldy = s.N + 3;
+    auto x = randn(s.M * ldx, 3.f);
+    if (s.M > 2) std::fill(x.begin() + ldx, x.begin() + 2 * ldx, 0.f);  // a zero row: scale 1
+    // Reference quantisation; every ISA must reproduce it bit for bit.
+    std::vector<int8_t> xq_want(s.M * ldq, 99);
+    std::vector<float> sc_want(s.M);
+    std::vector<int32_t> sum_want(s.M);
+    ref::quantize_rows_i8(s.M, s.K, x.data(), ldx, xq_want.data(), ldq, sc_want.data(), sum_want.data());
+    for (Isa isa : supported_isas()) {
+      std::vector<int8_t> xq(s.M * ldq, 99);
+      std::vector<float> sc(s.M);
+      std::vector<int32_t> sum(s.M);
+      table_for(isa).quantize_rows_i8(s.M, s.K, x.data(), ldx, xq.data(), ldq, sc.data(), sum.data());
+      CHECK(xq == xq_want && sc == sc_want && sum == sum_want, "quantize_rows_i8 isa=%s M=%zu K=%zu",
+            isa_name(isa), s.M, s.K);
+    }
+    // Full int8 weight [N_full, K_full] packed to K4N; the kernels see the (N, K) prefix slice.
+    auto Wfull = rand_i8(s.N_full * s.K_full);
+    std::vector<int8_t> Wq(packed_i8_size(s.N_full, s.K_full));
+    pack_k4n_i8(s.N_full, s.K_full, Wfull.data(), s.K_full, Wq.data());
+    const std::size_t ldw = 4 * s.N_full;
+    auto w_scale = randn(s.N_full, 0.01f);
+    auto bias = randn(s.N_full);
+    auto y0 = randn(s.M * ldy);
+    const std::vector<float> ones_n(s.N_full, 1.f), ones_m(s.M, 1.f);
+    for (bool accumulate : {false, true}) {
+      // Unit scales, no bias: y must be the exact int32 sums (|acc| < 2^24 here).
+      std::vector<float> exact_want(s.M * ldy, 0.f);
+      ref::gemm_i8(s.M, s.N, s.K, xq_want.data(), ldq, ones_m.data(), sum_want.data(), Wq.data(), ldw,
+                   ones_n.data(), nullptr, exact_want.data(), ldy, false);
+      for (std::size_t i = 0; i < s.M; ++i)  // and the reference is the plain dot product
+        for (std::size_t n = 0; n < s.N; ++n) {
+          int64_t acc = 0;
+          for (std::size_t k = 0; k < s.K; ++k) acc += int64_t{xq_want[i * ldq + k]} * Wfull[n * s.K_full + k];
+          CHECK(exact_want[i * ldy + n] == static_cast<float>(acc), "ref gemm_i8 i=%zu n=%zu", i, n);
+        }
+      std::vector<float> scaled_want = y0;
+      ref::gemm_i8(s.M, s.N, s.K, xq_want.data(), ldq, sc_want.data(), sum_want.data(), Wq.data(), ldw,
+                   w_scale.data(), bias.data(), scaled_want.data(), ldy, accumulate);
+      for (Isa isa : supported_isas()) {
+        const auto& t = table_for(isa);
+        std::vector<float> exact(s.M * ldy, 0.f), scaled = y0;
+        t.gemm_i8(s.M, s.N, s.K, xq_want.data(), ldq, ones_m.data(), sum_want.data(), Wq.data(), ldw,
+                  ones_n.data(), nullptr, exact.data(), ldy, false);
+        t.gemm_i8(s.M, s.N, s.K, xq_want.data(), ldq, sc_want.data(), sum_want.data(), Wq.data(), ldw,
+                  w_scale.data(), bias.data(), scaled.data(), ldy, accumulate);
+        CHECK(exact == exact_want, "gemm_i8 exact isa=%s M=%zu N=%zu K=%zu", isa_name(isa), s.M, s.N, s.K);
+        CHECK(max_rel_err(scaled, scaled_want) <= 1e-6, "gemm_i8 scaled isa=%s M=%zu N=%zu K=%zu acc=%d err=%g",
+              isa_name(isa), s.M, s.N, s.K, accumulate, max_rel_err(scaled, scaled_want));
+      }
+    }
+  }
+}
+
+void test_dot() {
   for (std::size_t n : {0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 384, 1536, 1537}) {
-    std::vector<float> a(n), b(n);
-    for (auto& v : a) v = dist(rng);
-    for (auto& v : b) v = dist(rng);
-    const float want = kernels::ref::dot_f32(a.data(), b.data(), n);
-    for (Isa isa : isas) {
-      const float got = kernels::table_for(isa).dot_f32(a.data(), b.data(), n);
+    auto a = randn(n), b = randn(n);
+    const float want = ref::dot_f32(a.data(), b.data(), n);
+    for (Isa isa : supported_isas()) {
+      const float got = table_for(isa).dot_f32(a.data(), b.data(), n);
       const float tol = 1e-5f * std::sqrt(static_cast<float>(n) + 1.f) * 4.f;
       CHECK(std::fabs(got - want) <= tol, "dot_f32 isa=%s n=%zu got %g want %g", isa_name(isa), n, got, want);
     }
   }
+}
+
+}  // namespace
+
+int main() {
+  std::printf("ISAs: ");
+  for (Isa isa : supported_isas()) std::printf("%s ", isa_name(isa));
+  std::printf("(selected: %s)\n", isa_name(selected_isa()));
+  test_dot();
+  test_gemm_f32_f16();
+  test_quantize_and_gemm_i8();
   std::printf("%d failed\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,199 @@
+// AVX-512 GEMMs (f32, f16 via F16C-style vcvtph2ps, int8 via VNNI vpdpbusd) and the int8
+// activation quantiser. Layouts and the VNNI compensation are described in mlfs/kernels.h.
+// Register tiles: MR rows x NB blocks of 16 columns; every block load and store is masked by the
+// columns that exist, so tails and prefix slices never touch memory outside the slice.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "../tiling.h"
+#include "mlfs/kernels.h"
+
+namespace mlfs::kernels::avx512 {
+namespace {
+
+constexpr std::size_t kBlock = 16;  // fp32 / int32 lanes per zmm
+
+inline __mmask16 block_mask(std::size_t n_valid, int b) {
+  const std::size_t first = static_cast<std::size_t>(b) * kBlock;
+  if (n_valid >= first + kBlock) return 0xFFFF;
+  return static_cast<__mmask16>((1u << (n_valid - first)) - 1u);
+}
+
+// y = v (+ y), masked; v already holds alpha * acc + bias.
+inline void store_block(float* y, __mmask16 m, __m512 v, bool accumulate) {
+  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y));
+  _mm512_mask_storeu_ps(y, m, v);
+}
+
+// Shared by f32 and f16: acc[r][b] += x[r, k] * W(k, block b) for k < K; Load converts one weight
+// block to fp32.
+template <typename WeightT, typename Load>
+struct FloatTile {
+  std::size_t K;
+  float alpha;
+  const float* x;
+  std::size_t ldx;
+  const WeightT* W;
+  std::size_t ldw;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    __mmask16 mask[NB];
+    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
+    __m512 acc[MR][NB];
+    for (int r = 0; r < MR; ++r)
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
+    const float* xr = x + m0 * ldx;
+    const WeightT* wk = W + n0;
+    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
+      __m512 w[NB];
+      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, mask[b]);
+      for (int r = 0; r < MR; ++r) {
+        const __m512 xv = _mm512_set1_ps(xr[r * ldx + k]);
+        for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, w[b], acc[r][b]);
+      }
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+    for (int b = 0; b < NB; ++b) {
+      const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[b], bias + n0 + b * kBlock) : _mm512_setzero_ps();
+      for (int r = 0; r < MR; ++r)
+        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], _mm512_fmadd_ps(acc[r][b], va, bv),
+                    accumulate);
+    }
+  }
+};
+
+struct LoadF32 {
+  static __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct LoadF16 {
+  static __m512 load(const uint16_t* p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+  }
+};
+
+// int8: acc[r][b] += sum_{k in group g} (w + 128) * xq over K-groups of 4, then the compensation
+// -128 * x_sum[r] and the rescale. A K4N block of 16 columns is one 64-byte zmm (16 x 4 bytes).
+struct I8Tile {
+  std::size_t groups;  // ceil(K / 4)
+  const int8_t* xq;
+  std::size_t ldq;
+  const float* x_scale;
+  const int32_t* x_sum;
+  const int8_t* W;
+  std::size_t ldw;
+  const float* w_scale;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    __mmask16 mask[NB];
+    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
+    __m512i acc[MR][NB];
+    for (int r = 0; r < MR; ++r)
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const int8_t* xr = xq + m0 * ldq;
+    const int8_t* wg = W + 4 * n0;
+    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+      __m512i w[NB];
+      for (int b = 0; b < NB; ++b)
+        w[b] = _mm512_xor_si512(_mm512_maskz_loadu_epi32(mask[b], wg + b * 4 * kBlock), flip);
+      for (int r = 0; r < MR; ++r) {
+        int32_t x4;
+        std::memcpy(&x4, xr + r * ldq + 4 * g, 4);
+        const __m512i xv = _mm512_set1_epi32(x4);
+        for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], w[b], xv);
+      }
+    }
+    for (int b = 0; b < NB; ++b) {
+      const std::size_t n = n0 + b * kBlock;
+      const __m512 ws = _mm512_maskz_loadu_ps(mask[b], w_scale + n);
+      const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[b], bias + n) : _mm512_setzero_ps();
+      for (int r = 0; r < MR; ++r) {
+        const __m512i exact = _mm512_sub_epi32(acc[r][b], _mm512_set1_epi32(128 * x_sum[m0 + r]));
+        const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale[m0 + r]), ws);
+        store_block(y + (m0 + r) * ldy + n, mask[b], _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), s, bv),
+                    accumulate);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t ldx,
+              const float* Wt, size_t ldw, const float* bias, float* y, size_t ldy,
+              bool accumulate) {
+  if (M == 0 || N == 0) return;
+  using Tile = FloatTile<float, LoadF32>;
+  const Tile tile{K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
+  if (M == 1)  // GEMV: more independent accumulators per row hide the FMA latency
+    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
+}
+
+void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
+              size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  using Tile = FloatTile<uint16_t, LoadF16>;
+  const Tile tile{K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
+}
+
+void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
+             const int32_t* x_sum, const int8_t* Wq, size_t ldw, const float* w_scale,
+             const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const I8Tile tile{(K + 3) / 4, xq, ldq, x_scale, x_sum, Wq, ldw, w_scale, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 8, I8Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 4, I8Tile>::run(tile, M, N, kBlock);
+}
+
+void quantize_rows_i8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq,
+                      float* scale, int32_t* x_sum) {
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (size_t i = 0; i < M; ++i) {
+    const float* row = x + i * ldx;
+    __m512 amax = _mm512_setzero_ps();
+    for (size_t k = 0; k < K; k += kBlock) {
+      const __mmask16 m = block_mask(K - k, 0);
+      amax = _mm512_max_ps(amax, _mm512_and_ps(_mm512_maskz_loadu_ps(m, row + k), abs_mask));
+    }
+    const float a = _mm512_reduce_max_ps(amax);
+    const float s = a > 0.f ? a / 127.f : 1.f;
+    // Division, not a reciprocal multiply, and round-half-even conversion: bit-identical to the
+    // reference (and to torch's x / scale then round).
+    const __m512 vs = _mm512_set1_ps(s);
+    const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+    __m512i sum = _mm512_setzero_si512();
+    int8_t* out = xq + i * ldq;
+    for (size_t k = 0; k < K; k += kBlock) {
+      const __mmask16 m = block_mask(K - k, 0);
+      __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(m, row + k), vs);
+      q = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT), lo), hi);
+      const __m512i qi = _mm512_cvtps_epi32(q);
+      sum = _mm512_add_epi32(sum, qi);
+      _mm_mask_storeu_epi8(out + k, m, _mm512_cvtepi32_epi8(qi));
+    }
+    for (size_t k = K; k < packed_k4(K); ++k) out[k] = 0;
+    scale[i] = s;
+    x_sum[i] = _mm512_reduce_add_epi32(sum);
+  }
+}
+
+}  // namespace mlfs::kernels::avx512
