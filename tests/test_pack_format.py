@@ -64,7 +64,7 @@ def test_layout_header_directory_alignment_and_checksum(packed):
     for name, (_, _, offset, nbytes) in entries.items():
         assert offset % 64 == 0, name
         assert offset + nbytes <= len(data)
-    assert entries["l0.ff1.w"][1] == [64, 32]
+    assert entries["l0.ff1.w"][1] == [32, 64]  # W [out 64, in 32] stored transposed ("KN")
 
 
 def test_engine_reads_dims_metadata_and_importance_order(packed, tiny_model):
@@ -81,17 +81,23 @@ def test_weights_are_stored_exactly(packed, tiny_model, tmp_path):
     data = packed.read_bytes()
     code, shape, off, nbytes = directory(data)["l1.ff1.w"]
     stored = np.frombuffer(data, np.float32, count=nbytes // 4, offset=off).reshape(shape)
-    np.testing.assert_array_equal(stored, tiny_model.encoder.layer[1].intermediate.dense.weight.detach().numpy())
+    np.testing.assert_array_equal(stored.T, tiny_model.encoder.layer[1].intermediate.dense.weight.detach().numpy())
 
     int8_path = pack(tiny_model, tmp_path / "int8.mlfs", dtype="int8")
     data8 = int8_path.read_bytes()
     entries = directory(data8)
     q_want, s_want = quantize_per_row(tiny_model.encoder.layer[1].intermediate.dense.weight)
-    _, shape, off, nbytes = entries["l1.ff1.w"]
-    assert entries["l1.ff1.w"][0] == 2
-    np.testing.assert_array_equal(np.frombuffer(data8, np.int8, nbytes, off).reshape(shape), q_want.numpy())
+    code, shape, off, nbytes = entries["l1.ff1.w"]
+    n_out, k_in = q_want.shape
+    assert code == 2 and shape == [k_in // 4, 4 * n_out]
+    # "K4N": element (k, n) at [k // 4, 4 * n + k % 4]
+    k4n = np.frombuffer(data8, np.int8, nbytes, off).reshape(k_in // 4, n_out, 4)
+    np.testing.assert_array_equal(k4n.transpose(1, 0, 2).reshape(n_out, k_in), q_want.numpy())
     _, _, off, nbytes = entries["l1.ff1.w.scale"]
     np.testing.assert_array_equal(np.frombuffer(data8, np.float32, nbytes // 4, off), s_want.numpy())
+    _, shape, off, nbytes = entries["emb.word"]  # the embedding table stays row-major, per-row scales
+    q_emb, _ = quantize_per_row(tiny_model.embeddings.word_embeddings.weight)
+    np.testing.assert_array_equal(np.frombuffer(data8, np.int8, nbytes, off).reshape(shape), q_emb.numpy())
     assert entries["l1.ff1.b"][0] == 0  # biases stay fp32
     fp16_path = pack(tiny_model, tmp_path / "fp16.mlfs", dtype="fp16")
     assert directory(fp16_path.read_bytes())["l0.q.w"][0] == 1

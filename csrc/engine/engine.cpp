@@ -12,29 +12,6 @@ namespace mlfs {
 
 namespace {
 
-// IEEE half → float (embedding rows of fp16 files are converted one element at a time).
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
-  if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: renormalise
-    exp = 113;
-    while ((mant & 0x400u) == 0) {
-      mant <<= 1;
-      --exp;
-    }
-    bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 }  // namespace
@@ -42,9 +19,11 @@ std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to *
 struct Engine::Workspace {
   std::size_t tokens = 0, seq = 0, slots = 0;
   std::vector<float> x, q, k, v, ctx, tmp, ff, lora, pooled, pooled2;
-  std::vector<std::int8_t> qact;  // per-token int8 activations
+  std::vector<std::int8_t> qact;  // per-token int8 activations, rows of ldq bytes
   std::vector<float> qscale;      // their per-token scales
-  std::vector<float> scores, vt;  // per thread slot: [seq, seq] and [head_dim, seq]
+  std::vector<std::int32_t> qsum; // their per-token sums (VNNI compensation)
+  std::vector<float> scores, kt;  // per thread slot: [seq, seq] and one head's K^T [head_dim, seq]
+  std::vector<float> row;         // one dequantised embedding row
   std::vector<float> mask_bias;   // [tokens]: 0 for attended keys, a large negative for padding
   std::vector<std::int32_t> ids;
   std::vector<std::uint8_t> mask;
@@ -52,7 +31,7 @@ struct Engine::Workspace {
   std::size_t bytes() const {
     auto f = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
     return f(x) + f(q) + f(k) + f(v) + f(ctx) + f(tmp) + f(ff) + f(lora) + f(pooled) + f(pooled2) + f(qact) +
-           f(qscale) + f(scores) + f(vt) + f(mask_bias) + f(ids) + f(mask);
+           f(qscale) + f(qsum) + f(scores) + f(kt) + f(row) + f(mask_bias) + f(ids) + f(mask);
   }
 };
 
@@ -64,22 +43,29 @@ Engine::Engine(std::shared_ptr<const PackedFile> file)
   auto f32 = [&](const std::string& name, std::vector<std::uint64_t> shape) {
     return static_cast<const float*>(file_->require(name, DType::f32, shape).data);
   };
-  // A Linear [out, in] in the file's weight dtype, its bias and (int8) row scales, and its LoRA.
+  // A Linear W [out, in] in the kernels' layout for `dtype`, its bias and (int8) scales, and its LoRA.
   auto bind_linear = [&](const std::string& name, std::uint64_t out, std::uint64_t in, DType dtype) {
     LinearWeights w;
     w.dtype = dtype;
     w.out = out;
     w.in = in;
-    w.weight = file_->require(name + ".w", dtype, {out, in}).data;
-    if (dtype == DType::i8) w.row_scale = f32(name + ".w.scale", {out});
+    if (dtype == DType::i8) {
+      const std::uint64_t k4 = kernels::packed_k4(in);
+      w.weight = file_->require(name + ".w", dtype, {k4 / 4, 4 * out}).data;
+      w.ldw = 4 * out;
+      w.w_scale = f32(name + ".w.scale", {out});
+    } else {
+      w.weight = file_->require(name + ".w", dtype, {in, out}).data;
+      w.ldw = out;
+    }
     w.bias = f32(name + ".b", {out});
-    if (const TensorView* a = file_->find(name + ".lora_a")) {
-      const std::uint64_t rank = a->rows();
-      if (a->dtype != DType::f32 || a->shape.size() != 2 || rank > in)
-        throw PackedFileError(file_->path() + ": tensor '" + a->name + "' must be fp32 [rank, " +
-                              std::to_string(in) + "]");
-      w.lora_a = f32(name + ".lora_a", {rank, in});
-      w.lora_b = f32(name + ".lora_b", {out, rank});
+    if (const TensorView* at = file_->find(name + ".lora_at")) {
+      const std::uint64_t rank = at->cols();
+      if (at->dtype != DType::f32 || at->shape.size() != 2 || rank > in)
+        throw PackedFileError(file_->path() + ": tensor '" + at->name + "' must be fp32 [" + std::to_string(in) +
+                              ", rank]");
+      w.lora_at = f32(name + ".lora_at", {in, rank});
+      w.lora_bt = f32(name + ".lora_bt", {rank, out});
       w.lora_scale = *f32(name + ".lora_s", {1});
       w.lora_rank = rank;
       has_lora_ = true;
@@ -115,6 +101,8 @@ Engine::Engine(std::shared_ptr<const PackedFile> file)
     classifier_ = bind_linear("cls", d.num_labels, H, DType::f32);
   }
 }
+
+Engine::~Engine() = default;
 
 std::size_t Engine::workspace_bytes() const { return ws_->bytes(); }
 
@@ -188,31 +176,39 @@ void Engine::ensure_workspace(std::size_t tokens, std::size_t seq, int threads) 
   for (auto* buf : {&w.x, &w.q, &w.k, &w.v, &w.ctx, &w.tmp, &w.pooled, &w.pooled2}) buf->assign(T * H, 0.f);
   w.ff.assign(T * I, 0.f);
   w.lora.assign(T * std::max<std::size_t>(max_rank, 1), 0.f);
-  w.qact.assign(T * std::max(H, I), 0);
+  w.qact.assign(T * quant_ld(), 0);
   w.qscale.assign(T, 0.f);
+  w.qsum.assign(T, 0);
   w.scores.assign(w.slots * S * S, 0.f);
-  w.vt.assign(w.slots * dims_.head_dim * S, 0.f);
+  w.kt.assign(w.slots * dims_.head_dim * S, 0.f);
+  w.row.assign(H, 0.f);
   w.mask_bias.assign(T, 0.f);
+}
+
+std::size_t Engine::quant_ld() const {
+  return kernels::packed_k4(std::max<std::size_t>(dims_.hidden, dims_.intermediate));
 }
 
 void Engine::quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads) {
   Workspace& w = *ws_;
-  const std::size_t ldq = std::max<std::size_t>(dims_.hidden, dims_.intermediate);
-  const std::size_t rows_per_task = std::max<std::size_t>(1, (m + threads - 1) / threads);
-  pool_.parallel_for((m + rows_per_task - 1) / rows_per_task, threads, [&](std::size_t task, int) {
-    const std::size_t r0 = task * rows_per_task, r1 = std::min(m, r0 + rows_per_task);
-    kt_.quantize_rows_i8(x + r0 * ldx, ldx, r1 - r0, k, w.qact.data() + r0 * ldq, ldq, w.qscale.data() + r0);
+  const std::size_t ldq = quant_ld();
+  const std::size_t rows = std::max<std::size_t>(1, (m + threads - 1) / threads);
+  pool_.parallel_for((m + rows - 1) / rows, threads, [&](std::size_t task, int) {
+    const std::size_t r0 = task * rows, r1 = std::min(m, r0 + rows);
+    kt_.quantize_rows_i8(r1 - r0, k, x + r0 * ldx, ldx, w.qact.data() + r0 * ldq, ldq, w.qscale.data() + r0,
+                         w.qsum.data() + r0);
   });
 }
 
-// y[:m, :n] = x[:m, :k] · W[:n, :k]^T + bias[:n] (+ s · (x · A[:, :k]^T) · B[:n, :]^T).
-// The slice is a stride into the full weight (row stride w.in); work is split over N (columns of y).
+// y[:m, :n] = x[:m, :k] · W[:n, :k]^T + bias[:n]  (+ s · (x · A[:, :k]^T) · B[:n, :]^T with LoRA).
+// The slice is a stride into the full weight; work is split over N (columns of y) in blocks of 16,
+// which keeps every ISA's register tile whole. With x_quantized, x's int8 copy from the previous
+// call (same x, same k) is reused: Q, K and V share one quantisation.
 void Engine::linear(const LinearWeights& w, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
                     std::size_t m, float* y, std::size_t ldy, int threads, bool x_quantized) {
   Workspace& ws = *ws_;
   if (w.dtype == DType::i8 && !x_quantized) quantize_activations(x, ldx, m, k, threads);
-  const std::size_t ldq = std::max<std::size_t>(dims_.hidden, dims_.intermediate);
-  // Blocks of 16 output columns keep every ISA's register tile whole.
+  const std::size_t ldq = quant_ld();
   const std::size_t block = round_up((n + threads - 1) / threads, 16);
   const std::size_t n_tasks = (n + block - 1) / block;
   pool_.parallel_for(n_tasks, threads, [&](std::size_t task, int) {
@@ -220,27 +216,28 @@ void Engine::linear(const LinearWeights& w, std::size_t n, std::size_t k, const 
     const float* bias = w.bias ? w.bias + n0 : nullptr;
     switch (w.dtype) {
       case DType::f32:
-        kt_.gemm_f32(m, nb, k, x, ldx, static_cast<const float*>(w.weight) + n0 * w.in, w.in, bias, y + n0, ldy);
+        kt_.gemm_f32(m, nb, k, 1.f, x, ldx, static_cast<const float*>(w.weight) + n0, w.ldw, bias, y + n0, ldy,
+                     false);
         break;
       case DType::f16:
-        kt_.gemm_f16(m, nb, k, x, ldx, static_cast<const std::uint16_t*>(w.weight) + n0 * w.in, w.in, bias,
-                     y + n0, ldy);
+        kt_.gemm_f16(m, nb, k, x, ldx, static_cast<const std::uint16_t*>(w.weight) + n0, w.ldw, bias, y + n0, ldy,
+                     false);
         break;
       case DType::i8:
-        kt_.gemm_i8(m, nb, k, ws.qact.data(), ldq, ws.qscale.data(),
-                    static_cast<const std::int8_t*>(w.weight) + n0 * w.in, w.in, w.row_scale + n0, bias, y + n0, ldy);
+        kt_.gemm_i8(m, nb, k, ws.qact.data(), ldq, ws.qscale.data(), ws.qsum.data(),
+                    static_cast<const std::int8_t*>(w.weight) + 4 * n0, w.ldw, w.w_scale + n0, bias, y + n0, ldy,
+                    false);
         break;
     }
   });
-  if (w.lora_a == nullptr) return;
-  // Low-rank path beside the sliced base: t = s · x A[:, :k]^T, then y += t B[:n, :]^T.
+  if (w.lora_at == nullptr) return;
+  // Low-rank path beside the sliced base: t = x · At[:k, :], then y[:, :n] += s · t · Bt[:, :n].
   const std::size_t r = w.lora_rank;
   float* t = ws.lora.data();
-  kt_.gemm_f32(m, r, k, x, ldx, w.lora_a, w.in, nullptr, t, r);
-  for (std::size_t i = 0; i < m * r; ++i) t[i] *= w.lora_scale;
+  kt_.gemm_f32(m, r, k, 1.f, x, ldx, w.lora_at, r, nullptr, t, r, false);
   pool_.parallel_for(n_tasks, threads, [&](std::size_t task, int) {
     const std::size_t n0 = task * block, nb = std::min(n, n0 + block) - n0;
-    kt_.gemm_f32_acc(m, nb, r, t, r, w.lora_b + n0 * r, r, y + n0, ldy);
+    kt_.gemm_f32(m, nb, r, w.lora_scale, t, r, w.lora_bt + n0, w.out, nullptr, y + n0, ldy, true);
   });
 }
 
@@ -253,17 +250,13 @@ void Engine::attention(std::size_t batch, std::size_t seq, std::size_t heads, in
     const std::size_t b = task / heads, head = task % heads;
     const std::size_t base = b * S * H + head * dh;
     float* scores = w.scores.data() + static_cast<std::size_t>(slot) * w.seq * w.seq;
-    float* vt = w.vt.data() + static_cast<std::size_t>(slot) * dh * w.seq;
-    const float* mask_bias = w.mask_bias.data() + b * S;
-    kt_.gemm_f32(S, S, dh, w.q.data() + base, H, w.k.data() + base, H, nullptr, scores, S);
-    for (std::size_t i = 0; i < S; ++i)
-      for (std::size_t j = 0; j < S; ++j) scores[i * S + j] = scores[i * S + j] * scale + mask_bias[j];
-    kt_.softmax_rows(scores, S, S, S);
-    // P · V as a GEMM against V^T (the kernels take the right operand as rows [n, k]).
-    const float* v = w.v.data() + base;
-    for (std::size_t j = 0; j < S; ++j)
-      for (std::size_t d = 0; d < dh; ++d) vt[d * S + j] = v[j * H + d];
-    kt_.gemm_f32(S, dh, S, scores, S, vt, S, nullptr, w.ctx.data() + base, H);
+    float* kt = w.kt.data() + static_cast<std::size_t>(slot) * dh * w.seq;
+    // scores = Q K^T: the kernels take the right operand as [k, n], so this head's K is transposed.
+    kernels::transpose_f32(S, dh, w.k.data() + base, H, kt, S);
+    kt_.gemm_f32(S, S, dh, 1.f, w.q.data() + base, H, kt, S, nullptr, scores, S, false);
+    kt_.softmax_f32(S, S, scores, S, w.mask_bias.data() + b * S, scale);
+    // ctx = P V, with V [seq, head_dim] read in place (stride H).
+    kt_.gemm_f32(S, dh, S, 1.f, scores, S, w.v.data() + base, H, nullptr, w.ctx.data() + base, H, false);
   });
 }
 
@@ -278,7 +271,7 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
     const std::size_t rows = std::max<std::size_t>(1, (T + threads - 1) / threads);
     pool_.parallel_for((T + rows - 1) / rows, threads, [&](std::size_t task, int) {
       const std::size_t r0 = task * rows, r1 = std::min(T, r0 + rows);
-      kt_.add_layernorm_rows(x + r0 * H, residual ? residual + r0 * H : nullptr, r1 - r0, H, H, g, b, eps);
+      kt_.layernorm_f32(r1 - r0, H, x + r0 * H, H, residual ? residual + r0 * H : nullptr, H, g, b, eps, x + r0 * H, H);
     });
   };
 
@@ -292,8 +285,8 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
       const float* e = static_cast<const float*>(word_emb_) + id * H;
       for (std::size_t c = 0; c < H; ++c) x[c] = e[c] + p[c] + type_emb_[c];
     } else if (wd == DType::f16) {
-      const auto* e = static_cast<const std::uint16_t*>(word_emb_) + id * H;
-      for (std::size_t c = 0; c < H; ++c) x[c] = half_to_float(e[c]) + p[c] + type_emb_[c];
+      kt_.f16_to_f32(H, static_cast<const std::uint16_t*>(word_emb_) + id * H, w.row.data());
+      for (std::size_t c = 0; c < H; ++c) x[c] = w.row[c] + p[c] + type_emb_[c];
     } else {
       const auto* e = static_cast<const std::int8_t*>(word_emb_) + id * H;
       const float s = word_scale_[id];
@@ -318,7 +311,7 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
     const std::size_t rows = std::max<std::size_t>(1, (T + threads - 1) / threads);
     pool_.parallel_for((T + rows - 1) / rows, threads, [&](std::size_t task, int) {
       const std::size_t r0 = task * rows, r1 = std::min(T, r0 + rows);
-      for (std::size_t r = r0; r < r1; ++r) kt_.gelu(w.ff.data() + r * I, f);
+      kt_.bias_gelu_f32(r1 - r0, f, nullptr, w.ff.data() + r0 * I, I);  // the bias is in the GEMM already
     });
     linear(L.ff2, H, f, w.ff.data(), I, T, w.tmp.data(), H, threads);
     layer_norm(w.tmp.data(), w.x.data(), L.ln2_w, L.ln2_b);

@@ -48,7 +48,7 @@ POOLING_CODES = {"mean": 0, "cls": 1}
 # num_layers, hidden, num_heads, head_dim, intermediate, vocab, max_positions, type_vocab,
 # num_labels, pooling, weight_dtype, layer_norm_eps
 _HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f")
-_DIR_ENTRY = struct.Struct(f"<{NAME_SIZE}sII{MAX_DIMS}QQQ")
+_DIR_ENTRY = struct.Struct(f"<{NAME_SIZE}sII{MAX_DIMS}QQQ8x")  # padded to 128 bytes
 assert _HEADER.size <= HEADER_SIZE and _DIR_ENTRY.size == DIR_ENTRY_SIZE
 assert struct.calcsize("<8sIIQ") == CHECKSUM_OFFSET
 

@@ -3,7 +3,9 @@
 The engine runs any sub-network by striding into these buffers, so the file holds the *full*
 supernet once. Linear weights (and the word embedding) are stored in the chosen dtype — fp32, fp16,
 or int8 with mlfs_edge.quant.scheme's per-output-row scales, which stay valid for every prefix slice —
-and everything small (biases, LayerNorms, position embeddings, the classifier) in fp32.
+and everything small (biases, LayerNorms, position embeddings, the classifier) in fp32. Linear
+weights are laid out for the kernels (transposed "KN", int8 "K4N"; see csrc/include/mlfs/kernels.h),
+in which a prefix slice W[:n, :k] is still a stride.
 LoRA adapters are stored unmerged (fp32 A, B and scale per adapted Linear) so the engine runs the
 low-rank path beside the sliced base, or merged into the base weights before quantisation.
 """
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlfs_edge import _core
 from mlfs_edge.config import ArchSpec
 from mlfs_edge.quant.scheme import quantize_per_row
 from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
@@ -102,15 +105,26 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
 
 
-def _store(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
-    if dtype == "fp32":
-        out[name] = _f32(weight)
-    elif dtype == "fp16":
-        out[name] = _f32(weight).astype(np.float16)
-    else:
+def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
+    """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
+    transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales."""
+    if dtype == "int8":
         q, scale = quantize_per_row(weight.detach().float())
-        out[name] = q.numpy()
+        out[name] = _core.pack_weight(q.numpy())
         out[name + ".scale"] = scale.numpy().astype(np.float32)
+    else:
+        w = _f32(weight)
+        out[name] = _core.pack_weight(w.astype(np.float16) if dtype == "fp16" else w)
+
+
+def _store_table(out: dict[str, np.ndarray], name: str, table: torch.Tensor, dtype: str) -> None:
+    """An embedding table [rows, hidden], row-major (rows are gathered); int8 with per-row scales."""
+    if dtype == "int8":
+        q, scale = quantize_per_row(table.detach().float())
+        out[name], out[name + ".scale"] = q.numpy(), scale.numpy().astype(np.float32)
+    else:
+        t = _f32(table)
+        out[name] = t.astype(np.float16) if dtype == "fp16" else t
 
 
 def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dtype: str = "fp32",
@@ -157,7 +171,7 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
 
     emb = encoder.embeddings
     tensors: dict[str, np.ndarray] = {}
-    _store(tensors, "emb.word", emb.word_embeddings.weight, dtype)
+    _store_table(tensors, "emb.word", emb.word_embeddings.weight, dtype)
     tensors["emb.pos"] = _f32(emb.position_embeddings.weight)
     tensors["emb.type"] = _f32(emb.token_type_embeddings.weight)
     tensors["emb.ln.w"], tensors["emb.ln.b"] = _f32(emb.LayerNorm.weight), _f32(emb.LayerNorm.bias)
@@ -176,20 +190,21 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
                 if merge_lora:
                     weight = weight + s * (b @ a)
                 else:
-                    tensors[f"{name}.lora_a"], tensors[f"{name}.lora_b"] = _f32(a), _f32(b)
+                    tensors[f"{name}.lora_at"], tensors[f"{name}.lora_bt"] = _f32(a.T), _f32(b.T)
                     tensors[f"{name}.lora_s"] = np.array([s], np.float32)
                 adapted.append(name)
-            _store(tensors, f"{name}.w", weight, dtype)
+            _store_linear(tensors, f"{name}.w", weight, dtype)
             tensors[f"{name}.b"] = _f32(linear.bias)
         for short, sub in LAYER_NORMS.items():
             ln = layer.get_submodule(sub)
             tensors[f"l{i}.{short}.w"], tensors[f"l{i}.{short}.b"] = _f32(ln.weight), _f32(ln.bias)
     if pooling == "cls":
-        _store(tensors, "pooler.w", pooler.dense.weight, dtype)
+        _store_linear(tensors, "pooler.w", pooler.dense.weight, dtype)
         tensors["pooler.b"] = _f32(pooler.dense.bias)
     labels: list[str] = []
     if classifier is not None:
-        tensors["cls.w"], tensors["cls.b"] = _f32(classifier.weight), _f32(classifier.bias)
+        _store_linear(tensors, "cls.w", classifier.weight, "fp32")
+        tensors["cls.b"] = _f32(classifier.bias)
         id2label = getattr(config, "id2label", None) or {}
         labels = [str(id2label.get(j, f"LABEL_{j}")) for j in range(classifier.out_features)]
 

@@ -25,16 +25,19 @@ struct LayerSlice {
 };
 using SubnetSpec = std::vector<LayerSlice>;
 
-// One Linear of the supernet as stored: weight [out, in] row-major in `dtype`, optional int8 row
-// scales, bias, and an optional unmerged LoRA adapter (A [rank, in], B [out, rank], scale).
+// One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
+// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
+// with per-output scales; bias; and an optional unmerged LoRA adapter stored transposed too:
+// At [in, rank] and Bt [rank, out], y += scale * (x At) Bt.
 struct LinearWeights {
   DType dtype = DType::f32;
   const void* weight = nullptr;
-  const float* row_scale = nullptr;  // int8 only
+  std::size_t ldw = 0;
+  const float* w_scale = nullptr;  // int8 only
   const float* bias = nullptr;
   std::size_t out = 0, in = 0;
-  const float* lora_a = nullptr;
-  const float* lora_b = nullptr;
+  const float* lora_at = nullptr;
+  const float* lora_bt = nullptr;
   std::size_t lora_rank = 0;
   float lora_scale = 0.f;
 };
@@ -48,6 +51,7 @@ class Engine {
  public:
   // Binds every tensor of `file` (checked for presence, dtype and shape; PackedFileError if wrong).
   explicit Engine(std::shared_ptr<const PackedFile> file);
+  ~Engine();
 
   const ModelDims& dims() const { return dims_; }
   const PackedFile& file() const { return *file_; }
@@ -75,6 +79,7 @@ class Engine {
   void linear(const LinearWeights& w, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
               std::size_t m, float* y, std::size_t ldy, int threads, bool x_quantized = false);
   void quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
+  std::size_t quant_ld() const;  // row stride of the int8 activation buffer
   void attention(std::size_t batch, std::size_t seq, std::size_t heads, int threads);
   void ensure_workspace(std::size_t tokens, std::size_t seq, int threads);
 
