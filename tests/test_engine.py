@@ -163,7 +163,7 @@ def test_boundary_checks_raise_clear_errors(engines):
     with pytest.raises(ValueError, match="C-contiguous"):
         e.run(np.asfortranarray(ids), np.asfortranarray(mask))
     with pytest.raises(ValueError, match="shape of input_ids"):
-        e.run(ids, mask[:, :5])
+        e.run(ids, np.ascontiguousarray(mask[:, :5]))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         e.run(np.where(ids == ids[0, 0], VOCAB, ids), mask)
     with pytest.raises(ValueError, match="exceeds the model's 40 positions"):
