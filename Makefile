@@ -68,8 +68,9 @@ test-python: setup
 # Fuzz the packed-file reader for 60 s (atheris; seed corpus: tiny packed files made on first run).
 FUZZ_SECONDS ?= 60
 fuzz-pack: setup
-	mkdir -p build/fuzz-corpus
-	$(PY) fuzz/fuzz_packed_file.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 build/fuzz-corpus
+	mkdir -p build/fuzz-corpus build/fuzz-artifacts
+	$(PY) fuzz/fuzz_packed_file.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+	  -artifact_prefix=build/fuzz-artifacts/ build/fuzz-corpus
 
 wheel: $(VENV)/.deps
 	rm -rf dist && $(PIP) wheel --no-deps . -w dist/

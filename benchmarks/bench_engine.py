@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from mlfs_edge.cli import main  # noqa: E402
+from mlfs_edge.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "engine", *sys.argv[1:]]))

@@ -67,7 +67,7 @@ def make_seed_corpus(folder: Path) -> None:
 
 def main() -> None:
     corpus = next((Path(a) for a in sys.argv[1:] if not a.startswith("-")), None)
-    if corpus is not None and not any(corpus.glob("seed-*.mlfs")):
+    if corpus is not None and not corpus.is_file() and not any(corpus.glob("seed-*.mlfs")):
         make_seed_corpus(corpus)
     atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

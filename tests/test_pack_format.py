@@ -124,7 +124,7 @@ def test_pack_rejects_bad_arguments(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         pack(tiny_model, tmp_path / "x.mlfs", lora={"encoder.layer.0.attention.self.query": (
             torch.zeros(2, 31), torch.zeros(32, 2), 1.0)})
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config.json"):
         pack(tmp_path, tmp_path / "x.mlfs")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
@@ -153,9 +153,9 @@ def test_truncated_files_are_rejected(packed, tmp_path, length):
     cut = data[:length] if length >= 0 else data[:len(data) + length]
     bad = tmp_path / "cut.mlfs"
     bad.write_bytes(cut)
-    with pytest.raises(PackedFileError, match="truncated|magic"):
+    with pytest.raises(PackedFileError, match=r"truncated|magic"):
         Engine.load(bad)
-    with pytest.raises(PackedFileError, match="truncated|magic"):
+    with pytest.raises(PackedFileError, match=r"truncated|magic"):
         Engine.from_bytes(cut)
 
 
@@ -209,10 +209,10 @@ def test_directory_entries_are_checked_against_the_file(packed):
 def test_missing_or_misshapen_tensors_are_named(tiny_model):
     tensors = {"emb.word": np.zeros((120, 32), np.float32)}
     dims = fmt.ModelDims(3, 32, 4, 8, 64, 120, 40, 2, 0, "mean", "fp32", 1e-12)
-    with pytest.raises(PackedFileError, match="missing tensor 'emb.pos'"):
+    with pytest.raises(PackedFileError, match=r"missing tensor 'emb.pos'"):
         Engine.from_bytes(fmt.encode(dims, tensors, {"arch": {}}))
     tensors["emb.word"] = np.zeros((121, 32), np.float32)
-    with pytest.raises(PackedFileError, match="'emb.word' has shape"):
+    with pytest.raises(PackedFileError, match=r"'emb.word' has shape"):
         Engine.from_bytes(fmt.encode(dims, tensors, {"arch": {}}))
 
 

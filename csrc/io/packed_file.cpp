@@ -212,6 +212,9 @@ void PackedFile::parse(bool verify_checksum) {
     const std::size_t name_len = strnlen(name_begin, kNameSize);
     if (name_len == 0 || name_len == kNameSize)
       throw PackedFileError(where + "tensor #" + std::to_string(i) + ": name empty or not NUL-terminated");
+    for (std::size_t c = 0; c < name_len; ++c)
+      if (name_begin[c] < 0x21 || name_begin[c] > 0x7E)  // names end up in error messages: plain ASCII only
+        throw PackedFileError(where + "tensor #" + std::to_string(i) + ": name is not printable ASCII");
     TensorView t;
     t.name.assign(name_begin, name_len);
     const std::string tw = where + "tensor '" + t.name + "': ";

@@ -65,7 +65,8 @@ void register_engine(py::module_& m) {
         return std::make_shared<mlfs::Engine>(mlfs::PackedFile::from_bytes(std::move(bytes), verify_checksum));
       }, py::arg("data"), py::arg("verify_checksum") = true,
          "Validate and load a packed file held in memory (same checks as load).")
-      .def_property_readonly("metadata_json", [](const mlfs::Engine& e) { return e.file().metadata_json(); })
+      // bytes, not str: the file's metadata is only *meant* to be UTF-8 JSON; Python decodes and checks it.
+      .def_property_readonly("metadata_json", [](const mlfs::Engine& e) { return py::bytes(e.file().metadata_json()); })
       .def_property_readonly("file_size", [](const mlfs::Engine& e) { return e.file().file_size(); })
       .def_property_readonly("checksum", [](const mlfs::Engine& e) { return e.file().checksum(); })
       .def_property_readonly("path", [](const mlfs::Engine& e) { return e.file().path(); })

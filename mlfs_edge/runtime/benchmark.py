@@ -94,7 +94,7 @@ def _executorch_runner(model: Any, ids: np.ndarray, mask: np.ndarray) -> tuple[C
         return None, "mlfs_edge.export has no XNNPACK lowering function yet (export branch not merged)"
     try:
         return lower(model, ids, mask), ""
-    except Exception as e:  # noqa: BLE001 — any exporter failure only skips this row
+    except Exception as e:
         return None, f"export failed: {type(e).__name__}: {e}"
 
 
@@ -144,7 +144,7 @@ def build_backends(model_dir: Path, workdir: Path, seq: int, threads: int,
             for name, sess in _onnx_sessions(torch_model, ids, mask, workdir, label, threads).items():
                 backends.append(Backend(name, sub, params, threads,
                                         lambda s=sess: s.run(None, {"input_ids": ids, "attention_mask": mask}), []))
-        except Exception as e:  # noqa: BLE001 — report the row as skipped, keep the others
+        except Exception as e:
             skipped.append(f"onnxruntime ({sub}): {type(e).__name__}: {e}")
         runner, why = _executorch_runner(torch_model, ids, mask)
         if runner is None:

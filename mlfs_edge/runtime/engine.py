@@ -207,11 +207,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _parse_metadata(text: str) -> dict[str, Any]:
+def _parse_metadata(raw: bytes) -> dict[str, Any]:
     try:
-        meta = json.loads(text)
-    except ValueError as e:
-        raise PackedFileError(f"corrupt metadata: not JSON ({e})") from None
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise PackedFileError(f"corrupt metadata: not UTF-8 JSON ({e})") from None
     if not isinstance(meta, dict):
         raise PackedFileError("corrupt metadata: not a JSON object")
     return meta

@@ -92,8 +92,8 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
     reverse_codes = {np.dtype(v): k for k, v in NUMPY_DTYPES.items()}
     for name, arr in tensors.items():
         raw = name.encode()
-        if not raw or len(raw) >= NAME_SIZE:
-            raise ValueError(f"tensor name {name!r} must be 1..{NAME_SIZE - 1} bytes")
+        if not raw or len(raw) >= NAME_SIZE or not all(0x21 <= c <= 0x7E for c in raw):
+            raise ValueError(f"tensor name {name!r} must be 1..{NAME_SIZE - 1} printable ASCII characters")
         if arr.dtype not in reverse_codes:
             raise ValueError(f"tensor {name}: dtype {arr.dtype} cannot be packed (fp32, fp16 or int8)")
         if not 1 <= arr.ndim <= MAX_DIMS:

@@ -42,7 +42,8 @@ def reference_output(model: torch.nn.Module, input_ids: np.ndarray, attention_ma
                      pooling: str = "mean") -> np.ndarray:
     """What the engine returns for `model`: classifier logits, else the pooled embedding
     (masked mean of the last hidden state, or the pooler output for pooling='cls')."""
-    ids, mask = torch.from_numpy(np.asarray(input_ids, np.int64)), torch.from_numpy(np.asarray(attention_mask, np.int64))
+    ids = torch.from_numpy(np.asarray(input_ids, np.int64))
+    mask = torch.from_numpy(np.asarray(attention_mask, np.int64))
     out = model(input_ids=ids, attention_mask=mask)
     if hasattr(model, "classifier"):
         return out.logits.float().numpy()
