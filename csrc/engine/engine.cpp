@@ -132,7 +132,7 @@ void Engine::run(const Index* input_ids, const Index* attention_mask, std::size_
   if (seq > dims_.max_positions)
     throw std::invalid_argument("sequence length " + std::to_string(seq) + " exceeds the model's " +
                                 std::to_string(dims_.max_positions) + " positions; truncate the input");
-  if (threads < 1) throw std::invalid_argument("threads must be >= 1");
+  if (threads < 1 || threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
   std::lock_guard<std::mutex> lock(run_mutex_);
   const std::size_t tokens = batch * seq;
   ws_->ids.resize(tokens);

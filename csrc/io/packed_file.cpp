@@ -36,17 +36,23 @@ T load_le(const std::uint8_t* p) {
 
 std::string fmt_size(std::uint64_t n) { return std::to_string(n) + " bytes"; }
 
-const std::array<std::uint32_t, 256>& crc_table() {
-  static const std::array<std::uint32_t, 256> table = [] {
-    std::array<std::uint32_t, 256> t{};
+// Slice-by-8 tables: table[0] is the classic byte table, table[j][b] advances a byte by j more zero
+// bytes, so eight input bytes are folded per step (~4x the byte loop; the whole file is checked at load).
+using CrcTables = std::array<std::array<std::uint32_t, 256>, 8>;
+
+const CrcTables& crc_tables() {
+  static const CrcTables tables = [] {
+    CrcTables t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
       std::uint32_t c = i;
       for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
+      t[0][i] = c;
     }
+    for (std::uint32_t i = 0; i < 256; ++i)
+      for (int j = 1; j < 8; ++j) t[j][i] = (t[j - 1][i] >> 8) ^ t[0][t[j - 1][i] & 0xFFu];
     return t;
   }();
-  return table;
+  return tables;
 }
 
 bool host_is_little_endian() {
@@ -59,9 +65,16 @@ bool host_is_little_endian() {
 }  // namespace
 
 std::uint32_t crc32_update(std::uint32_t crc, const std::uint8_t* data, std::size_t n) {
-  const auto& t = crc_table();
+  const CrcTables& t = crc_tables();
   crc = ~crc;
-  for (std::size_t i = 0; i < n; ++i) crc = t[(crc ^ data[i]) & 0xFFu] ^ (crc >> 8);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const std::uint32_t lo = load_le<std::uint32_t>(data + i) ^ crc;
+    const std::uint32_t hi = load_le<std::uint32_t>(data + i + 4);
+    crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
+          t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+  }
+  for (; i < n; ++i) crc = t[0][(crc ^ data[i]) & 0xFFu] ^ (crc >> 8);
   return ~crc;
 }
 
