@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup assets build test-python test-native fuzz-pack lint wheel freeze clean help
+.PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel freeze clean help
 
 help:
 	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
@@ -24,7 +24,7 @@ help:
 demo: setup
 	$(VENV)/bin/mlfs-edge demo
 
-test: setup lint test-native test-python fuzz-pack
+test: setup lint test-native test-native-arm test-native-asan test-python fuzz-pack
 
 setup: $(VENV)/.deps $(VENV)/.assets $(VENV)/.built
 
@@ -61,6 +61,29 @@ test-native: $(VENV)/.deps
 	cmake -S . -B build/native -DMLFS_BUILD_TESTS=ON -DMLFS_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build build/native -j $(JOBS)
 	cd build/native && ctest --output-on-failure
+
+# The same native tests cross-built for aarch64 and run under qemu-user on three CPU models, so each
+# ARM dispatch level really executes: max (dotprod + i8mm), cortex-a76 (dotprod, no i8mm: i8mm code
+# would die with SIGILL), cortex-a53 (plain NEON). binfmt is off here: the emulator is called
+# explicitly. Emulated timings mean nothing; this is correctness only.
+ARM_QEMU    := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+test-native-arm:
+	@command -v aarch64-linux-gnu-g++ > /dev/null && command -v qemu-aarch64-static > /dev/null || \
+	  { echo "==> installing the aarch64 cross compiler and qemu-user (apt-get, ~130 MB)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user-static > /dev/null; }
+	cmake -S . -B build/aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DMLFS_BUILD_TESTS=ON \
+	  -DMLFS_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build build/aarch64 -j $(JOBS)
+	@set -e; for test in build/aarch64/test_*; do for cpu in max cortex-a76 cortex-a53; do \
+	  echo "==> $$test under QEMU_CPU=$$cpu"; QEMU_CPU=$$cpu $(ARM_QEMU) $$test; done; done
+
+# The native tests under AddressSanitizer + UndefinedBehaviorSanitizer (every ISA this CPU runs).
+test-native-asan:
+	cmake -S . -B build/asan -DMLFS_BUILD_TESTS=ON -DMLFS_BUILD_PYTHON=OFF -DMLFS_SANITIZE=ON \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	cmake --build build/asan -j $(JOBS)
+	cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --output-on-failure
 
 test-python: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

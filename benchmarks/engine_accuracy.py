@@ -21,15 +21,15 @@ from types import SimpleNamespace
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from mlfs_edge.assets import minilm_path  # noqa: E402
-from mlfs_edge.data import load_classification  # noqa: E402
-from mlfs_edge.eval.metrics import evaluate_classifier  # noqa: E402
-from mlfs_edge.eval.report import markdown_table  # noqa: E402
-from mlfs_edge.runtime import Engine, pack  # noqa: E402
-from mlfs_edge.runtime.format import atomic_write_text  # noqa: E402
-from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier, load_classifier  # noqa: E402
+from mlfs_edge.assets import minilm_path
+from mlfs_edge.data import load_classification
+from mlfs_edge.eval.metrics import evaluate_classifier
+from mlfs_edge.eval.report import markdown_table
+from mlfs_edge.runtime import Engine, pack
+from mlfs_edge.runtime.format import atomic_write_text
+from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier, load_classifier
 
 
 class EngineAsClassifier(torch.nn.Module):

@@ -23,6 +23,15 @@ KernelTable make_table(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     case Isa::avx2:
       t.dot_f32 = &avx2::dot_f32;
+      t.gemm_f32 = &avx2::gemm_f32;
+      t.gemm_f16 = &avx2::gemm_f16;
+      t.gemm_i8 = &avx2::gemm_i8;
+      t.quantize_rows_i8 = &avx2::quantize_rows_i8;
+      t.bias_gelu_f32 = &avx2::bias_gelu_f32;
+      t.layernorm_f32 = &avx2::layernorm_f32;
+      t.softmax_f32 = &avx2::softmax_f32;
+      t.f32_to_f16 = &avx2::f32_to_f16;
+      t.f16_to_f32 = &avx2::f16_to_f32;
       break;
     case Isa::avx512:
       t = make_table(Isa::avx2);
@@ -31,13 +40,28 @@ KernelTable make_table(Isa isa) {
       t.gemm_f16 = &avx512::gemm_f16;
       t.gemm_i8 = &avx512::gemm_i8;
       t.quantize_rows_i8 = &avx512::quantize_rows_i8;
+      t.bias_gelu_f32 = &avx512::bias_gelu_f32;
+      t.layernorm_f32 = &avx512::layernorm_f32;
+      t.softmax_f32 = &avx512::softmax_f32;
+      t.f32_to_f16 = &avx512::f32_to_f16;
+      t.f16_to_f32 = &avx512::f16_to_f32;
       break;
 #elif defined(__aarch64__)
     case Isa::neon:
       t.dot_f32 = &neon::dot_f32;
+      t.gemm_f32 = &neon::gemm_f32;
+      t.gemm_f16 = &neon::gemm_f16;
+      t.gemm_i8 = &neon::gemm_i8;
+      t.quantize_rows_i8 = &neon::quantize_rows_i8;
+      t.bias_gelu_f32 = &neon::bias_gelu_f32;
+      t.layernorm_f32 = &neon::layernorm_f32;
+      t.softmax_f32 = &neon::softmax_f32;
+      t.f32_to_f16 = &neon::f32_to_f16;
+      t.f16_to_f32 = &neon::f16_to_f32;
       break;
     case Isa::dotprod:
       t = make_table(Isa::neon);
+      t.gemm_i8 = &dotprod::gemm_i8;
       break;
     case Isa::i8mm:
       t = make_table(Isa::dotprod);

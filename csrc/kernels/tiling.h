@@ -9,6 +9,14 @@
 #include <cstddef>
 #include <utility>
 
+// Fully unroll a loop over a tile's rows or blocks: GCC otherwise keeps a memory copy of the
+// accumulator array and stores it on every K step.
+#if defined(__clang__)
+#define MLFS_UNROLL _Pragma("unroll")
+#else
+#define MLFS_UNROLL _Pragma("GCC unroll 16")
+#endif
+
 namespace {
 
 // Calls tile.template run<mr, nb>(m0, n0, n_valid) over the whole M x N output; block = columns per

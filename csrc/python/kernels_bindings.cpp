@@ -1,111 +1,320 @@
-// Bindings of the raw kernels, for the Python tests that compare every ISA with the reference.
+// Bindings of the raw kernels (tests and the pack writer): numpy in, numpy out, exact dtypes and
+// shapes checked here with TypeError / ValueError, the GIL released while a kernel runs. Every
+// kernel takes `isa` ("" = the dispatcher's choice) so the tests can compare each level.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>  // std::optional arguments
 
+#include <algorithm>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bindings.h"
 #include "mlfs/cpu_features.h"
 #include "mlfs/kernels.h"
 
 namespace py = pybind11;
+namespace mk = mlfs::kernels;
 
 namespace {
 
-mlfs::Isa parse_isa(const std::string& name) {
+const mk::KernelTable& table_named(const std::string& name) {
+  if (name.empty()) return mk::active();
   for (mlfs::Isa isa : {mlfs::Isa::scalar, mlfs::Isa::avx2, mlfs::Isa::avx512, mlfs::Isa::neon,
                         mlfs::Isa::dotprod, mlfs::Isa::i8mm})
-    if (name == mlfs::isa_name(isa)) return isa;
+    if (name == mlfs::isa_name(isa)) return mk::table_for(isa);  // ValueError if it cannot run here
   throw py::value_error("unknown ISA '" + name + "'; use one of supported_isas()");
 }
 
-using F32Array = py::array_t<float, py::array::c_style>;
+std::string dtype_name(const py::dtype& dt) { return py::str(dt).cast<std::string>(); }
 
-F32Array as_f32_vector(const py::handle& obj, const char* what) {
-  // No silent casts: a float64 or int array is a caller bug we report, not convert.
-  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(what) + " must be a numpy array");
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<float>()))
-    throw py::type_error(std::string(what) + " must have dtype float32, got " +
-                         py::str(arr.dtype()).cast<std::string>());
-  if (arr.ndim() != 1) throw py::value_error(std::string(what) + " must be 1-D");
-  if (!(arr.flags() & py::array::c_style))
-    throw py::value_error(std::string(what) + " must be contiguous (use np.ascontiguousarray)");
-  return py::reinterpret_borrow<F32Array>(arr);
-}
-
-// A C-contiguous 2-D array of exactly dtype T (numpy float16 is passed as uint16_t bits).
+// `obj` as a C-contiguous array of exactly `dtype` with `ndim` dimensions. No silent casts: a
+// float64 or non-contiguous array is a caller bug we report, not convert. (T is the C++ element
+// type; numpy float16 arrives as its uint16_t bits.)
 template <typename T>
-py::array_t<T, py::array::c_style> as_matrix(const py::handle& obj, const char* what,
-                                             const py::dtype& dtype) {
+py::array_t<T, py::array::c_style> checked(const py::handle& obj, const char* what, const py::dtype& dtype,
+                                           py::ssize_t ndim) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(what) + " must be a numpy array");
   auto arr = py::reinterpret_borrow<py::array>(obj);
   if (!arr.dtype().is(dtype))
-    throw py::type_error(std::string(what) + " must have dtype " + py::str(dtype).cast<std::string>() +
-                         ", got " + py::str(arr.dtype()).cast<std::string>());
-  if (arr.ndim() != 2) throw py::value_error(std::string(what) + " must be 2-D");
+    throw py::type_error(std::string(what) + " must have dtype " + dtype_name(dtype) + ", got " +
+                         dtype_name(arr.dtype()));
+  if (arr.ndim() != ndim)
+    throw py::value_error(std::string(what) + " must be " + std::to_string(ndim) + "-D, got " +
+                          std::to_string(arr.ndim()) + "-D");
   if (!(arr.flags() & py::array::c_style))
     throw py::value_error(std::string(what) + " must be C-contiguous (use np.ascontiguousarray)");
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
 }
 
+const py::dtype& f32() {
+  static const py::dtype dt = py::dtype::of<float>();
+  return dt;
+}
+const py::dtype& f16() {
+  static const py::dtype dt("float16");
+  return dt;
+}
+const py::dtype& i8() {
+  static const py::dtype dt = py::dtype::of<int8_t>();
+  return dt;
+}
+
+using F32 = py::array_t<float, py::array::c_style>;
+
+std::size_t dim(const py::array& a, int i) { return static_cast<std::size_t>(a.shape(i)); }
+
+// A per-column vector (bias, w_scale) that must cover the first n columns.
+const float* column_vector(const std::optional<py::object>& obj, const char* what, std::size_t n, F32& keep) {
+  if (!obj || obj->is_none()) return nullptr;
+  keep = checked<float>(*obj, what, f32(), 1);
+  if (dim(keep, 0) < n)
+    throw py::value_error(std::string(what) + " has " + std::to_string(dim(keep, 0)) + " entries, need at least " +
+                          std::to_string(n));
+  return keep.data();
+}
+
+// The slice of a packed weight the caller asks for: n columns (default all), K from x.
+std::size_t check_slice(std::size_t K, std::size_t K_full, std::optional<std::size_t> n, std::size_t N_full) {
+  if (K > K_full)
+    throw py::value_error("x has " + std::to_string(K) + " columns but the weight only " + std::to_string(K_full) +
+                          " input channels");
+  const std::size_t cols = n.value_or(N_full);
+  if (cols > N_full)
+    throw py::value_error("n=" + std::to_string(cols) + " exceeds the weight's " + std::to_string(N_full) + " outputs");
+  return cols;
+}
+
 py::array pack_weight(const py::handle& w_obj) {
   if (!py::isinstance<py::array>(w_obj)) throw py::type_error("w must be a numpy array");
   const py::dtype dt = py::reinterpret_borrow<py::array>(w_obj).dtype();
-  if (dt.is(py::dtype::of<float>())) {
-    auto w = as_matrix<float>(w_obj, "w", dt);
-    const auto N = static_cast<std::size_t>(w.shape(0)), K = static_cast<std::size_t>(w.shape(1));
-    py::array_t<float> out({K, N});
+  if (dt.is(f32())) {
+    auto w = checked<float>(w_obj, "w", f32(), 2);
+    const std::size_t N = dim(w, 0), K = dim(w, 1);
+    F32 out({K, N});
     float* dst = out.mutable_data();
-    const float* src = w.data();
     py::gil_scoped_release release;
-    mlfs::kernels::pack_kn_f32(N, K, src, K, dst);
+    mk::pack_kn_f32(N, K, w.data(), K, dst);
     return out;
   }
-  if (dt.is(py::dtype("float16"))) {
-    auto w = as_matrix<uint16_t>(w_obj, "w", dt);
-    const auto N = static_cast<std::size_t>(w.shape(0)), K = static_cast<std::size_t>(w.shape(1));
-    py::array out(dt, {K, N});
+  if (dt.is(f16())) {
+    auto w = checked<uint16_t>(w_obj, "w", f16(), 2);
+    const std::size_t N = dim(w, 0), K = dim(w, 1);
+    py::array out(f16(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(K), static_cast<py::ssize_t>(N)});
     auto* dst = static_cast<uint16_t*>(out.mutable_data());
-    const uint16_t* src = w.data();
     py::gil_scoped_release release;
-    mlfs::kernels::pack_kn_f16(N, K, src, K, dst);
+    mk::pack_kn_f16(N, K, w.data(), K, dst);
     return out;
   }
-  if (dt.is(py::dtype::of<int8_t>())) {
-    auto w = as_matrix<int8_t>(w_obj, "w", dt);
-    const auto N = static_cast<std::size_t>(w.shape(0)), K = static_cast<std::size_t>(w.shape(1));
-    py::array_t<int8_t> out({mlfs::kernels::packed_k4(K) / 4, N * 4});
+  if (dt.is(i8())) {
+    auto w = checked<int8_t>(w_obj, "w", i8(), 2);
+    const std::size_t N = dim(w, 0), K = dim(w, 1);
+    py::array_t<int8_t> out({mk::packed_k4(K) / 4, N * 4});
     int8_t* dst = out.mutable_data();
-    const int8_t* src = w.data();
     py::gil_scoped_release release;
-    mlfs::kernels::pack_k4n_i8(N, K, src, K, dst);
+    mk::pack_k4n_i8(N, K, w.data(), K, dst);
     return out;
   }
-  throw py::type_error("w must have dtype float32, float16 or int8, got " + py::str(dt).cast<std::string>());
+  throw py::type_error("w must have dtype float32, float16 or int8, got " + dtype_name(dt));
+}
+
+// y = x . W[:n, :K]^T (+ bias) from a packed float32 or float16 weight.
+F32 gemm_float(const py::handle& x_obj, const py::handle& wt_obj, std::optional<std::size_t> n,
+               const std::optional<py::object>& bias_obj, float alpha, const std::string& isa) {
+  auto x = checked<float>(x_obj, "x", f32(), 2);
+  if (!py::isinstance<py::array>(wt_obj)) throw py::type_error("wt must be a numpy array");
+  const bool half = py::reinterpret_borrow<py::array>(wt_obj).dtype().is(f16());
+  if (half && alpha != 1.f) throw py::value_error("alpha is only supported for float32 weights");
+  py::array wt = half ? py::array(checked<uint16_t>(wt_obj, "wt", f16(), 2))
+                      : py::array(checked<float>(wt_obj, "wt", f32(), 2));
+  const std::size_t M = dim(x, 0), K = dim(x, 1), K_full = dim(wt, 0), N_full = dim(wt, 1);
+  const std::size_t N = check_slice(K, K_full, n, N_full);
+  F32 bias_keep;
+  const float* bias = column_vector(bias_obj, "bias", N, bias_keep);
+  const auto& t = table_named(isa);
+  F32 y({M, N});
+  float* py_out = y.mutable_data();
+  const float* px = x.data();
+  const void* pw = wt.data();
+  {
+    py::gil_scoped_release release;
+    if (half)
+      t.gemm_f16(M, N, K, px, K, static_cast<const uint16_t*>(pw), N_full, bias, py_out, N, false);
+    else
+      t.gemm_f32(M, N, K, alpha, px, K, static_cast<const float*>(pw), N_full, bias, py_out, N, false);
+  }
+  return y;
+}
+
+py::tuple quantize_rows(const py::handle& x_obj, const std::string& isa) {
+  auto x = checked<float>(x_obj, "x", f32(), 2);
+  const std::size_t M = dim(x, 0), K = dim(x, 1), ldq = mk::packed_k4(K);
+  const auto& t = table_named(isa);
+  py::array_t<int8_t> q({M, ldq});
+  F32 scale(M);
+  py::array_t<int32_t> sum(M);
+  int8_t* pq = q.mutable_data();
+  float* ps = scale.mutable_data();
+  int32_t* psum = sum.mutable_data();
+  {
+    py::gil_scoped_release release;
+    t.quantize_rows_i8(M, K, x.data(), K, pq, ldq, ps, psum);
+  }
+  return py::make_tuple(q, scale, sum);
+}
+
+// y = dynamic-int8 x . W[:n, :K]^T * scales (+ bias) from a K4N-packed int8 weight.
+F32 gemm_int8(const py::handle& x_obj, const py::handle& wq_obj, const py::handle& w_scale_obj,
+              std::optional<std::size_t> n, const std::optional<py::object>& bias_obj, const std::string& isa) {
+  auto x = checked<float>(x_obj, "x", f32(), 2);
+  auto wq = checked<int8_t>(wq_obj, "wq", i8(), 2);
+  if (dim(wq, 1) % 4 != 0)
+    throw py::value_error("wq is not a packed int8 weight: its second dimension must be 4 * outputs");
+  const std::size_t M = dim(x, 0), K = dim(x, 1), K_full = 4 * dim(wq, 0), N_full = dim(wq, 1) / 4;
+  const std::size_t N = check_slice(K, K_full, n, N_full);
+  F32 scale_keep, bias_keep;
+  const float* w_scale = column_vector(py::reinterpret_borrow<py::object>(w_scale_obj), "w_scale", N, scale_keep);
+  if (w_scale == nullptr) throw py::type_error("w_scale must be a float32 array, got None");
+  const float* bias = column_vector(bias_obj, "bias", N, bias_keep);
+  const auto& t = table_named(isa);
+  const std::size_t ldq = mk::packed_k4(K);
+  std::vector<int8_t> xq(M * ldq);
+  std::vector<float> x_scale(M);
+  std::vector<int32_t> x_sum(M);
+  F32 y({M, N});
+  float* py_out = y.mutable_data();
+  const float* px = x.data();
+  const int8_t* pw = wq.data();
+  {
+    py::gil_scoped_release release;
+    t.quantize_rows_i8(M, K, px, K, xq.data(), ldq, x_scale.data(), x_sum.data());
+    t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), pw, 4 * N_full, w_scale, bias, py_out, N,
+              false);
+  }
+  return y;
+}
+
+F32 bias_gelu(const py::handle& y_obj, const std::optional<py::object>& bias_obj, const std::string& isa) {
+  auto y_in = checked<float>(y_obj, "y", f32(), 2);
+  const std::size_t M = dim(y_in, 0), N = dim(y_in, 1);
+  F32 bias_keep;
+  const float* bias = column_vector(bias_obj, "bias", N, bias_keep);
+  const auto& t = table_named(isa);
+  F32 y({M, N});
+  float* py_out = y.mutable_data();
+  std::copy(y_in.data(), y_in.data() + M * N, py_out);
+  {
+    py::gil_scoped_release release;
+    t.bias_gelu_f32(M, N, bias, py_out, N);
+  }
+  return y;
+}
+
+F32 layernorm(const py::handle& x_obj, const py::handle& gamma_obj, const py::handle& beta_obj, float eps,
+              const std::optional<py::object>& residual_obj, const std::string& isa) {
+  auto x = checked<float>(x_obj, "x", f32(), 2);
+  const std::size_t M = dim(x, 0), N = dim(x, 1);
+  auto gamma = checked<float>(gamma_obj, "gamma", f32(), 1);
+  auto beta = checked<float>(beta_obj, "beta", f32(), 1);
+  if (dim(gamma, 0) != N || dim(beta, 0) != N)
+    throw py::value_error("gamma and beta must have x.shape[1] = " + std::to_string(N) + " entries");
+  if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
+  const float* residual = nullptr;
+  F32 res_keep;
+  if (residual_obj && !residual_obj->is_none()) {
+    res_keep = checked<float>(*residual_obj, "residual", f32(), 2);
+    if (dim(res_keep, 0) != M || dim(res_keep, 1) != N) throw py::value_error("residual must have x's shape");
+    residual = res_keep.data();
+  }
+  const auto& t = table_named(isa);
+  F32 out({M, N});
+  float* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    t.layernorm_f32(M, N, x.data(), N, residual, N, gamma.data(), beta.data(), eps, po, N);
+  }
+  return out;
+}
+
+F32 softmax(const py::handle& x_obj, const std::optional<py::object>& mask_obj, float scale, const std::string& isa) {
+  auto x_in = checked<float>(x_obj, "x", f32(), 2);
+  const std::size_t M = dim(x_in, 0), N = dim(x_in, 1);
+  F32 mask_keep;
+  const float* mask = column_vector(mask_obj, "mask", N, mask_keep);
+  const auto& t = table_named(isa);
+  F32 x({M, N});
+  float* px = x.mutable_data();
+  std::copy(x_in.data(), x_in.data() + M * N, px);
+  {
+    py::gil_scoped_release release;
+    t.softmax_f32(M, N, px, N, mask, scale);
+  }
+  return x;
+}
+
+py::array f32_to_f16(const py::handle& x_obj, const std::string& isa) {
+  auto x = checked<float>(x_obj, "x", f32(), 1);
+  const auto& t = table_named(isa);
+  py::array out(f16(), std::vector<py::ssize_t>{x.shape(0)});
+  auto* po = static_cast<uint16_t*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    t.f32_to_f16(dim(x, 0), x.data(), po);
+  }
+  return out;
+}
+
+F32 f16_to_f32(const py::handle& x_obj, const std::string& isa) {
+  auto x = checked<uint16_t>(x_obj, "x", f16(), 1);
+  const auto& t = table_named(isa);
+  F32 out(x.shape(0));
+  float* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    t.f16_to_f32(dim(x, 0), x.data(), po);
+  }
+  return out;
 }
 
 }  // namespace
 
 void register_kernels(py::module_& m) {
+  m.def("dot_f32", [](const py::handle& a_obj, const py::handle& b_obj, const std::string& isa) {
+    auto a = checked<float>(a_obj, "a", f32(), 1);
+    auto b = checked<float>(b_obj, "b", f32(), 1);
+    if (a.size() != b.size())
+      throw py::value_error("a and b must have the same length, got " + std::to_string(a.size()) + " and " +
+                            std::to_string(b.size()));
+    const auto& t = table_named(isa);
+    py::gil_scoped_release release;
+    return t.dot_f32(a.data(), b.data(), static_cast<std::size_t>(a.size()));
+  }, py::arg("a"), py::arg("b"), py::arg("isa") = "",
+     "Dot product of two float32 vectors with the given ISA's kernel (default: the selected one).");
+
   m.def("pack_weight", &pack_weight, py::arg("w"),
         "Pack a Linear weight W [out, in] into the engine's layout (csrc/include/mlfs/kernels.h):\n"
         "float32/float16 -> W^T [in, out] (\"KN\"); int8 -> [ceil(in/4), out*4] (\"K4N\": groups of\n"
         "4 input channels per output, zero-padded). Prefix slices stay strides in both layouts.");
-
-  m.def("dot_f32", [](const py::handle& a_obj, const py::handle& b_obj, const std::string& isa) {
-    F32Array a = as_f32_vector(a_obj, "a");
-    F32Array b = as_f32_vector(b_obj, "b");
-    if (a.size() != b.size())
-      throw py::value_error("a and b must have the same length, got " + std::to_string(a.size()) +
-                            " and " + std::to_string(b.size()));
-    const auto& table = isa.empty() ? mlfs::kernels::active() : mlfs::kernels::table_for(parse_isa(isa));
-    const float* pa = a.data();
-    const float* pb = b.data();
-    const auto n = static_cast<std::size_t>(a.size());
-    py::gil_scoped_release release;
-    return table.dot_f32(pa, pb, n);
-  }, py::arg("a"), py::arg("b"), py::arg("isa") = "",
-     "Dot product of two float32 vectors with the given ISA's kernel (default: the selected one).");
+  m.def("gemm", &gemm_float, py::arg("x"), py::arg("wt"), py::arg("n") = py::none(), py::arg("bias") = py::none(),
+        py::arg("alpha") = 1.0f, py::arg("isa") = "",
+        "alpha * x[M, K] . W[:n, :K]^T (+ bias[:n]) with wt = pack_weight(W) (float32 or float16).\n"
+        "K is x.shape[1] (<= W's inputs), n defaults to all outputs: the slice is a stride.");
+  m.def("quantize_rows_i8", &quantize_rows, py::arg("x"), py::arg("isa") = "",
+        "Per-row dynamic int8 quantisation (mlfs_edge.quant.scheme): (q [M, round_up(K, 4)], scale [M], sum [M]).");
+  m.def("gemm_i8", &gemm_int8, py::arg("x"), py::arg("wq"), py::arg("w_scale"), py::arg("n") = py::none(),
+        py::arg("bias") = py::none(), py::arg("isa") = "",
+        "int8 Linear: quantise x per row, exact int32 products with wq = pack_weight(W_int8)[:, :K, :n],\n"
+        "rescale by x_scale * w_scale (+ bias). Same maths as quant.scheme.int8_linear_reference.");
+  m.def("bias_gelu", &bias_gelu, py::arg("y"), py::arg("bias") = py::none(), py::arg("isa") = "",
+        "erf GELU of y (+ bias) as BERT computes it; returns a new array.");
+  m.def("layernorm", &layernorm, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
+        py::arg("residual") = py::none(), py::arg("isa") = "",
+        "LayerNorm over the rows of x (+ residual), like torch.nn.LayerNorm; returns a new array.");
+  m.def("softmax", &softmax, py::arg("x"), py::arg("mask") = py::none(), py::arg("scale") = 1.0f,
+        py::arg("isa") = "", "Row softmax of scale * x + mask (additive, per column); returns a new array.");
+  m.def("f32_to_f16", &f32_to_f16, py::arg("x"), py::arg("isa") = "",
+        "float32 -> float16 (round to nearest even).");
+  m.def("f16_to_f32", &f16_to_f32, py::arg("x"), py::arg("isa") = "", "float16 -> float32 (exact).");
 }

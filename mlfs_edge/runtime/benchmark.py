@@ -95,7 +95,7 @@ def _executorch_runner(model: Any, ids: np.ndarray, mask: np.ndarray) -> tuple[C
         return None, "mlfs_edge.export provides no xnnpack_runner on this branch yet"
     try:
         return make_runner(model, ids, mask), ""
-    except Exception as e:  # noqa: BLE001 — an exporter failure only skips this row
+    except Exception as e:
         return None, f"export failed: {type(e).__name__}: {e}"
 
 

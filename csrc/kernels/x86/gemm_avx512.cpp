@@ -44,23 +44,31 @@ struct FloatTile {
   template <int MR, int NB>
   void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
     __mmask16 mask[NB];
+    MLFS_UNROLL
     for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
     __m512 acc[MR][NB];
+    MLFS_UNROLL
     for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
     const float* xr = x + m0 * ldx;
     const WeightT* wk = W + n0;
     for (std::size_t k = 0; k < K; ++k, wk += ldw) {
       __m512 w[NB];
+      MLFS_UNROLL
       for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, mask[b]);
+      MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m512 xv = _mm512_set1_ps(xr[r * ldx + k]);
+        MLFS_UNROLL
         for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, w[b], acc[r][b]);
       }
     }
     const __m512 va = _mm512_set1_ps(alpha);
+    MLFS_UNROLL
     for (int b = 0; b < NB; ++b) {
       const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[b], bias + n0 + b * kBlock) : _mm512_setzero_ps();
+      MLFS_UNROLL
       for (int r = 0; r < MR; ++r)
         store_block(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], _mm512_fmadd_ps(acc[r][b], va, bv),
                     accumulate);
@@ -76,6 +84,13 @@ struct LoadF16 {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
   }
 };
+
+// acc += u8(w) . s8(x) in groups of 4 bytes. Inline asm because GCC 12 does not keep a loop-carried
+// _mm512_dpbusd_epi32 accumulator in place: it copies every accumulator through another register
+// (and the stack) on each step, which halves the throughput; "+v" pins the accumulator.
+inline void dpbusd(__m512i& acc, __m512i w_u8, __m512i x_s8) {
+  __asm__("vpdpbusd %[x], %[w], %[acc]" : [acc] "+v"(acc) : [w] "v"(w_u8), [x] "v"(x_s8));
+}
 
 // int8: acc[r][b] += sum_{k in group g} (w + 128) * xq over K-groups of 4, then the compensation
 // -128 * x_sum[r] and the rescale. A K4N block of 16 columns is one 64-byte zmm (16 x 4 bytes).
@@ -96,28 +111,36 @@ struct I8Tile {
   template <int MR, int NB>
   void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
     __mmask16 mask[NB];
+    MLFS_UNROLL
     for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
     __m512i acc[MR][NB];
+    MLFS_UNROLL
     for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     const int8_t* xr = xq + m0 * ldq;
     const int8_t* wg = W + 4 * n0;
     for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
       __m512i w[NB];
+      MLFS_UNROLL
       for (int b = 0; b < NB; ++b)
         w[b] = _mm512_xor_si512(_mm512_maskz_loadu_epi32(mask[b], wg + b * 4 * kBlock), flip);
+      MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         int32_t x4;
         std::memcpy(&x4, xr + r * ldq + 4 * g, 4);
         const __m512i xv = _mm512_set1_epi32(x4);
-        for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], w[b], xv);
+        MLFS_UNROLL
+        for (int b = 0; b < NB; ++b) dpbusd(acc[r][b], w[b], xv);
       }
     }
+    MLFS_UNROLL
     for (int b = 0; b < NB; ++b) {
       const std::size_t n = n0 + b * kBlock;
       const __m512 ws = _mm512_maskz_loadu_ps(mask[b], w_scale + n);
       const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[b], bias + n) : _mm512_setzero_ps();
+      MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m512i exact = _mm512_sub_epi32(acc[r][b], _mm512_set1_epi32(128 * x_sum[m0 + r]));
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale[m0 + r]), ws);

@@ -1,0 +1,190 @@
+// AArch64 GEMM tiles shared by the NEON levels (neon, dotprod, i8mm): the same register tiling as
+// the x86 files with 4-lane blocks. NEON has no masked loads, so a partial block (the last columns
+// of a slice) is staged through a small zero-filled copy; full blocks load directly.
+// The int8 tile takes a Dot policy: plain NEON (smull + sadalp) or ARMv8.2 sdot.
+// Anonymous namespace: see ../tiling.h.
+#pragma once
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "../tiling.h"
+#include "mlfs/kernels.h"
+
+namespace {
+
+constexpr std::size_t kBlock = 4;  // fp32 / int32 lanes per q register
+
+inline std::size_t block_count(std::size_t n_valid, int b) {
+  const std::size_t first = static_cast<std::size_t>(b) * kBlock;
+  return n_valid >= first + kBlock ? kBlock : n_valid - first;
+}
+
+template <typename T, std::size_t Lanes>
+inline void stage(const T* p, std::size_t count, T (&out)[Lanes]) {
+  for (std::size_t i = 0; i < Lanes; ++i) out[i] = T{};
+  std::memcpy(out, p, count * sizeof(T));
+}
+
+inline float32x4_t load_f32(const float* p, std::size_t count) {
+  if (count == kBlock) return vld1q_f32(p);
+  float tmp[kBlock];
+  stage(p, count, tmp);
+  return vld1q_f32(tmp);
+}
+
+inline void store_block(float* y, std::size_t count, float32x4_t v, bool accumulate) {
+  if (accumulate) v = vaddq_f32(v, load_f32(y, count));
+  if (count == kBlock) {
+    vst1q_f32(y, v);
+  } else {
+    float tmp[kBlock];
+    vst1q_f32(tmp, v);
+    std::memcpy(y, tmp, count * sizeof(float));
+  }
+}
+
+struct LoadF32 {
+  static float32x4_t load(const float* p, std::size_t count) { return load_f32(p, count); }
+};
+struct LoadF16 {  // FCVTL: fp16 -> fp32 conversion is part of baseline ARMv8 NEON
+  static float32x4_t load(const uint16_t* p, std::size_t count) {
+    if (count == kBlock) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+    uint16_t tmp[kBlock];
+    stage(p, count, tmp);
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(tmp)));
+  }
+};
+
+template <typename WeightT, typename Load>
+struct FloatTile {
+  std::size_t K;
+  float alpha;
+  const float* x;
+  std::size_t ldx;
+  const WeightT* W;
+  std::size_t ldw;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    std::size_t count[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) count[b] = block_count(n_valid, b);
+    float32x4_t acc[MR][NB];
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) acc[r][b] = vdupq_n_f32(0.f);
+    const float* xr = x + m0 * ldx;
+    const WeightT* wk = W + n0;
+    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
+      float32x4_t w[NB];
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, count[b]);
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const float xv = xr[r * ldx + k];
+        MLFS_UNROLL
+        for (int b = 0; b < NB; ++b) acc[r][b] = vfmaq_n_f32(acc[r][b], w[b], xv);
+      }
+    }
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const float32x4_t bv = bias ? load_f32(bias + n0 + b * kBlock, count[b]) : vdupq_n_f32(0.f);
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r)
+        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, count[b], vfmaq_n_f32(bv, acc[r][b], alpha),
+                    accumulate);
+    }
+  }
+};
+
+// One K4N block of 4 columns is 16 bytes: [c0 k0..3][c1 k0..3][c2 k0..3][c3 k0..3].
+inline int8x16_t load_w_block(const int8_t* p, std::size_t count) {
+  if (count == kBlock) return vld1q_s8(p);
+  int8_t tmp[16];
+  stage(p, count * 4, tmp);
+  return vld1q_s8(tmp);
+}
+
+template <typename Dot>
+struct I8Tile {
+  std::size_t groups;  // ceil(K / 4)
+  const int8_t* xq;
+  std::size_t ldq;
+  const float* x_scale;
+  const int8_t* W;
+  std::size_t ldw;
+  const float* w_scale;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    std::size_t count[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) count[b] = block_count(n_valid, b);
+    typename Dot::Acc acc[MR][NB];
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) acc[r][b] = Dot::zero();
+    const int8_t* xr = xq + m0 * ldq;
+    const int8_t* wg = W + 4 * n0;
+    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+      int8x16_t w[NB];
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) w[b] = load_w_block(wg + b * 4 * kBlock, count[b]);
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        int32_t x4;
+        std::memcpy(&x4, xr + r * ldq + 4 * g, 4);
+        const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(x4));  // the 4 k's, once per column
+        MLFS_UNROLL
+        for (int b = 0; b < NB; ++b) Dot::accumulate(acc[r][b], w[b], xv);
+      }
+    }
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const std::size_t n = n0 + b * kBlock;
+      const float32x4_t ws = load_f32(w_scale + n, count[b]);
+      const float32x4_t bv = bias ? load_f32(bias + n, count[b]) : vdupq_n_f32(0.f);
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const float32x4_t s = vmulq_n_f32(ws, x_scale[m0 + r]);
+        store_block(y + (m0 + r) * ldy + n, count[b], vfmaq_f32(bv, vcvtq_f32_s32(Dot::finish(acc[r][b])), s),
+                    accumulate);
+      }
+    }
+  }
+};
+
+// Runs a GEMM with the tile shapes every NEON level uses (32 q registers).
+template <typename Tile>
+void run_float_gemm(const Tile& tile, std::size_t M, std::size_t N) {
+  if (M == 1)
+    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
+}
+
+template <typename Dot>
+void run_i8_gemm(std::size_t M, std::size_t N, std::size_t K, const int8_t* xq, std::size_t ldq,
+                 const float* x_scale, const int8_t* Wq, std::size_t ldw, const float* w_scale,
+                 const float* bias, float* y, std::size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  using Tile = I8Tile<Dot>;
+  const Tile tile{(K + 3) / 4, xq, ldq, x_scale, Wq, ldw, w_scale, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<4, Dot::kTileBlocks, Tile>::run(tile, M, N, kBlock);
+}
+
+}  // namespace

@@ -1,0 +1,244 @@
+// AVX2 + FMA + F16C GEMMs and the int8 activation quantiser. Same tiling as the AVX-512 file with
+// 8-lane blocks; partial blocks use vpmaskmov (fp32 / int32 lanes) or a small staging copy (fp16).
+// int8 without VNNI: |x| (u8) times sign(w, x) (s8) with vpmaddubsw is exact here because
+// |x|, |w| <= 127 (two products sum to at most 32258 < 32767), then vpmaddwd sums pairs to int32.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "../tiling.h"
+#include "mlfs/kernels.h"
+
+namespace mlfs::kernels::avx2 {
+namespace {
+
+constexpr std::size_t kBlock = 8;  // fp32 / int32 lanes per ymm
+
+// Lane mask for block b of a tile with n_valid columns; `full` tells whether all 8 lanes are valid.
+struct BlockMask {
+  __m256i lanes;
+  std::size_t count;
+};
+
+inline BlockMask block_mask(std::size_t n_valid, int b) {
+  const std::size_t first = static_cast<std::size_t>(b) * kBlock;
+  const std::size_t count = n_valid >= first + kBlock ? kBlock : n_valid - first;
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), idx), count};
+}
+
+inline __m256 load_f32(const float* p, const BlockMask& m) {
+  return m.count == kBlock ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m.lanes);
+}
+
+inline void store_block(float* y, const BlockMask& m, __m256 v, bool accumulate) {
+  if (accumulate) v = _mm256_add_ps(v, load_f32(y, m));
+  if (m.count == kBlock)
+    _mm256_storeu_ps(y, v);
+  else
+    _mm256_maskstore_ps(y, m.lanes, v);
+}
+
+struct LoadF32 {
+  static __m256 load(const float* p, const BlockMask& m) { return load_f32(p, m); }
+};
+struct LoadF16 {
+  static __m256 load(const uint16_t* p, const BlockMask& m) {
+    if (m.count == kBlock) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    uint16_t staged[kBlock] = {};
+    std::memcpy(staged, p, m.count * sizeof(uint16_t));
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(staged)));
+  }
+};
+
+template <typename WeightT, typename Load>
+struct FloatTile {
+  std::size_t K;
+  float alpha;
+  const float* x;
+  std::size_t ldx;
+  const WeightT* W;
+  std::size_t ldw;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    BlockMask mask[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
+    __m256 acc[MR][NB];
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
+    const float* xr = x + m0 * ldx;
+    const WeightT* wk = W + n0;
+    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
+      __m256 w[NB];
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, mask[b]);
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const __m256 xv = _mm256_broadcast_ss(xr + r * ldx + k);
+        MLFS_UNROLL
+        for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_fmadd_ps(xv, w[b], acc[r][b]);
+      }
+    }
+    const __m256 va = _mm256_set1_ps(alpha);
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const __m256 bv = bias ? load_f32(bias + n0 + b * kBlock, mask[b]) : _mm256_setzero_ps();
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r)
+        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], _mm256_fmadd_ps(acc[r][b], va, bv),
+                    accumulate);
+    }
+  }
+};
+
+struct I8Tile {
+  std::size_t groups;  // ceil(K / 4)
+  const int8_t* xq;
+  std::size_t ldq;
+  const float* x_scale;
+  const int8_t* W;
+  std::size_t ldw;
+  const float* w_scale;
+  const float* bias;
+  float* y;
+  std::size_t ldy;
+  bool accumulate;
+
+  template <int MR, int NB>
+  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
+    BlockMask mask[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
+    __m256i acc[MR][NB];
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r)
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t* xr = xq + m0 * ldq;
+    const int8_t* wg = W + 4 * n0;
+    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+      __m256i w[NB];
+      MLFS_UNROLL
+      for (int b = 0; b < NB; ++b) {
+        const auto* p = reinterpret_cast<const int*>(wg + b * 4 * kBlock);
+        w[b] = mask[b].count == kBlock ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                       : _mm256_maskload_epi32(p, mask[b].lanes);
+      }
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        int32_t x4;
+        std::memcpy(&x4, xr + r * ldq + 4 * g, 4);
+        const __m256i xv = _mm256_set1_epi32(x4);
+        const __m256i x_abs = _mm256_abs_epi8(xv);
+        MLFS_UNROLL
+        for (int b = 0; b < NB; ++b) {
+          const __m256i pairs = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(w[b], xv));
+          acc[r][b] = _mm256_add_epi32(acc[r][b], _mm256_madd_epi16(pairs, ones));
+        }
+      }
+    }
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const std::size_t n = n0 + b * kBlock;
+      const __m256 ws = load_f32(w_scale + n, mask[b]);
+      const __m256 bv = bias ? load_f32(bias + n, mask[b]) : _mm256_setzero_ps();
+      MLFS_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(x_scale[m0 + r]), ws);
+        store_block(y + (m0 + r) * ldy + n, mask[b], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][b]), s, bv),
+                    accumulate);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t ldx,
+              const float* Wt, size_t ldw, const float* bias, float* y, size_t ldy,
+              bool accumulate) {
+  if (M == 0 || N == 0) return;
+  using Tile = FloatTile<float, LoadF32>;
+  const Tile tile{K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 4, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 2, Tile>::run(tile, M, N, kBlock);
+}
+
+void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
+              size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  using Tile = FloatTile<uint16_t, LoadF16>;
+  const Tile tile{K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 4, Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<6, 2, Tile>::run(tile, M, N, kBlock);
+}
+
+void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
+             const int32_t* /*x_sum: no u8 offset on this path*/, const int8_t* Wq, size_t ldw,
+             const float* w_scale, const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const I8Tile tile{(K + 3) / 4, xq, ldq, x_scale, Wq, ldw, w_scale, bias, y, ldy, accumulate};
+  if (M == 1)
+    TileGrid<1, 4, I8Tile>::run(tile, M, N, kBlock);
+  else
+    TileGrid<4, 2, I8Tile>::run(tile, M, N, kBlock);
+}
+
+void quantize_rows_i8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq,
+                      float* scale, int32_t* x_sum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (size_t i = 0; i < M; ++i) {
+    const float* row = x + i * ldx;
+    __m256 amax8 = _mm256_setzero_ps();
+    size_t k = 0;
+    for (; k + kBlock <= K; k += kBlock)
+      amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(row + k), abs_mask));
+    float lanes[kBlock];
+    _mm256_storeu_ps(lanes, amax8);
+    float amax = 0.f;
+    for (float v : lanes) amax = std::fmax(amax, v);
+    for (; k < K; ++k) amax = std::fmax(amax, std::fabs(row[k]));
+    const float s = amax > 0.f ? amax / 127.f : 1.f;
+    // Division and round-half-even, bit-identical to the reference (see ref::quantize_rows_i8).
+    const __m256 vs = _mm256_set1_ps(s);
+    const __m256 lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
+    __m256i sum8 = _mm256_setzero_si256();
+    int8_t* out = xq + i * ldq;
+    for (k = 0; k + kBlock <= K; k += kBlock) {
+      __m256 q = _mm256_div_ps(_mm256_loadu_ps(row + k), vs);
+      q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m256i qi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));
+      sum8 = _mm256_add_epi32(sum8, qi);
+      const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k), _mm_packs_epi16(q16, q16));
+    }
+    int32_t sums[kBlock];
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), sum8);
+    int32_t sum = 0;
+    for (int32_t v : sums) sum += v;
+    for (; k < K; ++k) {
+      const float q = std::fmin(std::fmax(std::nearbyint(row[k] / s), -127.f), 127.f);
+      out[k] = static_cast<int8_t>(q);
+      sum += static_cast<int32_t>(q);
+    }
+    for (k = K; k < packed_k4(K); ++k) out[k] = 0;
+    scale[i] = s;
+    x_sum[i] = sum;
+  }
+}
+
+}  // namespace mlfs::kernels::avx2
