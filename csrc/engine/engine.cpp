@@ -35,8 +35,8 @@ struct Engine::Workspace {
   }
 };
 
-Engine::Engine(std::shared_ptr<const PackedFile> file)
-    : file_(std::move(file)), dims_(file_->dims()), kt_(kernels::active()), ws_(std::make_unique<Workspace>()) {
+Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTable& table)
+    : file_(std::move(file)), dims_(file_->dims()), kt_(table), ws_(std::make_unique<Workspace>()) {
   const ModelDims& d = dims_;
   const DType wd = d.weight_dtype;
   const std::uint64_t H = d.hidden, I = d.intermediate;

@@ -9,7 +9,7 @@
 int main() {
   int failures = 0;
   mlfs::ThreadPool pool;
-  for (int round = 0; round < 3000; ++round) {
+  for (int round = 0; round < 1000; ++round) {
     const int threads = 1 + round % 5;
     const std::size_t n_tasks = static_cast<std::size_t>(round % 7);
     if (round % 97 == 0) pool.reserve(1 + (round / 97) % 6);  // grow while regions run

@@ -50,7 +50,8 @@ struct LayerWeights {
 class Engine {
  public:
   // Binds every tensor of `file` (checked for presence, dtype and shape; PackedFileError if wrong).
-  explicit Engine(std::shared_ptr<const PackedFile> file);
+  // `table` is the dispatched kernel table by default; tests pass table_for(isa) to compare ISAs.
+  explicit Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTable& table = kernels::active());
   ~Engine();
 
   const ModelDims& dims() const { return dims_; }
