@@ -180,7 +180,6 @@ def switch_cost_us(engine: Engine, arch: ArchSpec, repeats: int = 300) -> dict[s
     mask = np.ones_like(ids)
     a = SubnetConfig((0,), (arch.num_heads,), (arch.intermediate,))
     b = SubnetConfig((0,), (arch.num_heads // 2,), (arch.intermediate // 2,))
-    before = engine.workspace_bytes
 
     def timed(cfgs: list[SubnetConfig]) -> float:
         times = []
@@ -192,6 +191,7 @@ def switch_cost_us(engine: Engine, arch: ArchSpec, repeats: int = 300) -> dict[s
 
     for _ in range(20):
         engine.run(ids, mask, subnet=a)
+    before = engine.workspace_bytes  # after the first run sized the buffers
     return {"run_after_switch_us": timed([a, b]), "run_same_config_us": timed([a, a]),
             "workspace_bytes_changed": engine.workspace_bytes - before}
 
