@@ -189,9 +189,16 @@ std::size_t Engine::quant_ld() const {
   return kernels::packed_k4(std::max<std::size_t>(dims_.hidden, dims_.intermediate));
 }
 
+// Row-wise work this small costs less than waking the other threads for it (a parallel region is a
+// barrier; a forward pass should have few of them).
+int Engine::row_threads(std::size_t elements, int threads) const {
+  return elements < (std::size_t{1} << 18) ? 1 : threads;
+}
+
 void Engine::quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads) {
   Workspace& w = *ws_;
   const std::size_t ldq = quant_ld();
+  threads = row_threads(m * k, threads);
   const std::size_t rows = std::max<std::size_t>(1, (m + threads - 1) / threads);
   pool_.parallel_for((m + rows - 1) / rows, threads, [&](std::size_t task, int) {
     const std::size_t r0 = task * rows, r1 = std::min(m, r0 + rows);
@@ -200,45 +207,59 @@ void Engine::quantize_activations(const float* x, std::size_t ldx, std::size_t m
   });
 }
 
-// y[:m, :n] = x[:m, :k] · W[:n, :k]^T + bias[:n]  (+ s · (x · A[:, :k]^T) · B[:n, :]^T with LoRA).
-// The slice is a stride into the full weight; work is split over N (columns of y) in blocks of 16,
-// which keeps every ISA's register tile whole. With x_quantized, x's int8 copy from the previous
-// call (same x, same k) is reused: Q, K and V share one quantisation.
-void Engine::linear(const LinearWeights& w, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
-                    std::size_t m, float* y, std::size_t ldy, int threads, bool x_quantized) {
+// For each output o: o.y[:m, :n] = x[:m, :k] · o.w[:n, :k]^T + bias[:n] (+ s · (x · A[:, :k]^T) · B[:n, :]^T
+// with LoRA), then GELU if asked. All outputs share x (Q, K and V do: one int8 quantisation feeds
+// them) and run in ONE parallel region, split over (output, block of 16 columns); 16 keeps every
+// ISA's register tile whole. The slices are strides into the full weights.
+void Engine::linear(std::initializer_list<LinearOut> outs, std::size_t n, std::size_t k, const float* x,
+                    std::size_t ldx, std::size_t m, std::size_t ldy, int threads, bool gelu) {
   Workspace& ws = *ws_;
-  if (w.dtype == DType::i8 && !x_quantized) quantize_activations(x, ldx, m, k, threads);
+  const LinearOut* first = outs.begin();
+  const std::size_t n_outs = outs.size();
+  bool any_lora = false;
+  for (const LinearOut& o : outs) any_lora = any_lora || o.w->lora_at != nullptr;
+  if (first->w->dtype == DType::i8) quantize_activations(x, ldx, m, k, threads);
   const std::size_t ldq = quant_ld();
-  const std::size_t block = round_up((n + threads - 1) / threads, 16);
-  const std::size_t n_tasks = (n + block - 1) / block;
-  pool_.parallel_for(n_tasks, threads, [&](std::size_t task, int) {
-    const std::size_t n0 = task * block, nb = std::min(n, n0 + block) - n0;
+  // `threads` column blocks per output: every thread gets one block of each output, balanced.
+  const std::size_t per_out = round_up((n + threads - 1) / threads, 16);
+  const std::size_t blocks_per_out = (n + per_out - 1) / per_out;
+  pool_.parallel_for(n_outs * blocks_per_out, threads, [&](std::size_t task, int) {
+    const LinearOut& o = first[task / blocks_per_out];
+    const LinearWeights& w = *o.w;
+    const std::size_t n0 = (task % blocks_per_out) * per_out, nb = std::min(n, n0 + per_out) - n0;
     const float* bias = w.bias ? w.bias + n0 : nullptr;
     switch (w.dtype) {
       case DType::f32:
-        kt_.gemm_f32(m, nb, k, 1.f, x, ldx, static_cast<const float*>(w.weight) + n0, w.ldw, bias, y + n0, ldy,
+        kt_.gemm_f32(m, nb, k, 1.f, x, ldx, static_cast<const float*>(w.weight) + n0, w.ldw, bias, o.y + n0, ldy,
                      false);
         break;
       case DType::f16:
-        kt_.gemm_f16(m, nb, k, x, ldx, static_cast<const std::uint16_t*>(w.weight) + n0, w.ldw, bias, y + n0, ldy,
-                     false);
+        kt_.gemm_f16(m, nb, k, x, ldx, static_cast<const std::uint16_t*>(w.weight) + n0, w.ldw, bias, o.y + n0,
+                     ldy, false);
         break;
       case DType::i8:
         kt_.gemm_i8(m, nb, k, ws.qact.data(), ldq, ws.qscale.data(), ws.qsum.data(),
-                    static_cast<const std::int8_t*>(w.weight) + 4 * n0, w.ldw, w.w_scale + n0, bias, y + n0, ldy,
+                    static_cast<const std::int8_t*>(w.weight) + 4 * n0, w.ldw, w.w_scale + n0, bias, o.y + n0, ldy,
                     false);
         break;
     }
+    if (gelu && !any_lora) kt_.bias_gelu_f32(m, nb, nullptr, o.y + n0, ldy);  // bias is in the GEMM already
   });
-  if (w.lora_at == nullptr) return;
+  if (!any_lora) return;
   // Low-rank path beside the sliced base: t = x · At[:k, :], then y[:, :n] += s · t · Bt[:, :n].
-  const std::size_t r = w.lora_rank;
-  float* t = ws.lora.data();
-  kt_.gemm_f32(m, r, k, 1.f, x, ldx, w.lora_at, r, nullptr, t, r, false);
-  pool_.parallel_for(n_tasks, threads, [&](std::size_t task, int) {
-    const std::size_t n0 = task * block, nb = std::min(n, n0 + block) - n0;
-    kt_.gemm_f32(m, nb, r, w.lora_scale, t, r, w.lora_bt + n0, w.out, nullptr, y + n0, ldy, true);
-  });
+  for (const LinearOut& o : outs) {
+    const LinearWeights& w = *o.w;
+    if (w.lora_at == nullptr) continue;
+    const std::size_t r = w.lora_rank;
+    float* t = ws.lora.data();
+    kt_.gemm_f32(m, r, k, 1.f, x, ldx, w.lora_at, r, nullptr, t, r, false);
+    pool_.parallel_for(blocks_per_out, threads, [&](std::size_t task, int) {
+      const std::size_t n0 = task * per_out, nb = std::min(n, n0 + per_out) - n0;
+      kt_.gemm_f32(m, nb, r, w.lora_scale, t, r, w.lora_bt + n0, w.out, nullptr, o.y + n0, ldy, true);
+    });
+  }
+  if (gelu)
+    for (const LinearOut& o : outs) kt_.bias_gelu_f32(m, n, nullptr, o.y, ldy);
 }
 
 // Multi-head attention over the first `heads` heads; tasks are (batch row, head) pairs.
@@ -267,9 +288,10 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   Workspace& w = *ws_;
   const float eps = dims_.layer_norm_eps;
   auto layer_norm = [&](float* x, const float* residual, const float* g, const float* b) {
-    // x = LayerNorm(x + residual) row by row, split over tokens.
-    const std::size_t rows = std::max<std::size_t>(1, (T + threads - 1) / threads);
-    pool_.parallel_for((T + rows - 1) / rows, threads, [&](std::size_t task, int) {
+    // x = LayerNorm(x + residual) row by row, split over tokens when there are enough of them.
+    const int n_threads = row_threads(T * H, threads);
+    const std::size_t rows = std::max<std::size_t>(1, (T + n_threads - 1) / n_threads);
+    pool_.parallel_for((T + rows - 1) / rows, n_threads, [&](std::size_t task, int) {
       const std::size_t r0 = task * rows, r1 = std::min(T, r0 + rows);
       kt_.layernorm_f32(r1 - r0, H, x + r0 * H, H, residual ? residual + r0 * H : nullptr, H, g, b, eps, x + r0 * H, H);
     });
@@ -299,21 +321,13 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   for (const LayerSlice& s : subnet) {
     const LayerWeights& L = layers_[s.layer];
     const std::size_t hd = s.heads * dh, f = s.mlp;
-    const bool i8 = wd == DType::i8;
-    linear(L.q, hd, H, w.x.data(), H, T, w.q.data(), H, threads);
-    linear(L.k, hd, H, w.x.data(), H, T, w.k.data(), H, threads, i8);  // reuses q's quantised input
-    linear(L.v, hd, H, w.x.data(), H, T, w.v.data(), H, threads, i8);
+    linear({{&L.q, w.q.data()}, {&L.k, w.k.data()}, {&L.v, w.v.data()}}, hd, H, w.x.data(), H, T, H, threads);
     attention(batch, seq, s.heads, threads);
-    linear(L.o, H, hd, w.ctx.data(), H, T, w.tmp.data(), H, threads);
+    linear({{&L.o, w.tmp.data()}}, H, hd, w.ctx.data(), H, T, H, threads);
     layer_norm(w.tmp.data(), w.x.data(), L.ln1_w, L.ln1_b);
     std::swap(w.x, w.tmp);
-    linear(L.ff1, f, H, w.x.data(), H, T, w.ff.data(), I, threads);
-    const std::size_t rows = std::max<std::size_t>(1, (T + threads - 1) / threads);
-    pool_.parallel_for((T + rows - 1) / rows, threads, [&](std::size_t task, int) {
-      const std::size_t r0 = task * rows, r1 = std::min(T, r0 + rows);
-      kt_.bias_gelu_f32(r1 - r0, f, nullptr, w.ff.data() + r0 * I, I);  // the bias is in the GEMM already
-    });
-    linear(L.ff2, H, f, w.ff.data(), I, T, w.tmp.data(), H, threads);
+    linear({{&L.ff1, w.ff.data()}}, f, H, w.x.data(), H, T, I, threads, /*gelu=*/true);
+    linear({{&L.ff2, w.tmp.data()}}, H, f, w.ff.data(), I, T, H, threads);
     layer_norm(w.tmp.data(), w.x.data(), L.ln2_w, L.ln2_b);
     std::swap(w.x, w.tmp);
   }
@@ -336,11 +350,11 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   } else {
     for (std::size_t b = 0; b < batch; ++b)
       std::copy_n(w.x.data() + b * seq * H, H, w.pooled2.data() + b * H);
-    linear(pooler_, H, H, w.pooled2.data(), H, batch, pooled, H, threads);
+    linear({{&pooler_, pooled}}, H, H, w.pooled2.data(), H, batch, H, threads);
     for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::tanh(pooled[i]);
   }
   if (dims_.num_labels) {
-    linear(classifier_, dims_.num_labels, H, pooled, H, batch, out, dims_.num_labels, 1);
+    linear({{&classifier_, out}}, dims_.num_labels, H, pooled, H, batch, dims_.num_labels, 1);
   } else {
     std::copy_n(pooled, batch * H, out);
   }

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -77,8 +78,13 @@ class Engine {
   struct Workspace;
   void forward(const std::int32_t* ids, const std::uint8_t* mask, std::size_t batch, std::size_t seq,
                const SubnetSpec& subnet, int threads, float* out);
-  void linear(const LinearWeights& w, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
-              std::size_t m, float* y, std::size_t ldy, int threads, bool x_quantized = false);
+  struct LinearOut {
+    const LinearWeights* w;
+    float* y;
+  };
+  void linear(std::initializer_list<LinearOut> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
+              std::size_t m, std::size_t ldy, int threads, bool gelu = false);
+  int row_threads(std::size_t elements, int threads) const;
   void quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
   std::size_t quant_ld() const;  // row stride of the int8 activation buffer
   void attention(std::size_t batch, std::size_t seq, std::size_t heads, int threads);
