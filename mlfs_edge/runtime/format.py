@@ -11,9 +11,18 @@ Layout (all integers little-endian)::
                     (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
     metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
                     provenance (not needed to compute, only to describe)
-    tensor data     each tensor 64-byte aligned, row-major, in its own dtype
+    tensor data     each tensor 64-byte aligned, in its own dtype
 
 The CRC-32 (zlib's polynomial) covers the whole file with the 4 checksum bytes read as zero.
+
+Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
+    emb.word [vocab, hidden]            file dtype, row-major (+ emb.word.scale [vocab] for int8)
+    emb.pos, emb.type, emb.ln.{w,b}     fp32
+    l{i}.{q,k,v,o,ff1,ff2}.w            fp32/fp16: W^T [in, out] ("KN"); int8: [ceil(in/4), 4*out]
+                                        ("K4N", groups of 4 inputs) + .w.scale [out]; see kernels.h
+    l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
+    l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
+    pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
 """
 
 from __future__ import annotations
