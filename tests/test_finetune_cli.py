@@ -51,7 +51,7 @@ def test_real_minilm_learns_rotten_tomatoes(tmp_path):
 
     data = load_classification("rotten_tomatoes")
     res = finetune_classifier(minilm_path(), data, tmp_path / "t",
-                              FinetuneConfig(epochs=1, max_train_examples=640, max_eval_examples=300),
+                              FinetuneConfig(epochs=2, lr=2e-4, max_train_examples=640, max_eval_examples=300),
                               progress=False)
     assert res.test_accuracy > 0.70, res
     assert Split(data.test.texts[:300], data.test.labels[:300]).labels.count(1) not in (0, 300)
@@ -99,3 +99,15 @@ def test_demo_command_runs_end_to_end_on_the_real_model(tmp_path):
          "--max-train", "96", "--max-eval", "64"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test acc" in proc.stdout and (tmp_path / "teacher" / "config.json").exists()
+
+
+def test_epoch_batches_cover_every_example_once_and_group_lengths():
+    from mlfs_edge.train.finetune import epoch_batches
+
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    batches = epoch_batches(lengths, 16, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    plain = epoch_batches(lengths, 16, torch.Generator().manual_seed(0), group_by_length=False)
+    plain_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain) / len(plain)
+    assert spread < plain_spread / 4

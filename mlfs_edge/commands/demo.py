@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "split and save it under --out.")
     add_data_args(p, "rotten_tomatoes")
     p.add_argument("--out", default=str(DEFAULT_RUN_DIR / "demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=float, default=3.0, help="teacher fine-tuning epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=float, default=2.0, help="teacher fine-tuning epochs (default: %(default)s)")
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training sentences")
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on only the first N sentences")
     p.set_defaults(func=run)

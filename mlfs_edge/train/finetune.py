@@ -21,8 +21,8 @@ from mlfs_edge.eval.metrics import evaluate_classifier
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: float = 3.0
-    lr: float = 5e-5
+    epochs: float = 2.0
+    lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 128
     warmup_ratio: float = 0.06
@@ -30,6 +30,10 @@ class FinetuneConfig:
     seed: int = 0
     max_train_examples: int | None = None  # None: the whole train split
     max_eval_examples: int | None = None
+    # The word-embedding table is half of MiniLM's weights; freezing it makes a CPU step ~25 %
+    # cheaper (no dense gradient, no AdamW state for 11.7M rows) at no measurable accuracy cost.
+    freeze_word_embeddings: bool = True
+    group_by_length: bool = True  # batches of similar length: less padding, same data per epoch
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,20 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, gen: torch.Generator,
+                  group_by_length: bool = True) -> list[list[int]]:
+    """One epoch of index batches in random order; with `group_by_length`, examples are sorted by
+    length inside random windows of 50 batches, so a batch pads to a similar length."""
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    if group_by_length:
+        window = 50 * batch_size
+        perm = [i for s in range(0, len(perm), window)
+                for i in sorted(perm[s:s + window], key=lengths.__getitem__)]
+    batches = [perm[s:s + batch_size] for s in range(0, len(perm), batch_size)]
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]
 
 
 def load_classifier(model_dir: str | Path, num_labels: int, label_names: list[str]):  # noqa: ANN201
@@ -78,12 +96,16 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
     train = data.train.subset(cfg.max_train_examples)
     enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
     labels = torch.tensor(train.labels)
+    lengths = [len(ids) for ids in enc["input_ids"]]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = max(1, round(steps_per_epoch * cfg.epochs))
     warmup = int(total * cfg.warmup_ratio)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    if cfg.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -94,11 +116,9 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
     step = 0
     bar = tqdm(total=total, desc="fine-tune teacher", unit="step", disable=not progress)
     while step < total:
-        perm = torch.randperm(len(train), generator=gen).tolist()
-        for start in range(0, len(perm), cfg.batch_size):
+        for idx in epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length):
             if step >= total:
                 break
-            idx = perm[start:start + cfg.batch_size]
             batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
                                    "attention_mask": [enc["attention_mask"][i] for i in idx]},
                                   return_tensors="pt")
