@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan lint wheel freeze clean help
+.PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel freeze clean help
 
 help:
 	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
@@ -24,7 +24,7 @@ help:
 demo: setup
 	$(VENV)/bin/mlfs-edge demo
 
-test: setup lint test-native test-native-arm test-native-asan test-python
+test: setup lint test-native test-native-arm test-native-asan test-python fuzz-pack
 
 setup: $(VENV)/.deps $(VENV)/.assets $(VENV)/.built
 
@@ -87,6 +87,13 @@ test-native-asan:
 
 test-python: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Fuzz the packed-file reader for 60 s (atheris; seed corpus: tiny packed files made on first run).
+FUZZ_SECONDS ?= 60
+fuzz-pack: setup
+	mkdir -p build/fuzz-corpus build/fuzz-artifacts
+	$(PY) fuzz/fuzz_packed_file.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+	  -artifact_prefix=build/fuzz-artifacts/ build/fuzz-corpus
 
 wheel: $(VENV)/.deps
 	rm -rf dist && $(PIP) wheel --no-deps . -w dist/

@@ -3,3 +3,4 @@
 #include <pybind11/pybind11.h>
 
 void register_kernels(pybind11::module_& m);
+void register_engine(pybind11::module_& m);

@@ -49,4 +49,5 @@ PYBIND11_MODULE(_core, m) {
         "ISA the dispatcher uses: the best supported one, or the one forced by MLFS_ISA.");
 
   register_kernels(m);
+  register_engine(m);
 }

@@ -1,0 +1,109 @@
+// The encoder engine: runs any prefix-sliced sub-network of a packed BERT-family supernet.
+//
+// A sub-network is a list of (layer, first-h heads, first-f MLP channels). Its weights are strides
+// into the full buffers of the mmapped file, so switching sub-network copies nothing: it is only a
+// different argument to run(). Activations are fp32; weights fp32, fp16 or int8 (activations then
+// quantised per token, mlfs_edge.quant.scheme). Activation buffers are sized for the largest
+// (batch x seq) seen and reused by every layer and call.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "mlfs/kernels.h"
+#include "mlfs/packed_file.h"
+#include "mlfs/thread_pool.h"
+
+namespace mlfs {
+
+struct LayerSlice {
+  std::uint32_t layer = 0;  // index into the supernet's layers
+  std::uint32_t heads = 0;  // the first `heads` attention heads
+  std::uint32_t mlp = 0;    // the first `mlp` MLP channels
+};
+using SubnetSpec = std::vector<LayerSlice>;
+
+// One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
+// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
+// with per-output scales; bias; and an optional unmerged LoRA adapter stored transposed too:
+// At [in, rank] and Bt [rank, out], y += scale * (x At) Bt.
+struct LinearWeights {
+  DType dtype = DType::f32;
+  const void* weight = nullptr;
+  std::size_t ldw = 0;
+  const float* w_scale = nullptr;  // int8 only
+  const float* bias = nullptr;
+  std::size_t out = 0, in = 0;
+  const float* lora_at = nullptr;
+  const float* lora_bt = nullptr;
+  std::size_t lora_rank = 0;
+  float lora_scale = 0.f;
+};
+
+struct LayerWeights {
+  LinearWeights q, k, v, o, ff1, ff2;
+  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+};
+
+class Engine {
+ public:
+  // Binds every tensor of `file` (checked for presence, dtype and shape; PackedFileError if wrong).
+  // `table` is the dispatched kernel table by default; tests pass table_for(isa) to compare ISAs.
+  explicit Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTable& table = kernels::active());
+  ~Engine();
+
+  const ModelDims& dims() const { return dims_; }
+  const PackedFile& file() const { return *file_; }
+  // Width of run()'s output rows: num_labels for a classifier, else hidden (the pooled embedding).
+  std::size_t output_dim() const { return dims_.num_labels ? dims_.num_labels : dims_.hidden; }
+  bool has_lora() const { return has_lora_; }
+
+  // Throws std::invalid_argument naming the problem when `subnet` does not fit this supernet.
+  void validate(const SubnetSpec& subnet) const;
+
+  // input_ids / attention_mask: [batch, seq] row-major (int32 or int64); out: [batch, output_dim()].
+  // Validates ids (0 <= id < vocab), seq <= max_positions and that every row attends to >= 1 token
+  // (std::invalid_argument otherwise) before any compute. Thread-safe (calls are serialised).
+  template <typename Index>
+  void run(const Index* input_ids, const Index* attention_mask, std::size_t batch, std::size_t seq,
+           const SubnetSpec& subnet, int threads, float* out);
+
+  // Bytes of activation workspace currently allocated (grows to the largest batch x seq seen).
+  std::size_t workspace_bytes() const;
+
+ private:
+  struct Workspace;
+  void forward(const std::int32_t* ids, const std::uint8_t* mask, std::size_t batch, std::size_t seq,
+               const SubnetSpec& subnet, int threads, float* out);
+  struct LinearOut {
+    const LinearWeights* w;
+    float* y;
+  };
+  void linear(std::initializer_list<LinearOut> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
+              std::size_t m, std::size_t ldy, int threads, bool gelu = false);
+  int row_threads(std::size_t elements, int threads) const;
+  void quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
+  std::size_t quant_ld() const;  // row stride of the int8 activation buffer
+  void attention(std::size_t batch, std::size_t seq, std::size_t heads, int threads);
+  void ensure_workspace(std::size_t tokens, std::size_t seq, int threads);
+
+  std::shared_ptr<const PackedFile> file_;
+  ModelDims dims_;
+  const kernels::KernelTable& kt_;
+  // Embeddings: the word table in the file's dtype (+ int8 row scales), the rest fp32.
+  const void* word_emb_ = nullptr;
+  const float* word_scale_ = nullptr;
+  const float *pos_emb_ = nullptr, *type_emb_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  LinearWeights pooler_, classifier_;
+  bool has_lora_ = false;
+
+  std::mutex run_mutex_;
+  ThreadPool pool_;
+  std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace mlfs

@@ -1,0 +1,224 @@
+// The engine end to end on every ISA this CPU runs (x86, or aarch64 under qemu with several
+// QEMU_CPU models): a tiny random BERT classifier is written in the .mlfs format (fp32, fp16, int8)
+// and each ISA's forward is compared with the scalar kernels' forward, for the full network and a
+// sub-network, on a padded batch. Also: the reader rejects a truncated and a corrupted copy.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mlfs/engine.h"
+#include "mlfs/kernels.h"
+#include "mlfs/packed_file.h"
+
+namespace {
+
+int failures = 0;
+#define CHECK(cond, ...)                              \
+  do {                                                \
+    if (!(cond)) {                                    \
+      std::printf("FAIL %s:%d ", __FILE__, __LINE__); \
+      std::printf(__VA_ARGS__);                       \
+      std::printf("\n");                              \
+      ++failures;                                     \
+    }                                                 \
+  } while (0)
+
+using mlfs::DType;
+
+constexpr std::uint32_t L = 2, H = 32, NH = 4, DH = 8, I = 44, V = 50, P = 16, TV = 2, LABELS = 3;
+
+struct Tensor {
+  std::string name;
+  DType dtype;
+  std::vector<std::uint64_t> shape;
+  std::vector<std::uint8_t> bytes;
+};
+
+template <typename T>
+void put(std::vector<std::uint8_t>& buf, std::size_t off, T v) {
+  std::memcpy(buf.data() + off, &v, sizeof(T));
+}
+
+// The writer side of the format (the Python writer is mlfs_edge/runtime/format.py).
+std::vector<std::uint8_t> encode(const std::vector<Tensor>& tensors, DType wd) {
+  auto align = [](std::size_t n) { return (n + 63) / 64 * 64; };
+  const std::size_t dir = 256, meta = dir + 128 * tensors.size();
+  std::size_t off = align(meta);
+  std::vector<std::size_t> offsets;
+  for (const auto& t : tensors) {
+    offsets.push_back(off);
+    off = align(off + t.bytes.size());
+  }
+  std::vector<std::uint8_t> buf(off, 0);
+  std::memcpy(buf.data(), "MLFSPACK", 8);
+  put<std::uint32_t>(buf, 8, 1);
+  put<std::uint32_t>(buf, 12, 0x01020304u);
+  put<std::uint64_t>(buf, 16, buf.size());
+  put<std::uint32_t>(buf, 28, static_cast<std::uint32_t>(tensors.size()));
+  put<std::uint64_t>(buf, 32, dir);
+  put<std::uint64_t>(buf, 40, meta);
+  put<std::uint64_t>(buf, 48, 0);
+  const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, TV, LABELS, 1 /* cls */, static_cast<std::uint32_t>(wd)};
+  for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
+  put<float>(buf, 100, 1e-12f);
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const std::size_t e = dir + 128 * i;
+    std::memcpy(buf.data() + e, tensors[i].name.c_str(), tensors[i].name.size());
+    put<std::uint32_t>(buf, e + 64, static_cast<std::uint32_t>(tensors[i].dtype));
+    put<std::uint32_t>(buf, e + 68, static_cast<std::uint32_t>(tensors[i].shape.size()));
+    for (std::size_t k = 0; k < tensors[i].shape.size(); ++k) put<std::uint64_t>(buf, e + 72 + 8 * k, tensors[i].shape[k]);
+    put<std::uint64_t>(buf, e + 104, offsets[i]);
+    put<std::uint64_t>(buf, e + 112, tensors[i].bytes.size());
+    std::memcpy(buf.data() + offsets[i], tensors[i].bytes.data(), tensors[i].bytes.size());
+  }
+  const std::uint8_t zeros[4] = {0, 0, 0, 0};
+  std::uint32_t crc = mlfs::crc32_update(0, buf.data(), 24);
+  crc = mlfs::crc32_update(crc, zeros, 4);
+  crc = mlfs::crc32_update(crc, buf.data() + 28, buf.size() - 28);
+  put<std::uint32_t>(buf, 24, crc);
+  return buf;
+}
+
+template <typename T>
+Tensor make(const std::string& name, DType dtype, std::vector<std::uint64_t> shape, const std::vector<T>& v) {
+  Tensor t{name, dtype, std::move(shape), std::vector<std::uint8_t>(v.size() * sizeof(T))};
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+std::vector<float> randn(std::mt19937& rng, std::size_t n, float stddev, float mean = 0.f) {
+  std::normal_distribution<float> d(mean, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// A Linear W [out, in] in the kernels' layout for `wd` (+ int8 scales), and its bias.
+void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& name, std::size_t out, std::size_t in,
+                DType wd) {
+  const std::vector<float> w = randn(rng, out * in, 0.2f);
+  if (wd == DType::f32) {
+    std::vector<float> kn(in * out);
+    mlfs::kernels::pack_kn_f32(out, in, w.data(), in, kn.data());
+    ts.push_back(make(name + ".w", DType::f32, {in, out}, kn));
+  } else if (wd == DType::f16) {
+    std::vector<std::uint16_t> h(w.size()), kn(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) h[i] = mlfs::kernels::f32_to_f16_scalar(w[i]);
+    mlfs::kernels::pack_kn_f16(out, in, h.data(), in, kn.data());
+    ts.push_back(make(name + ".w", DType::f16, {in, out}, kn));
+  } else {
+    std::vector<std::int8_t> q(w.size());
+    std::vector<float> scale(out);
+    for (std::size_t n = 0; n < out; ++n) {
+      float amax = 0.f;
+      for (std::size_t k = 0; k < in; ++k) amax = std::max(amax, std::fabs(w[n * in + k]));
+      scale[n] = amax > 0.f ? amax / 127.f : 1.f;
+      for (std::size_t k = 0; k < in; ++k) q[n * in + k] = static_cast<std::int8_t>(std::nearbyint(w[n * in + k] / scale[n]));
+    }
+    std::vector<std::int8_t> k4n(mlfs::kernels::packed_i8_size(out, in));
+    mlfs::kernels::pack_k4n_i8(out, in, q.data(), in, k4n.data());
+    ts.push_back(make(name + ".w", DType::i8, {mlfs::kernels::packed_k4(in) / 4, 4 * out}, k4n));
+    ts.push_back(make(name + ".w.scale", DType::f32, {out}, scale));
+  }
+  ts.push_back(make(name + ".b", DType::f32, {out}, randn(rng, out, 0.1f)));
+}
+
+std::vector<std::uint8_t> tiny_model(DType wd) {
+  std::mt19937 rng(7);
+  std::vector<Tensor> ts;
+  const std::vector<float> emb = randn(rng, V * H, 0.5f);
+  if (wd == DType::f32) {
+    ts.push_back(make("emb.word", DType::f32, {V, H}, emb));
+  } else if (wd == DType::f16) {
+    std::vector<std::uint16_t> h(emb.size());
+    for (std::size_t i = 0; i < emb.size(); ++i) h[i] = mlfs::kernels::f32_to_f16_scalar(emb[i]);
+    ts.push_back(make("emb.word", DType::f16, {V, H}, h));
+  } else {
+    std::vector<std::int8_t> q(emb.size());
+    std::vector<float> scale(V, 0.5f * 4.f / 127.f);
+    for (std::size_t i = 0; i < emb.size(); ++i)
+      q[i] = static_cast<std::int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(emb[i] / scale[0]))));
+    ts.push_back(make("emb.word", DType::i8, {V, H}, q));
+    ts.push_back(make("emb.word.scale", DType::f32, {V}, scale));
+  }
+  ts.push_back(make("emb.pos", DType::f32, {P, H}, randn(rng, P * H, 0.3f)));
+  ts.push_back(make("emb.type", DType::f32, {TV, H}, randn(rng, TV * H, 0.3f)));
+  ts.push_back(make("emb.ln.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
+  ts.push_back(make("emb.ln.b", DType::f32, {H}, randn(rng, H, 0.1f)));
+  for (std::uint32_t l = 0; l < L; ++l) {
+    const std::string p = "l" + std::to_string(l) + ".";
+    for (const char* n : {"q", "k", "v", "o"}) add_linear(ts, rng, p + n, H, H, wd);
+    add_linear(ts, rng, p + "ff1", I, H, wd);
+    add_linear(ts, rng, p + "ff2", H, I, wd);
+    for (const char* n : {"ln1", "ln2"}) {
+      ts.push_back(make(p + n + ".w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
+      ts.push_back(make(p + n + ".b", DType::f32, {H}, randn(rng, H, 0.1f)));
+    }
+  }
+  add_linear(ts, rng, "pooler", H, H, wd);
+  add_linear(ts, rng, "cls", LABELS, H, DType::f32);
+  return encode(ts, wd);
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0.f;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace
+
+int main() {
+  using namespace mlfs;
+  const std::size_t batch = 3, seq = 9;
+  std::vector<std::int64_t> ids(batch * seq), mask(batch * seq, 1);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 7 + 3) % V);
+  for (std::size_t s = 5; s < seq; ++s) mask[1 * seq + s] = 0;  // padded rows
+  for (std::size_t s = 2; s < seq; ++s) mask[2 * seq + s] = 0;
+  const SubnetSpec full = {{0, NH, I}, {1, NH, I}};
+  const SubnetSpec sub = {{1, 3, 20}};
+
+  for (DType wd : {DType::f32, DType::f16, DType::i8}) {
+    const std::vector<std::uint8_t> bytes = tiny_model(wd);
+    auto file = PackedFile::from_bytes(bytes);
+    for (const SubnetSpec* spec : {&full, &sub}) {
+      std::vector<float> want(batch * LABELS), got(batch * LABELS);
+      Engine ref(file, kernels::table_for(Isa::scalar));
+      ref.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 1, want.data());
+      bool finite = true;
+      for (float v : want) finite = finite && std::isfinite(v);
+      CHECK(finite, "%s: non-finite scalar output", dtype_name(wd));
+      for (Isa isa : supported_isas()) {
+        for (int threads : {1, 3}) {
+          Engine engine(file, kernels::table_for(isa));
+          engine.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, threads, got.data());
+          const float tol = wd == DType::i8 ? 2e-2f : 1e-3f;
+          const float diff = max_abs_diff(got, want);
+          CHECK(diff <= tol, "%s isa=%s threads=%d layers=%zu: max |diff| %g > %g", dtype_name(wd), isa_name(isa),
+                threads, spec->size(), diff, tol);
+        }
+      }
+    }
+    // A truncated and a corrupted copy are rejected with PackedFileError, never a crash.
+    for (int variant = 0; variant < 2; ++variant) {
+      std::vector<std::uint8_t> bad = bytes;
+      if (variant == 0) bad.resize(bad.size() / 2);
+      else bad[bad.size() / 2] ^= 0x10;
+      bool threw = false;
+      try {
+        PackedFile::from_bytes(bad);
+      } catch (const PackedFileError&) {
+        threw = true;
+      }
+      CHECK(threw, "%s: %s file accepted", dtype_name(wd), variant == 0 ? "truncated" : "corrupted");
+    }
+  }
+  std::printf("ISAs:");
+  for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
+  std::printf("\n%d failed\n", failures);
+  return failures == 0 ? 0 : 1;
+}

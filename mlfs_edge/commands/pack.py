@@ -1,0 +1,46 @@
+"""mlfs-edge pack: write a model folder as one .mlfs packed supernet file for the C++ engine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pack", help="pack a model folder into one .mlfs file for the native engine",
+                       description="Write a Hugging Face BERT-family model folder (BertModel or "
+                                   "BertForSequenceClassification, already importance-reordered) as one .mlfs "
+                                   "file: the whole supernet, so the engine can run any sub-network of it. "
+                                   "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
+                                   "has one.",
+                       epilog="Example: mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
+    p.add_argument("model_dir", help="Hugging Face model folder (config.json + weights)")
+    p.add_argument("out", help="output .mlfs file (written atomically)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="storage of the Linear weights and word embedding; int8 uses per-output-row "
+                        "symmetric scales (default: %(default)s)")
+    p.add_argument("--pooling", choices=["mean", "cls"], default=None,
+                   help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
+                        "first token; a classifier always uses cls")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlfs_edge.runtime import Engine, pack
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); give a folder written by "
+                                "save_pretrained, e.g. runs/demo/teacher")
+    has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+    path = pack(model_dir, args.out, dtype=args.dtype, pooling=args.pooling,
+                tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
+    engine = Engine.load(path)
+    kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
+    print(f"wrote {path} ({engine.file_size / 2**20:.1f} MiB, {engine.dtype}, {engine.arch.num_layers} layers, "
+          f"{kind}, CRC-32 {engine.checksum:08x})")
+    if engine.tokenizer_dir():
+        print(f"tokenizer saved to {engine.tokenizer_dir()}")
+    return 0

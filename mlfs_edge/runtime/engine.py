@@ -1,0 +1,231 @@
+"""``Engine``: the Python face of the C++ engine (mlfs_edge._core.Engine) over one ``.mlfs`` file.
+
+Inputs are numpy arrays used in place (no copy): ``input_ids`` and ``attention_mask`` of shape
+[batch, seq], both int64 or both int32 (what tokenizers and torch produce; other dtypes are rejected
+with a TypeError rather than converted), C-contiguous. The output is float32 [batch, num_labels]
+logits for a packed classifier, else the pooled embedding [batch, hidden]. Token type ids are 0
+(single-segment input). The GIL is released while the engine computes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlfs_edge import _core
+from mlfs_edge.assets import cache_dir
+from mlfs_edge.config import ArchSpec, SubnetConfig
+from mlfs_edge.runtime.format import atomic_write_text
+
+PackedFileError = _core.PackedFileError
+
+
+def cpu_model() -> str:
+    """The CPU's model name (the key latency profiles are cached under)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Engine:
+    """A loaded packed supernet; run any of its sub-networks with ``run(..., subnet=cfg)``."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+        self.metadata = _parse_metadata(core.metadata_json)
+        self.arch = _arch_from(self.metadata, core.dims)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify_checksum: bool = True) -> Engine:
+        """mmap and validate `path`; raises PackedFileError (a ValueError) naming what is wrong."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"packed model {path} does not exist (write one with `mlfs-edge pack`)")
+        return cls(_core.Engine.load(str(path), verify_checksum))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, verify_checksum: bool = True) -> Engine:
+        """Load a packed file held in memory (same validation as ``load``)."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        return cls(_core.Engine.from_bytes(data, verify_checksum))
+
+    # --- what the file holds ----------------------------------------------------------------------
+    @property
+    def dtype(self) -> str:
+        return self._core.dtype
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata.get("labels") or [])
+
+    @property
+    def pooling(self) -> str:
+        return self._core.dims["pooling"]
+
+    @property
+    def file_size(self) -> int:
+        return self._core.file_size
+
+    @property
+    def checksum(self) -> int:
+        return self._core.checksum
+
+    @property
+    def path(self) -> str:
+        return self._core.path
+
+    @property
+    def output_dim(self) -> int:
+        return self._core.output_dim
+
+    @property
+    def max_positions(self) -> int:
+        return self._core.dims["max_positions"]
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Activation buffers allocated so far (sized by the largest batch x seq run)."""
+        return self._core.workspace_bytes
+
+    def tokenizer_dir(self) -> Path | None:
+        """The tokenizer folder saved next to the file by ``pack(..., tokenizer=...)``, if present."""
+        name = self.metadata.get("tokenizer")
+        if not name or self.path == "<memory>":
+            return None
+        path = Path(self.path).parent / name
+        return path if path.is_dir() else None
+
+    def __repr__(self) -> str:
+        return (f"Engine({self.path!r}, dtype={self.dtype}, layers={self.arch.num_layers}, "
+                f"hidden={self.arch.hidden}, pooling={self.pooling}, labels={self.labels})")
+
+    # --- compute ----------------------------------------------------------------------------------
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+            subnet: SubnetConfig | None = None, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+        """Logits [batch, labels] (classifier) or pooled embeddings [batch, hidden] of `subnet`
+        (default: the full network). `out`, if given, is a float32 array of that shape written in place."""
+        if not isinstance(input_ids, np.ndarray):
+            raise TypeError(f"input_ids must be a numpy array, got {type(input_ids).__name__} (use np.asarray "
+                            "or tensor.numpy())")
+        if attention_mask is None:
+            attention_mask = np.ones_like(input_ids)
+        elif not isinstance(attention_mask, np.ndarray):
+            raise TypeError(f"attention_mask must be a numpy array, got {type(attention_mask).__name__}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        layers = self._layers(subnet)
+        return self._core.run(input_ids, attention_mask, layers, threads, out)
+
+    def _layers(self, subnet: SubnetConfig | None) -> list[tuple[int, int, int]]:
+        if subnet is None:
+            subnet = SubnetConfig.full(self.arch)
+        if not isinstance(subnet, SubnetConfig):
+            raise TypeError(f"subnet must be a SubnetConfig, got {type(subnet).__name__} "
+                            "(use SubnetConfig.parse or SubnetConfig.from_dict)")
+        subnet.validate(self.arch)
+        return list(zip(subnet.layers, subnet.heads, subnet.mlp, strict=True))
+
+    # --- budget picker ----------------------------------------------------------------------------
+    def _profile_key(self, seq: int, batch: int, threads: int) -> str:
+        return f"{cpu_model()}|crc={self.checksum:08x}|seq={seq}|batch={batch}|threads={threads}"
+
+    def profile(self, candidates: Iterable[SubnetConfig], seq: int = 128, batch: int = 1, threads: int = 1,
+                runs: int = 20, use_cache: bool = True) -> dict[SubnetConfig, float]:
+        """Median latency (ms) of each candidate on this CPU; cached per CPU model and file checksum
+        in ``cache_dir()/engine_profiles.json`` so a device measures once."""
+        candidates = list(candidates)
+        if not candidates:
+            raise ValueError("profile needs at least one candidate sub-network")
+        cache_file = cache_dir() / "engine_profiles.json"
+        cache = _read_json(cache_file) if use_cache else {}
+        key = self._profile_key(seq, batch, threads)
+        table: dict[str, float] = dict(cache.get(key, {}))
+        ids = np.random.default_rng(0).integers(1000, 2000, size=(batch, seq), dtype=np.int64)
+        mask = np.ones_like(ids)
+        out = np.empty((batch, self.output_dim), np.float32)
+        for cfg in candidates:
+            name = cfg.to_json()
+            if name in table:
+                continue
+            layers = self._layers(cfg)
+            for _ in range(3):  # warm-up: page in the slice's weights
+                self._core.run(ids, mask, layers, threads, out)
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                self._core.run(ids, mask, layers, threads, out)
+                times.append((time.perf_counter() - t0) * 1e3)
+            table[name] = statistics.median(times)
+        if use_cache:
+            cache = _read_json(cache_file)  # re-read: another process may have added entries
+            cache[key] = {**cache.get(key, {}), **table}
+            atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+        return {cfg: table[cfg.to_json()] for cfg in candidates}
+
+    def pick(self, budget_ms: float, accuracy_table: Mapping[SubnetConfig, float],
+             latency_table: Mapping[SubnetConfig, float] | None = None, **profile_kwargs: Any) -> SubnetConfig:
+        """The most accurate sub-network whose measured latency fits `budget_ms` (ties: the faster).
+
+        Latencies come from `latency_table`, else from ``profile`` (cached) over the table's configs.
+        Raises ValueError when none fits, naming the fastest candidate.
+        """
+        if not accuracy_table:
+            raise ValueError("accuracy_table is empty: give {SubnetConfig: accuracy} for the candidates")
+        if budget_ms <= 0:
+            raise ValueError(f"budget_ms must be positive, got {budget_ms}")
+        latency = dict(latency_table) if latency_table is not None else self.profile(accuracy_table, **profile_kwargs)
+        missing = [c.name for c in accuracy_table if c not in latency]
+        if missing:
+            raise ValueError(f"no latency measured for {', '.join(missing)}; profile them first")
+        fitting = [c for c in accuracy_table if latency[c] <= budget_ms]
+        if not fitting:
+            fastest = min(accuracy_table, key=lambda c: latency[c])
+            raise ValueError(f"no sub-network runs within {budget_ms:g} ms on this CPU; the fastest candidate, "
+                             f"{fastest.name}, takes {latency[fastest]:.2f} ms")
+        return max(fitting, key=lambda c: (accuracy_table[c], -latency[c]))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _parse_metadata(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise PackedFileError(f"corrupt metadata: not UTF-8 JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise PackedFileError("corrupt metadata: not a JSON object")
+    return meta
+
+
+def _arch_from(meta: dict[str, Any], dims: dict[str, Any]) -> ArchSpec:
+    """The ArchSpec recorded in the metadata, checked against the header the engine computes with."""
+    try:
+        arch = ArchSpec(**meta["arch"])
+    except (KeyError, TypeError) as e:
+        raise PackedFileError(f"corrupt metadata: no valid 'arch' record ({e})") from None
+    header = (dims["num_layers"], dims["hidden"], dims["num_heads"], dims["head_dim"], dims["intermediate"],
+              dims["vocab_size"])
+    recorded = (arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size)
+    if header != recorded or arch.num_kv_heads != arch.num_heads:
+        raise PackedFileError(f"corrupt metadata: arch {recorded} disagrees with the header {header}")
+    return arch

@@ -1,0 +1,150 @@
+"""The ``.mlfs`` packed supernet file: layout constants and the byte-level writer.
+
+The C++ reader (csrc/io/packed_file.cpp, csrc/include/mlfs/packed_file.h) is the other half of this
+spec; both must change together (bump ``FORMAT_VERSION``).
+
+Layout (all integers little-endian)::
+
+    [0, 256)        header: magic "MLFSPACK", format version, endianness marker 0x01020304,
+                    file size, CRC-32, tensor count, directory and metadata offsets, model dims
+    [256, ...)      tensor directory: one 128-byte entry per tensor
+                    (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
+    metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
+                    provenance (not needed to compute, only to describe)
+    tensor data     each tensor 64-byte aligned, in its own dtype
+
+The CRC-32 (zlib's polynomial) covers the whole file with the 4 checksum bytes read as zero.
+
+Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
+    emb.word [vocab, hidden]            file dtype, row-major (+ emb.word.scale [vocab] for int8)
+    emb.pos, emb.type, emb.ln.{w,b}     fp32
+    l{i}.{q,k,v,o,ff1,ff2}.w            fp32/fp16: W^T [in, out] ("KN"); int8: [ceil(in/4), 4*out]
+                                        ("K4N", groups of 4 inputs) + .w.scale [out]; see kernels.h
+    l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
+    l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
+    pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"MLFSPACK"
+FORMAT_VERSION = 1
+ENDIAN_MARKER = 0x01020304
+HEADER_SIZE = 256
+DIR_ENTRY_SIZE = 128
+NAME_SIZE = 64
+MAX_DIMS = 4
+ALIGN = 64
+CHECKSUM_OFFSET = 24  # byte offset of the u32 CRC-32 in the header
+
+DTYPE_CODES = {"fp32": 0, "fp16": 1, "int8": 2}
+NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8}
+POOLING_CODES = {"mean": 0, "cls": 1}
+
+# magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
+# num_layers, hidden, num_heads, head_dim, intermediate, vocab, max_positions, type_vocab,
+# num_labels, pooling, weight_dtype, layer_norm_eps
+_HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f")
+_DIR_ENTRY = struct.Struct(f"<{NAME_SIZE}sII{MAX_DIMS}QQQ8x")  # padded to 128 bytes
+assert _HEADER.size <= HEADER_SIZE and _DIR_ENTRY.size == DIR_ENTRY_SIZE
+assert struct.calcsize("<8sIIQ") == CHECKSUM_OFFSET
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What the engine needs to compute (mirrors mlfs::ModelDims in C++)."""
+
+    num_layers: int
+    hidden: int
+    num_heads: int
+    head_dim: int
+    intermediate: int
+    vocab_size: int
+    max_positions: int
+    type_vocab_size: int
+    num_labels: int  # 0: no classifier, the engine returns the pooled embedding
+    pooling: str  # "mean" (over the attention mask) | "cls" (pooler dense + tanh on the first token)
+    dtype: str  # "fp32" | "fp16" | "int8": the Linear weights and the word embedding
+    layer_norm_eps: float
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32 of a packed file with its checksum field read as zero."""
+    crc = zlib.crc32(data[:CHECKSUM_OFFSET])
+    crc = zlib.crc32(b"\0\0\0\0", crc)
+    return zlib.crc32(data[CHECKSUM_OFFSET + 4:], crc)
+
+
+def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> bytes:
+    """The bytes of a packed file holding `tensors` (name → C-contiguous fp32/fp16/int8 array)."""
+    meta = json.dumps(metadata, sort_keys=True).encode()
+    dir_offset = HEADER_SIZE
+    meta_offset = dir_offset + DIR_ENTRY_SIZE * len(tensors)
+    offset = _aligned(meta_offset + len(meta))
+    entries, blobs = [], []
+    reverse_codes = {np.dtype(v): k for k, v in NUMPY_DTYPES.items()}
+    for name, arr in tensors.items():
+        raw = name.encode()
+        if not raw or len(raw) >= NAME_SIZE or not all(0x21 <= c <= 0x7E for c in raw):
+            raise ValueError(f"tensor name {name!r} must be 1..{NAME_SIZE - 1} printable ASCII characters")
+        if arr.dtype not in reverse_codes:
+            raise ValueError(f"tensor {name}: dtype {arr.dtype} cannot be packed (fp32, fp16 or int8)")
+        if not 1 <= arr.ndim <= MAX_DIMS:
+            raise ValueError(f"tensor {name}: {arr.ndim} dimensions, the format holds 1..{MAX_DIMS}")
+        data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        shape = list(arr.shape) + [0] * (MAX_DIMS - arr.ndim)
+        entries.append(_DIR_ENTRY.pack(raw, reverse_codes[arr.dtype], arr.ndim, *shape, offset, len(data)))
+        blobs.append((offset, data))
+        offset = _aligned(offset + len(data))
+    file_size = offset
+    buf = bytearray(file_size)
+    buf[HEADER_SIZE:meta_offset] = b"".join(entries)
+    buf[meta_offset:meta_offset + len(meta)] = meta
+    for off, data in blobs:
+        buf[off:off + len(data)] = data
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, ENDIAN_MARKER, file_size, 0, len(tensors), dir_offset, meta_offset, len(meta),
+        dims.num_layers, dims.hidden, dims.num_heads, dims.head_dim, dims.intermediate, dims.vocab_size,
+        dims.max_positions, dims.type_vocab_size, dims.num_labels, POOLING_CODES[dims.pooling],
+        DTYPE_CODES[dims.dtype], dims.layer_norm_eps)
+    buf[:len(header)] = header
+    struct.pack_into("<I", buf, CHECKSUM_OFFSET, checksum(buf))
+    return bytes(buf)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename: a crash
+    leaves the old file or none, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_atomically(path, text.encode())

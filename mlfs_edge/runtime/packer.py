@@ -1,0 +1,248 @@
+"""Pack a (reordered) BERT-family supernet into one ``.mlfs`` file for the C++ engine.
+
+The engine runs any sub-network by striding into these buffers, so the file holds the *full*
+supernet once. Linear weights (and the word embedding) are stored in the chosen dtype — fp32, fp16,
+or int8 with mlfs_edge.quant.scheme's per-output-row scales, which stay valid for every prefix slice —
+and everything small (biases, LayerNorms, position embeddings, the classifier) in fp32. Linear
+weights are laid out for the kernels (transposed "KN", int8 "K4N"; see csrc/include/mlfs/kernels.h),
+in which a prefix slice W[:n, :k] is still a stride.
+LoRA adapters are stored unmerged (fp32 A, B and scale per adapted Linear) so the engine runs the
+low-rank path beside the sliced base, or merged into the base weights before quantisation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlfs_edge import _core
+from mlfs_edge.config import ArchSpec
+from mlfs_edge.quant.scheme import quantize_per_row
+from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
+
+# Engine name of each per-layer Linear → its module path inside a HF BertLayer.
+LAYER_LINEARS = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "o": "attention.output.dense",
+    "ff1": "intermediate.dense",
+    "ff2": "output.dense",
+}
+LAYER_NORMS = {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
+
+# A LoRA adapter of one Linear: A [r, in], B [out, r], scale s; the layer computes W x + s·B(A x).
+LoraAdapter = tuple[torch.Tensor, torch.Tensor, float]
+
+
+def tokenizer_dir_for(path: str | os.PathLike) -> Path:
+    """Where `pack` saves the tokenizer of a packed file: a folder next to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".tokenizer")
+
+
+def lora_from_peft(model: torch.nn.Module) -> dict[str, LoraAdapter]:
+    """The (A, B, scale) of every LoRA-adapted Linear of a peft model, keyed by module path."""
+    out: dict[str, LoraAdapter] = {}
+    for name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if not isinstance(lora_a, torch.nn.ModuleDict) or not lora_a:
+            continue
+        adapters = list(lora_a.keys())
+        if len(adapters) != 1:
+            raise ValueError(f"{name}: {len(adapters)} LoRA adapters; pack one (merge or delete the others)")
+        key = adapters[0]
+        out[name] = (module.lora_A[key].weight.detach(), module.lora_B[key].weight.detach(),
+                     float(module.scaling[key]))
+    return out
+
+
+def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
+    if not isinstance(model, str | os.PathLike):
+        return model
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    cls = AutoModelForSequenceClassification if is_classifier else AutoModel
+    return cls.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module | None, dict[str, LoraAdapter]]:
+    """(the BertModel, the classifier Linear or None, the LoRA adapters of a peft model)."""
+    lora: dict[str, LoraAdapter] = {}
+    if hasattr(model, "peft_config"):
+        lora = lora_from_peft(model)
+        model = model.get_base_model()
+    encoder = getattr(model, model.base_model_prefix, model) if hasattr(model, "classifier") else model
+    classifier = getattr(model, "classifier", None)
+    if classifier is not None and not isinstance(classifier, torch.nn.Linear):
+        raise ValueError(f"classifier head {type(classifier).__name__} is not supported: a single Linear is")
+    if not hasattr(encoder, "embeddings") or not hasattr(encoder, "encoder"):
+        raise ValueError(f"{type(model).__name__} is not a BERT-family encoder (BertModel or "
+                         "BertForSequenceClassification)")
+    # peft keys carry the wrappers' prefixes ("base_model.model.bert.encoder..."); keep the BertModel part.
+    lora = {name[name.find("encoder.layer."):] if "encoder.layer." in name else name: ad for name, ad in lora.items()}
+    return encoder, classifier, lora
+
+
+def _weight(module: torch.nn.Module) -> torch.nn.Linear:
+    """The plain Linear of a possibly LoRA-wrapped module (peft keeps it as `base_layer`)."""
+    return getattr(module, "base_layer", module)
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
+
+
+def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
+    """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
+    transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales."""
+    if dtype == "int8":
+        q, scale = quantize_per_row(weight.detach().float())
+        out[name] = _core.pack_weight(q.numpy())
+        out[name + ".scale"] = scale.numpy().astype(np.float32)
+    else:
+        w = _f32(weight)
+        out[name] = _core.pack_weight(w.astype(np.float16) if dtype == "fp16" else w)
+
+
+def _store_table(out: dict[str, np.ndarray], name: str, table: torch.Tensor, dtype: str) -> None:
+    """An embedding table [rows, hidden], row-major (rows are gathered); int8 with per-row scales."""
+    if dtype == "int8":
+        q, scale = quantize_per_row(table.detach().float())
+        out[name], out[name + ".scale"] = q.numpy(), scale.numpy().astype(np.float32)
+    else:
+        t = _f32(table)
+        out[name] = t.astype(np.float16) if dtype == "fp16" else t
+
+
+def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dtype: str = "fp32",
+         lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
+         importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
+         source: str | None = None) -> Path:
+    """Write `model` (a BertModel or BertForSequenceClassification, or its folder) to `path`.
+
+    dtype: "fp32" | "fp16" | "int8" for the Linear weights and the word embedding.
+    lora: {module path ("encoder.layer.0.attention.self.query"): (A [r, in], B [out, r], scale)};
+        taken from the model itself when it is a peft model. Stored unmerged unless merge_lora.
+    pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head) or
+        "mean" (over the attention mask; default for a plain encoder).
+    importance_order: the permutations applied to heads/channels when the supernet was reordered,
+        recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]}.
+    tokenizer: a tokenizer (or its folder) to save next to the file, in `tokenizer_dir_for(path)`.
+    """
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CODES)}, got {dtype!r}")
+    src_name = source or (str(model) if isinstance(model, str | os.PathLike) else type(model).__name__)
+    encoder, classifier, peft_lora = _split_model(_load(model))
+    lora = dict(lora if lora is not None else peft_lora)
+    config = encoder.config
+    arch = ArchSpec.from_hf_config(config)
+    if arch.family != "bert":
+        raise ValueError(f"the engine runs BERT-family encoders; this model is {arch.family}")
+    if getattr(config, "hidden_act", "gelu") != "gelu":
+        raise ValueError(f"hidden_act {config.hidden_act!r} is not supported: the engine implements erf GELU")
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError("only absolute position embeddings are supported")
+    pooler = getattr(encoder, "pooler", None)
+    pooling = pooling or ("cls" if classifier is not None else "mean")
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+    if classifier is not None and pooling != "cls":
+        raise ValueError("a sequence-classification head reads the pooler output: use pooling='cls'")
+    if pooling == "cls" and pooler is None:
+        raise ValueError("pooling='cls' needs the model's pooler layer (dense + tanh), which this model lacks")
+    known = {f"encoder.layer.{i}.{m}" for i in range(arch.num_layers) for m in LAYER_LINEARS.values()}
+    unknown = sorted(set(lora) - known)
+    if unknown:
+        raise ValueError(f"LoRA adapters for modules the engine does not adapt: {', '.join(unknown[:3])}; "
+                         "adaptable are the query/key/value/output/intermediate/output dense Linears")
+
+    emb = encoder.embeddings
+    tensors: dict[str, np.ndarray] = {}
+    _store_table(tensors, "emb.word", emb.word_embeddings.weight, dtype)
+    tensors["emb.pos"] = _f32(emb.position_embeddings.weight)
+    tensors["emb.type"] = _f32(emb.token_type_embeddings.weight)
+    tensors["emb.ln.w"], tensors["emb.ln.b"] = _f32(emb.LayerNorm.weight), _f32(emb.LayerNorm.bias)
+    adapted: list[str] = []
+    for i, layer in enumerate(encoder.encoder.layer):
+        for short, sub in LAYER_LINEARS.items():
+            linear = _weight(layer.get_submodule(sub))
+            weight = linear.weight.detach().float()
+            adapter = lora.get(f"encoder.layer.{i}.{sub}")
+            name = f"l{i}.{short}"
+            if adapter is not None:
+                a, b, s = adapter[0].detach().float(), adapter[1].detach().float(), float(adapter[2])
+                if a.shape[1] != weight.shape[1] or b.shape[0] != weight.shape[0] or a.shape[0] != b.shape[1]:
+                    raise ValueError(f"LoRA of {name}: A {tuple(a.shape)} and B {tuple(b.shape)} do not fit "
+                                     f"the weight {tuple(weight.shape)} (need A [r, in], B [out, r])")
+                if merge_lora:
+                    weight = weight + s * (b @ a)
+                else:
+                    tensors[f"{name}.lora_at"], tensors[f"{name}.lora_bt"] = _f32(a.T), _f32(b.T)
+                    tensors[f"{name}.lora_s"] = np.array([s], np.float32)
+                adapted.append(name)
+            _store_linear(tensors, f"{name}.w", weight, dtype)
+            tensors[f"{name}.b"] = _f32(linear.bias)
+        for short, sub in LAYER_NORMS.items():
+            ln = layer.get_submodule(sub)
+            tensors[f"l{i}.{short}.w"], tensors[f"l{i}.{short}.b"] = _f32(ln.weight), _f32(ln.bias)
+    if pooling == "cls":
+        _store_linear(tensors, "pooler.w", pooler.dense.weight, dtype)
+        tensors["pooler.b"] = _f32(pooler.dense.bias)
+    labels: list[str] = []
+    if classifier is not None:
+        _store_linear(tensors, "cls.w", classifier.weight, "fp32")
+        tensors["cls.b"] = _f32(classifier.bias)
+        id2label = getattr(config, "id2label", None) or {}
+        labels = [str(id2label.get(j, f"LABEL_{j}")) for j in range(classifier.out_features)]
+
+    dims = ModelDims(arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate,
+                     arch.vocab_size, config.max_position_embeddings, config.type_vocab_size,
+                     classifier.out_features if classifier is not None else 0, pooling, dtype,
+                     float(config.layer_norm_eps))
+    path = Path(path)
+    metadata = {
+        "arch": arch.__dict__,
+        "importance_order": dict(importance_order) if importance_order is not None else None,
+        "labels": labels,
+        "pooling": pooling,
+        "dtype": dtype,
+        "lora": {"adapted": adapted, "merged": bool(merge_lora and adapted)},
+        "source": src_name,
+        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
+        "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
+    }
+    data = encode(dims, tensors, metadata)
+    if tokenizer is not None:
+        _save_tokenizer(tokenizer, tokenizer_dir_for(path))
+    return write_atomically(path, data)
+
+
+def _save_tokenizer(tokenizer: Any, target: Path) -> None:
+    if isinstance(tokenizer, str | os.PathLike):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        backup = target.with_name(target.name + ".old")
+        if target.exists():
+            os.replace(target, backup)
+        os.replace(tmp, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
