@@ -113,7 +113,7 @@ def test_bitsandbytes_variants_run_on_cpu_and_shrink(config):
 
 
 def test_bad_configs_are_refused_with_a_clear_message():
-    with pytest.raises(ValueError, match="unknown quantization 'int4'.*int8, fp16"):
+    with pytest.raises(ValueError, match=r"unknown quantization 'int4'.*int8, fp16"):
         config_for("int4")
     with pytest.raises(TypeError, match="Int8Config"):
         quantize(_tiny_classifier(), "int8")

@@ -67,7 +67,7 @@ class ExportConfig:
         return self
 
 
-def export_pte(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str, cfg: ExportConfig,  # noqa: ANN401
+def export_pte(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str, cfg: ExportConfig,
                subnet: dict[str, list[int]] | None = None) -> Path:
     """Export `model` (a HF BERT-family model, left unchanged) to ``out_dir/name.pte`` with its manifest
     ``out_dir/name.json`` and the tokenizer in ``out_dir/tokenizer/``; returns the manifest path.
@@ -95,7 +95,7 @@ def export_pte(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str,
     return manifest_path
 
 
-def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> bytes:  # noqa: ANN401
+def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> bytes:
     """The ``.pte`` program bytes for `model` as `cfg` says (the model itself is not modified)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -119,7 +119,7 @@ def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> 
         return edge.to_executorch().buffer
 
 
-def _pt2e_int8(graph: nn.Module, tokenizer: Any, cfg: ExportConfig) -> nn.Module:  # noqa: ANN401
+def _pt2e_int8(graph: nn.Module, tokenizer: Any, cfg: ExportConfig) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -127,7 +127,8 @@ def _pt2e_int8(graph: nn.Module, tokenizer: Any, cfg: ExportConfig) -> nn.Module
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = cfg.int8_mode == "dynamic"
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+    scheme = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    quantizer = XNNPACKQuantizer().set_global(scheme)
     prepared = prepare_pt2e(graph, quantizer)
     # Dynamic ranges are computed at run time; one pass still traces the observers. Static ranges are
     # calibrated on real sentences, each at its own length (as they will run).
@@ -157,13 +158,18 @@ def _model_config(model: nn.Module) -> dict[str, Any]:
     return {k: getattr(c, k) for k in keys if hasattr(c, k)}
 
 
-def _save_tokenizer(tokenizer: Any, out_dir: Path) -> dict[str, Any]:  # noqa: ANN401
+def _save_tokenizer(tokenizer: Any, out_dir: Path) -> dict[str, Any]:
     """Save the tokenizer to ``out_dir/tokenizer`` (atomically, shared by the exports in out_dir)."""
     target = out_dir / "tokenizer"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir))
     try:
         tokenizer.save_pretrained(tmp)
+        vocab = getattr(tokenizer, "vocab", None)
+        if isinstance(vocab, dict) and not (tmp / "vocab.txt").exists():
+            # WordPiece vocabulary, one token per line in id order: what a small app tokenizer reads.
+            tokens = sorted(vocab, key=vocab.__getitem__)
+            (tmp / "vocab.txt").write_text("".join(f"{t}\n" for t in tokens))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -188,7 +194,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def export_many(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str,  # noqa: ANN401
+def export_many(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str,
                 dtypes: Sequence[str], base: ExportConfig, subnet: dict[str, list[int]] | None = None) -> list[Path]:
     """One export per dtype: ``out_dir/name-<dtype>.pte`` (+ manifest); returns the manifest paths."""
     from dataclasses import replace

@@ -12,7 +12,7 @@ from torch import nn
 from mlfs_edge.quant.config import BnbInt8Config, BnbNf4Config
 
 
-def _bnb():  # noqa: ANN202
+def _bnb():
     try:
         import bitsandbytes
     except ImportError as e:  # the optional extra
