@@ -150,10 +150,22 @@ def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str],
                                                    calibration_texts=tuple(calibration)),
                                       subnet=cfg.to_dict())
             jobs["executorch", dtype] = {"path": str(manifest)}
+        if "mlfs" in backends:
+            jobs["mlfs", dtype] = {"path": str(_packed_file(sub, tokenizer, sub_dir / "mlfs", cfg.name, dtype))}
         if "onnxruntime" in backends and dtype in ("fp32", "int8"):
             jobs["onnxruntime", dtype] = {"path": str(_onnx_file(sub, sub_dir / "onnx", dtype)),
                                           "tokenizer": str(hf_dir)}
     return jobs
+
+
+def _packed_file(sub: Any, tokenizer: Any, out_dir: Path, name: str, dtype: str) -> Path:
+    """The sub-network in the native engine's packed file (same int8 scheme as everywhere)."""
+    from mlfs_edge.runtime import pack
+
+    path = out_dir / f"{name}-{dtype}.mlfs"
+    if not path.is_file():
+        pack(sub, path, dtype=dtype, tokenizer=tokenizer)
+    return path
 
 
 def _onnx_file(sub: Any, out_dir: Path, dtype: str) -> Path:
@@ -293,6 +305,19 @@ def _load_backend(backend: str, dtype: str, job: dict[str, Any]):
             return torch.from_numpy(out)
 
         return predict, set_threads, os.path.getsize(path)
+    if backend == "mlfs":
+        from mlfs_edge.runtime import Engine
+
+        engine = Engine.load(path)
+        current = [1]
+
+        def set_threads(n: int) -> None:
+            current[0] = n
+
+        def predict(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(engine.run(ids.numpy(), mask.numpy(), threads=current[0]))
+
+        return predict, set_threads, engine.file_size
     raise ValueError(f"backend {backend!r} cannot be measured here")
 
 
@@ -315,7 +340,7 @@ def mlfs_unavailable_reason() -> str | None:
         from mlfs_edge.runtime import Engine, pack  # noqa: F401
     except ImportError as e:
         return f"the native engine (mlfs_edge.runtime.Engine/pack) is not in this build: {e}"
-    return "the native engine is present but not yet wired into the comparison"
+    return None
 
 
 def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, work_dir: str | Path = "runs/compare",
