@@ -37,6 +37,7 @@ DTYPES = ("fp32", "fp16", "int8")
 ROW_KEYS = ("subnet", "dtype", "backend", "accuracy", "agreement", "size_bytes", "ms_median", "threads",
             "peak_rss_mb")
 QUICK_TEST_SENTENCES = 500
+MAX_LENGTH = 128  # longest test input, and the .pte exports' dynamic-length bound
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str],
                 reuse = False
             if not reuse:
                 manifest = export_pte(sub, tokenizer, sub_dir / "pte", f"{cfg.name}-{dtype}",
-                                      ExportConfig(dtype=dtype, output="logits", max_length=128,
+                                      ExportConfig(dtype=dtype, output="logits", max_length=MAX_LENGTH,
                                                    calibration_texts=tuple(calibration)),
                                       subnet=cfg.to_dict())
             jobs["executorch", dtype] = {"path": str(manifest)}
@@ -181,7 +182,7 @@ def _onnx_file(sub: Any, out_dir: Path, dtype: str) -> Path:
         from mlfs_edge.export import EncoderForExport
 
         wrapper = EncoderForExport(sub, "logits").eval()
-        seq = Dim("seq", min=2, max=128)
+        seq = Dim("seq", min=2, max=MAX_LENGTH)
         example = (torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
 
         def write_fp32(tmp: Path) -> None:
@@ -206,64 +207,79 @@ def _onnx_file(sub: Any, out_dir: Path, dtype: str) -> Path:
 # --- measuring (in a subprocess) ------------------------------------------------------------------------
 
 def _measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a fresh process: load one artefact, predict the test sentences, time seq_len inputs."""
+    """Runs in a fresh process: load one artefact, predict the (already tokenized) test sentences at
+    batch 1, time the seq_len input per thread count. Imports only what the backend needs (the ONNX
+    Runtime worker does not import torch), so peak RSS is that backend's."""
     import resource
 
-    import torch
+    import numpy as np
 
-    backend, dtype, threads = job["backend"], job["dtype"], job["threads"]
-    texts: list[str] = job["texts"]
-    predict, set_threads, size = _load_backend(backend, dtype, job)
+    threads = job["threads"]
+    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"])
     set_threads(max(threads))
     preds = []
-    for ids, mask in _encode_all(job["tokenizer"], texts, job["max_length"]):
-        preds.append(int(predict(ids, mask).argmax(-1)[0]))
-    ids, mask = _latency_input(job["tokenizer"], texts, job["seq_len"])
+    for ids in job["inputs"]:
+        x = np.asarray([ids], dtype=np.int64)
+        preds.append(int(np.argmax(predict(x, np.ones_like(x))[0])))
+    x = np.asarray([job["latency_ids"]], dtype=np.int64)
+    mask = np.ones_like(x)
     latency = {}
     for n in threads:
         set_threads(n)
         for _ in range(3):
-            predict(ids, mask)
+            predict(x, mask)
         times = []
         for _ in range(job["runs"]):
             t0 = time.perf_counter()
-            predict(ids, mask)
+            predict(x, mask)
             times.append((time.perf_counter() - t0) * 1e3)
         latency[n] = statistics.median(times)
-    del torch
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"predictions": preds, "latency_ms": latency, "size_bytes": size, "peak_rss_mb": peak_mb}
 
 
-def _encode_all(tokenizer_dir: str, texts: list[str], max_length: int) -> list[tuple[Any, Any]]:
-    from transformers import AutoTokenizer
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each text (no padding: batch 1 at its own length) and a latency input of exactly
+    `seq_len` real tokens (test sentences joined until they fill the window)."""
+    inputs = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    window = tokenizer(" ".join(texts[:200]), truncation=True, max_length=seq_len)["input_ids"]
+    if len(window) < seq_len:
+        raise ValueError(f"the test sentences are too short to fill {seq_len} tokens; lower the sequence length")
+    return inputs, window
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    out = []
-    for t in texts:
-        enc = tok(t, truncation=True, max_length=max_length, return_tensors="pt")
-        out.append((enc["input_ids"], enc["attention_mask"]))
-    return out
 
+def _load_backend(backend: str, dtype: str, path: str) -> tuple[Any, Any, int]:
+    """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact; numpy in and out."""
+    if backend == "onnxruntime":
+        import onnxruntime as ort
 
-def _latency_input(tokenizer_dir: str, texts: list[str], seq_len: int) -> tuple[Any, Any]:
-    """Exactly `seq_len` real tokens: test sentences joined until they fill the window."""
+        sessions: dict[int, Any] = {}
+        current = [1]
+
+        def set_ort_threads(n: int) -> None:
+            if n not in sessions:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = n
+                opts.inter_op_num_threads = 1
+                sessions[n] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            current[0] = n
+
+        def predict_ort(ids: Any, mask: Any) -> Any:
+            return sessions[current[0]].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+        return predict_ort, set_ort_threads, os.path.getsize(path)
+    if backend == "mlfs":
+        from mlfs_edge.runtime import Engine
+
+        engine = Engine.load(path)
+        engine_threads = [1]
+
+        def predict_mlfs(ids: Any, mask: Any) -> Any:
+            return engine.run(ids, mask, threads=engine_threads[0])
+
+        return predict_mlfs, lambda n: engine_threads.__setitem__(0, n), engine.file_size
     import torch
-    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    enc = tok(" ".join(texts[:200]), truncation=True, max_length=seq_len, return_tensors="pt")
-    ids = enc["input_ids"]
-    if ids.shape[1] < seq_len:
-        raise ValueError(f"the test sentences are too short to fill {seq_len} tokens")
-    return ids, torch.ones_like(ids)
-
-
-def _load_backend(backend: str, dtype: str, job: dict[str, Any]):
-    """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact."""
-    import torch
-
-    path = job["path"]
     if backend == "pytorch":
         from transformers import AutoModelForSequenceClassification
 
@@ -274,50 +290,23 @@ def _load_backend(backend: str, dtype: str, job: dict[str, Any]):
         if dtype != "fp32":
             quantize(model, Fp16Config() if dtype == "fp16" else Int8Config())
 
-        def predict(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        def predict_torch(ids: Any, mask: Any) -> Any:
             with torch.inference_mode():
-                return model(input_ids=ids, attention_mask=mask).logits.float()
+                ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+                return model(input_ids=ids_t, attention_mask=mask_t).logits.float().numpy()
 
-        return predict, torch.set_num_threads, model_size_bytes(model)
+        return predict_torch, torch.set_num_threads, model_size_bytes(model)
     if backend == "executorch":
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
         from mlfs_edge.export import PteModel
 
-        pte = PteModel(path)
-        return pte.forward, _unsafe_reset_threadpool, pte.size_bytes
-    if backend == "onnxruntime":
-        import onnxruntime as ort
+        pte = PteModel(path, load_tokenizer=False)
 
-        sessions: dict[int, Any] = {}
-        current = [1]
+        def predict_pte(ids: Any, mask: Any) -> Any:
+            return pte.forward(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
 
-        def set_threads(n: int) -> None:
-            if n not in sessions:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = n
-                opts.inter_op_num_threads = 1
-                sessions[n] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            current[0] = n
-
-        def predict(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            out = sessions[current[0]].run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-            return torch.from_numpy(out)
-
-        return predict, set_threads, os.path.getsize(path)
-    if backend == "mlfs":
-        from mlfs_edge.runtime import Engine
-
-        engine = Engine.load(path)
-        current = [1]
-
-        def set_threads(n: int) -> None:
-            current[0] = n
-
-        def predict(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(engine.run(ids.numpy(), mask.numpy(), threads=current[0]))
-
-        return predict, set_threads, engine.file_size
+        return predict_pte, _unsafe_reset_threadpool, pte.size_bytes
     raise ValueError(f"backend {backend!r} cannot be measured here")
 
 
@@ -326,10 +315,10 @@ def _run_worker(job: dict[str, Any], timeout_s: float = 1200) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "mlfs_edge.eval.compare", "--worker"], input=json.dumps(job),
                           capture_output=True, text=True, env=env, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"measuring {job['backend']} {job['dtype']} failed: {tail}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    if proc.returncode != 0 or "error" in result:
+        raise RuntimeError(f"measuring {job['backend']} {job['dtype']} of {job['path']} failed: {result.get('error')}")
+    return result
 
 
 # --- the comparison -------------------------------------------------------------------------------
@@ -374,6 +363,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
             print(f"[compare] no mlfs rows: {reason}")
             backends.remove("mlfs")
     work_dir = Path(work_dir)
+    inputs, window = _tokenize(tokenizer, test.texts, MAX_LENGTH, settings.seq_len)
     rows: list[dict[str, Any]] = []
     for cfg in cfgs:
         if progress:
@@ -386,9 +376,8 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
         ordered = sorted(jobs.items(), key=lambda kv: (kv[0] != ("pytorch", "fp32"), BACKENDS.index(kv[0][0]),
                                                        DTYPES.index(kv[0][1])))
         for (backend, dtype), job in tqdm(ordered, desc=f"measure {cfg.name}", disable=not progress):
-            result = _run_worker({**job, "backend": backend, "dtype": dtype, "texts": test.texts,
-                                  "tokenizer": str(work_dir / cfg.name / "hf"), "max_length": 128,
-                                  "seq_len": settings.seq_len, "threads": list(settings.threads),
+            result = _run_worker({**job, "backend": backend, "dtype": dtype, "inputs": inputs,
+                                  "latency_ids": window, "threads": list(settings.threads),
                                   "runs": settings.latency_runs})
             preds = result["predictions"]
             if reference is None:
@@ -469,4 +458,8 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | Path, threads: int | Non
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    print(json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
+    try:
+        print(json.dumps(_measure(json.loads(sys.stdin.read()))), flush=True)
+    except Exception as e:  # reported to the parent as one line
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        sys.exit(1)

@@ -16,23 +16,26 @@ class PteModel:
     as an app runs it); ``forward(input_ids, attention_mask)`` runs already-tokenized input.
     """
 
-    def __init__(self, manifest_path: str | Path) -> None:
+    def __init__(self, manifest_path: str | Path, load_tokenizer: bool = True) -> None:
         from executorch.runtime import Runtime
-        from transformers import AutoTokenizer
 
         self.manifest_path = Path(manifest_path)
         self.manifest = Manifest.read(self.manifest_path)
         program_bytes = self.manifest.verify_pte(self.manifest_path)
         try:
-            program = Runtime.get().load_program(program_bytes)
-            self._method = program.load_method("forward")
+            # Keep the program alive as long as its method: the method points into it.
+            self._program = Runtime.get().load_program(program_bytes)
+            self._method = self._program.load_method("forward")
         except Exception as e:  # the runtime raises RuntimeError/ValueError for bad flatbuffers
             raise ValueError(f"ExecuTorch cannot load {self.manifest.pte}: {e}; re-export with "
                              "`mlfs-edge export`") from None
         if self._method is None:
             raise ValueError(f"{self.manifest.pte} has no forward method; re-export with `mlfs-edge export`")
-        tok_dir = self.manifest_path.parent / self.manifest.tokenizer["dir"]
-        self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        self.tokenizer = None
+        if load_tokenizer:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.manifest_path.parent / self.manifest.tokenizer["dir"])
 
     @property
     def size_bytes(self) -> int:
