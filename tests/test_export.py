@@ -157,3 +157,18 @@ def test_a_failing_lowering_leaves_no_files(tiny, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="lowering failed"):
         export_pte(model, tok, tmp_path / "out", "x", ExportConfig(max_length=32))
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_xnnpack_runner_hook_runs_a_bare_encoder(tiny_bert_dir):
+    """The engine benchmark's ExecuTorch row: a zero-argument runner over fixed inputs."""
+    from transformers import AutoModel
+
+    from mlfs_edge.export import xnnpack_runner
+
+    model = AutoModel.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    ids = torch.randint(1000, 2000, (1, 12))
+    mask = torch.ones_like(ids)
+    out = xnnpack_runner(model, ids.numpy(), mask.numpy())()
+    with torch.no_grad():
+        ref = EncoderForExport(model, "embedding")(ids, mask)
+    assert out.shape == (1, 32) and (out - ref).abs().max() <= 1e-4

@@ -6,8 +6,8 @@
 
 from mlfs_edge.export.lower import ExportConfig, export_many, export_pte, lower_to_executorch
 from mlfs_edge.export.manifest import Manifest
-from mlfs_edge.export.runtime import PteModel
+from mlfs_edge.export.runtime import PteModel, xnnpack_runner
 from mlfs_edge.export.wrapper import EncoderForExport
 
 __all__ = ["EncoderForExport", "ExportConfig", "Manifest", "PteModel", "export_many", "export_pte",
-           "lower_to_executorch"]
+           "lower_to_executorch", "xnnpack_runner"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +63,25 @@ class PteModel:
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         return torch.cat([self.forward(*self.encode(t)) for t in texts])
+
+
+def xnnpack_runner(model: torch.nn.Module, input_ids: Any, attention_mask: Any,
+                   dtype: str = "fp32") -> Callable[[], Any]:
+    """A zero-argument callable that runs `model` lowered to ExecuTorch/XNNPACK on these inputs
+    (numpy or torch, [batch 1, seq]): the hook the engine benchmark uses for its ExecuTorch row.
+    Logits for a classifier, the mean-pooled embedding for a bare encoder; int8 is dynamic."""
+    from executorch.runtime import Runtime
+
+    from mlfs_edge.export.lower import ExportConfig, lower_to_executorch
+
+    ids, mask = torch.as_tensor(input_ids).long(), torch.as_tensor(attention_mask).long()
+    output = "logits" if hasattr(model, "classifier") else "embedding"
+    cfg = ExportConfig(dtype=dtype, output=output, max_length=max(2, ids.shape[-1])).validate(model)
+    program = Runtime.get().load_program(lower_to_executorch(model, None, cfg))
+    method = program.load_method("forward")
+
+    def run() -> Any:
+        _ = program  # the method points into the program: keep it alive with the closure
+        return method.execute([ids, mask])[0]
+
+    return run
