@@ -138,10 +138,10 @@ def test_corrupt_pte_or_manifest_gives_a_one_line_error(exported, tmp_path):
 
 def test_bad_export_configs_are_refused_before_any_work(tiny, tmp_path):
     model, tok = tiny
-    for cfg, msg in [(ExportConfig(dtype="int4"), "unknown dtype 'int4'"),
-                     (ExportConfig(output="tokens"), "unknown output"),
+    for cfg, msg in [(ExportConfig(dtype="int4", max_length=MAX_LEN), "unknown dtype 'int4'"),
+                     (ExportConfig(output="tokens", max_length=MAX_LEN), "unknown output"),
                      (ExportConfig(max_length=MAX_LEN + 1), "max length 65 out of range: use 2..64"),
-                     (ExportConfig(dtype="int8", int8_mode="static"), "calibration sentences")]:
+                     (ExportConfig(dtype="int8", int8_mode="static", max_length=MAX_LEN), "calibration sentences")]:
         with pytest.raises(ValueError, match=msg):
             export_pte(model, tok, tmp_path, "x", cfg)
     assert list(tmp_path.iterdir()) == []
