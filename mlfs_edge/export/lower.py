@@ -6,7 +6,8 @@ Pipeline: ``EncoderForExport`` → ``torch.export`` (dynamic sequence length) �
 
 dtypes:
 - fp32: as trained.
-- fp16: weights and activations in half (XNNPACK fp16 kernels); outputs are cast back to float32.
+- fp16: weights and activations in half (XNNPACK fp16 kernels), LayerNorms in float32 (their
+  variance overflows fp16 on MiniLM's outlier activations); outputs are cast back to float32.
   On x86 CPUs without native fp16 arithmetic this runs slower than fp32: a size option that pays on
   ARMv8.2+ phones.
 - int8: the linears through PT2E, symmetric per-output-channel int8 weights (range ±127, the same
@@ -104,6 +105,7 @@ def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> 
     model = copy.deepcopy(model).eval()
     if cfg.dtype == "fp16":
         model = model.half()
+        _layer_norms_in_fp32(model)
     elif cfg.dtype == "int8":
         quantize(model, Int8Config(linears=False))  # weight-only int8 embedding tables
     wrapper = EncoderForExport(model, cfg.output).eval()
@@ -117,6 +119,28 @@ def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> 
             program = export(_pt2e_int8(program.module(), tokenizer, cfg), example, dynamic_shapes=dynamic)
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         return edge.to_executorch().buffer
+
+
+class _Fp32LayerNorm(nn.Module):
+    """LayerNorm computed in float32 inside an fp16 model: its variance of hidden states with
+    outliers (MiniLM has values in the hundreds) overflows fp16's 65504 and wrecks the output."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.normalized_shape, self.eps = norm.normalized_shape, norm.eps
+        self.weight = nn.Parameter(norm.weight.detach().float(), requires_grad=False)
+        self.bias = nn.Parameter(norm.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.to(x.dtype)
+
+
+def _layer_norms_in_fp32(model: nn.Module) -> None:
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LayerNorm):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, _Fp32LayerNorm(module))
 
 
 def _pt2e_int8(graph: nn.Module, tokenizer: Any, cfg: ExportConfig) -> nn.Module:
