@@ -1,0 +1,69 @@
+"""``quantize(model, config)``: the one verb; the config says what (see ``mlfs_edge.quant.config``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from mlfs_edge.quant import bnb
+from mlfs_edge.quant.config import BnbInt8Config, BnbNf4Config, Fp16Config, Int8Config, QuantConfig
+from mlfs_edge.quant.int8 import Int8Embedding, Int8Linear
+
+
+def quantize(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Quantize `model` in place as `config` says and return it (in eval mode).
+
+    int8 and the bitsandbytes variants replace every ``nn.Linear`` (and for int8 the embedding
+    tables) except those named in ``config.skip``; fp16 casts the whole model to half.
+    """
+    model.eval()
+    if isinstance(config, Fp16Config):
+        return model.half()
+    if isinstance(config, Int8Config):
+        if config.linears:
+            _replace(model, nn.Linear, Int8Linear.from_float, config.skip)
+        if config.embeddings:
+            _replace(model, nn.Embedding, Int8Embedding.from_float, config.skip)
+    elif isinstance(config, BnbInt8Config):
+        _replace(model, nn.Linear, lambda m: bnb.int8_linear(m, config), config.skip)
+    elif isinstance(config, BnbNf4Config):
+        _replace(model, nn.Linear, lambda m: bnb.nf4_linear(m, config), config.skip)
+    else:
+        raise TypeError(f"quantize() takes an Int8Config, Fp16Config, BnbInt8Config or BnbNf4Config, "
+                        f"got {type(config).__name__}")
+    return model
+
+
+def _replace(model: nn.Module, kind: type[nn.Module], make: Callable[[nn.Module], nn.Module],
+             skip: tuple[str, ...]) -> None:
+    targets = [(name, m) for name, m in model.named_modules()
+               if type(m) is kind and not any(name == s or name.startswith(s + ".") for s in skip)]
+    for name, module in targets:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, make(module))
+    _retie(model)
+
+
+def _retie(model: nn.Module) -> None:
+    """Drop HF weight tying left pointing at a replaced module (an int8 table has no `.weight`)."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "tie_word_embeddings"):
+        config.tie_word_embeddings = False
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state (parameters, buffers and quantisation state such as scales),
+    counting storage shared by tied weights once: what a save of the weights costs on disk."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for value in model.state_dict().values():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = (value.untyped_storage().data_ptr(), value.storage_offset())
+        if key in seen and value.untyped_storage().data_ptr() != 0:
+            continue
+        seen.add(key)
+        total += value.numel() * value.element_size()
+    return total
