@@ -40,10 +40,12 @@ class ArchSpec:
     @classmethod
     def from_hf_config(cls, config: Any) -> ArchSpec:
         model_type = getattr(config, "model_type", "")
-        if model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):
+        if model_type in ("bert", "mlfs_bert", "roberta", "xlm-roberta", "electra"):
             heads = config.num_attention_heads
+            # mlfs_bert (an extracted sub-network with fewer heads) keeps the original head size.
+            head_dim = getattr(config, "attention_head_size", None) or config.hidden_size // heads
             return cls("bert", config.num_hidden_layers, config.hidden_size, heads, heads,
-                       config.hidden_size // heads, config.intermediate_size, config.vocab_size)
+                       head_dim, config.intermediate_size, config.vocab_size)
         if model_type in ("llama", "mistral", "qwen2"):
             heads = config.num_attention_heads
             head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads

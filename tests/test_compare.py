@@ -56,7 +56,9 @@ def test_rows_cover_every_backend_and_dtype_with_measured_values(compared):
     assert by["pytorch", "int8"]["size_bytes"] <= 0.3 * by["pytorch", "fp32"]["size_bytes"]
     for r in rows:
         assert r["subnet"] == "L1-H2-F64" and 0 <= r["accuracy"] <= 1
-        assert r["ms_median"] > 0 and r["peak_rss_mb"] > 50  # a real process with a real runtime
+        # A real process with a real runtime; the native engine's worker imports neither torch nor
+        # onnxruntime, so its floor is the interpreter + numpy (~30 MB).
+        assert r["ms_median"] > 0 and r["peak_rss_mb"] > (20 if r["backend"] == "mlfs" else 50)
 
 
 def test_outputs_are_written_and_exports_are_reused(compared, tiny_classifier_dir, tmp_path):

@@ -119,3 +119,12 @@ def test_search_space_rejects_impossible_spaces():
     space = SearchSpace.default(LLAMA)
     assert all(h % 3 == 0 for h in space.heads)
     assert SearchSpace.from_dict(LLAMA, space.to_dict()) == space
+
+
+def test_arch_of_an_extracted_narrow_head_bert_keeps_the_head_size():
+    from mlfs_edge.supernet.extract import MlfsBertConfig
+
+    cfg = MlfsBertConfig(attention_head_size=32, hidden_size=384, num_attention_heads=6, num_hidden_layers=2,
+                         intermediate_size=768)
+    arch = ArchSpec.from_hf_config(cfg)
+    assert (arch.num_heads, arch.head_dim, arch.hidden) == (6, 32, 384)

@@ -152,20 +152,23 @@ def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str],
                                       subnet=cfg.to_dict())
             jobs["executorch", dtype] = {"path": str(manifest)}
         if "mlfs" in backends:
-            jobs["mlfs", dtype] = {"path": str(_packed_file(sub, tokenizer, sub_dir / "mlfs", cfg.name, dtype))}
+            # The engine runs any sub-network straight from the one packed supernet (prefix slices),
+            # so the whole model is packed once per dtype; size_bytes is that one file's size.
+            jobs["mlfs", dtype] = {"path": str(_packed_file(model, tokenizer, work_dir / "mlfs", "supernet", dtype)),
+                                   "subnet": cfg.to_dict()}
         if "onnxruntime" in backends and dtype in ("fp32", "int8"):
             jobs["onnxruntime", dtype] = {"path": str(_onnx_file(sub, sub_dir / "onnx", dtype)),
                                           "tokenizer": str(hf_dir)}
     return jobs
 
 
-def _packed_file(sub: Any, tokenizer: Any, out_dir: Path, name: str, dtype: str) -> Path:
-    """The sub-network in the native engine's packed file (same int8 scheme as everywhere)."""
+def _packed_file(model: Any, tokenizer: Any, out_dir: Path, name: str, dtype: str) -> Path:
+    """The model in the native engine's packed file (same int8 scheme as everywhere)."""
     from mlfs_edge.runtime import pack
 
     path = out_dir / f"{name}-{dtype}.mlfs"
     if not path.is_file():
-        pack(sub, path, dtype=dtype, tokenizer=tokenizer)
+        pack(model, path, dtype=dtype, tokenizer=tokenizer)
     return path
 
 
@@ -213,7 +216,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     threads = job["threads"]
-    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"])
+    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"], job.get("subnet"))
     set_threads(max(threads))
     preds = []
     for ids in job["inputs"]:
@@ -256,7 +259,8 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int) -
     return inputs, window
 
 
-def _load_backend(backend: str, dtype: str, path: str) -> tuple[Any, Any, int]:
+def _load_backend(backend: str, dtype: str, path: str,
+                  subnet: dict[str, Any] | None = None) -> tuple[Any, Any, int]:
     """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact; numpy in and out."""
     if backend == "onnxruntime":
         import onnxruntime as ort
@@ -277,13 +281,15 @@ def _load_backend(backend: str, dtype: str, path: str) -> tuple[Any, Any, int]:
 
         return predict_ort, set_ort_threads, os.path.getsize(path)
     if backend == "mlfs":
+        from mlfs_edge.config import SubnetConfig
         from mlfs_edge.runtime import Engine
 
         engine = Engine.load(path)
+        active = SubnetConfig.from_dict(subnet) if subnet else None
         engine_threads = [1]
 
         def predict_mlfs(ids: Any, mask: Any) -> Any:
-            return engine.run(ids, mask, threads=engine_threads[0])
+            return engine.run(ids, mask, subnet=active, threads=engine_threads[0])
 
         return predict_mlfs, lambda n: engine_threads.__setitem__(0, n), engine.file_size
     import torch
