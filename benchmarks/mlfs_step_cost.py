@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from mlfs_edge.assets import resolve_model_path
 from mlfs_edge.config import SubnetConfig
 from mlfs_edge.eval.report import markdown_table
 from mlfs_edge.supernet import ElasticSupernet, reorder_by_importance
 from mlfs_edge.supernet.lora import add_lora
-from mlfs_edge.train.mlfs import resolve_model_path
 
 SUBNETS = {
     "minilm": ["full", "depth=6,heads=6,mlp=768", "depth=4,heads=9,mlp=768", "depth=3,heads=6,mlp=384"],

@@ -113,6 +113,18 @@ def minilm_path() -> Path:
     return asset_path("minilm")
 
 
+def resolve_model_path(model: str) -> Path:
+    """'minilm', 'smollm2' (the bundled models) or a Hugging Face model folder with a config.json."""
+    if model == "minilm":
+        return minilm_path()
+    if model == "smollm2":
+        return smollm2_path()
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model {model!r}: use 'minilm', 'smollm2' or a Hugging Face model folder with config.json")
+    return path
+
+
 def smollm2_path() -> Path:
     """A plain safetensors folder of SmolLM2-135M-Instruct, converted once from the bundled GGUF.
 

@@ -22,32 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _resolve(model: str):
-    from pathlib import Path
-
-    from mlfs_edge.assets import minilm_path, smollm2_path
-
-    if model == "minilm":
-        return minilm_path()
-    if model == "smollm2":
-        return smollm2_path()
-    path = Path(model)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{model} is not a saved model folder (no config.json); pass a folder, minilm or smollm2")
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import transformers
 
+    from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.prune.baselines import layer_params
     from mlfs_edge.prune.mlp import kept_channels, prune_mlp
     from mlfs_edge.train.finetune import save_atomically
 
-    path = _resolve(args.model)
+    path = resolve_model_path(args.model)
     config = transformers.AutoConfig.from_pretrained(path)
     kept_channels(config.intermediate_size, args.ratio)  # refuse a bad ratio before loading weights
     architecture = (getattr(config, "architectures", None) or ["AutoModel"])[0]

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mlfs_edge.assets import resolve_model_path
 from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
 from mlfs_edge.supernet import ElasticSupernet, ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
@@ -166,19 +167,6 @@ def _make(cls: type, values: Any, where: str) -> Any:
     if unknown:
         raise ValueError(f"[{where}]: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     return cls(**values)
-
-
-def resolve_model_path(model: str) -> Path:
-    from mlfs_edge.assets import minilm_path, smollm2_path
-
-    if model == "minilm":
-        return minilm_path()
-    if model == "smollm2":
-        return smollm2_path()
-    path = Path(model)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"model {model!r}: use 'minilm', 'smollm2' or a Hugging Face model folder with config.json")
-    return path
 
 
 # --- stage 0: the teacher -------------------------------------------------------------------------
