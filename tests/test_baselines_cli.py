@@ -72,7 +72,7 @@ def test_prune_command_writes_a_smaller_model(tiny_teacher_dir, tmp_path, capsys
     (["baselines", "--ratios", "0.3,1.2"], "pruning ratio"),
     (["baselines", "--methods", "none,magic"], "unknown method"),
     (["baselines", "--threads", "0"], "--threads"),
-    (["prune", "--model", "/nonexistent", "--ratio", "0.3", "--out", "x"], "Hugging Face model folder with config.json"),
+    (["prune", "--model", "/nonexistent", "--ratio", "0.3", "--out", "x"], "model folder with config.json"),
 ])
 def test_bad_input_gets_one_line_that_says_what_to_do(argv, message, capsys):
     assert main(argv) == 2
