@@ -13,8 +13,6 @@ low-rank path beside the sliced base, or merged into the base weights before qua
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from mlfs_edge import _core
+from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
 from mlfs_edge.quant.scheme import quantize_per_row
 from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
@@ -235,14 +234,4 @@ def _save_tokenizer(tokenizer: Any, target: Path) -> None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        tokenizer.save_pretrained(tmp)
-        backup = target.with_name(target.name + ".old")
-        if target.exists():
-            os.replace(target, backup)
-        os.replace(tmp, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_dir_atomically(target, tokenizer.save_pretrained)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.data import ClassificationDataset
 from mlfs_edge.eval.metrics import evaluate_classifier
 
@@ -30,8 +28,8 @@ class FinetuneConfig:
     seed: int = 0
     max_train_examples: int | None = None  # None: the whole train split
     max_eval_examples: int | None = None
-    # The word-embedding table is half of MiniLM's weights; freezing it makes a CPU step ~25 %
-    # cheaper (no dense gradient, no AdamW state for 11.7M rows) at no measurable accuracy cost.
+    # The word-embedding table is half of MiniLM's weights; freezing it saves its dense gradient and
+    # AdamW state (11.7M rows). On a 640-sentence check both settings gave the same dev/test accuracy.
     freeze_word_embeddings: bool = True
     group_by_length: bool = True  # batches of similar length: less padding, same data per epoch
 
@@ -145,16 +143,9 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
 
 
 def save_atomically(model, tokenizer, out_dir: Path, meta: dict) -> None:  # noqa: ANN001
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "mlfs_meta.json").write_text(json.dumps(meta, indent=2))
-        backup = out_dir.with_name(out_dir.name + ".old")
-        if out_dir.exists():
-            os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_dir_atomically(Path(out_dir), fill)
