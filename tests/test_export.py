@@ -172,3 +172,4 @@ def test_xnnpack_runner_hook_runs_a_bare_encoder(tiny_bert_dir):
     with torch.no_grad():
         ref = EncoderForExport(model, "embedding")(ids, mask)
     assert out.shape == (1, 32) and (out - ref).abs().max() <= 1e-4
+

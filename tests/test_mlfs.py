@@ -71,10 +71,16 @@ def test_schedule_and_batches_are_pure_functions_of_the_step():
     stage = StageSettings("s", False, steps=100, lr=1e-3, warmup_ratio=0.1)
     assert lr_at(0, stage) == pytest.approx(1e-4) and lr_at(9, stage) == pytest.approx(1e-3)
     assert lr_at(99, stage) == pytest.approx(1e-3 / 90)
-    first_epoch = [i for s in range(5) for i in batch_indices(s, 4, 20, seed=3)]
-    assert sorted(first_epoch) == list(range(20))  # one epoch = a permutation of the examples
-    assert batch_indices(7, 4, 20, seed=3) == batch_indices(7, 4, 20, seed=3)
-    assert batch_indices(5, 4, 20, seed=3) != batch_indices(0, 4, 20, seed=3)  # new epoch, new order
+    lengths = [(7 * i) % 23 + 1 for i in range(20)]
+    for grouped in (False, True):
+        first_epoch = [i for s in range(5) for i in batch_indices(s, 4, lengths, 3, grouped)]
+        assert sorted(first_epoch) == list(range(20))  # one epoch = a permutation of the examples
+        assert batch_indices(7, 4, lengths, 3, grouped) == batch_indices(7, 4, list(lengths), 3, grouped)
+        assert batch_indices(5, 4, lengths, 3, grouped) != batch_indices(0, 4, lengths, 3, grouped)  # new epoch
+    # Grouped by length, a batch's lengths span less than in random batches: less padding.
+    spread = {g: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b)
+                     for b in (batch_indices(s, 4, lengths, 3, g) for s in range(5))) for g in (False, True)}
+    assert spread[True] < spread[False], spread
 
 
 def test_config_errors_are_clear(tmp_path):

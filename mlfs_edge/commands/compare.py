@@ -7,6 +7,8 @@ import argparse
 from mlfs_edge.commands._common import DEFAULT_RUN_DIR
 
 ORDER = 80
+SUPERNET = DEFAULT_RUN_DIR / "mlfs_minilm_rt" / "supernet"  # `mlfs-edge train --config configs/mlfs_minilm_rt.toml`
+TEACHER = DEFAULT_RUN_DIR / "demo" / "teacher"  # `mlfs-edge demo`
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "table, writes JSON rows and a latency-vs-accuracy Pareto plot. Exports are "
                                    "cached under --work-dir, so a re-run only measures.",
                        epilog="example: mlfs-edge compare --quick --json runs/compare.json --plot runs/compare.png")
-    p.add_argument("--model", default=str(DEFAULT_RUN_DIR / "demo" / "teacher"),
-                   help="fine-tuned classifier or trained supernet folder (default: %(default)s)")
+    p.add_argument("--model", default=None,
+                   help="fine-tuned classifier or trained supernet folder (default: the MLFS supernet "
+                        f"{SUPERNET} when it has been trained, else the demo teacher {TEACHER})")
     p.add_argument("--subnets", nargs="+", default=None, metavar="SPEC",
                    help="sub-networks ('full', 'depth=4,heads=6,mlp=768', JSON or a file); default: 3 of the "
                         "search space (largest, middle, smallest)")
@@ -55,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads takes integers like 1,2; got {args.threads!r}") from None
     settings = CompareSettings(dtypes=_csv(args.dtypes), backends=_csv(args.backends), threads=threads,
                                latency_runs=args.runs, max_test=args.max_test).validate()
+    model = args.model or str(SUPERNET if (SUPERNET / "config.json").is_file() else TEACHER)
+    print(f"[compare] model: {model}")
     t0 = time.perf_counter()
-    rows = run_compare(args.model, args.subnets, args.work_dir, settings, quick=args.quick)
+    rows = run_compare(model, args.subnets, args.work_dir, settings, quick=args.quick)
     wall = time.perf_counter() - t0
     print(table(rows))
     print(f"\n{len(rows)} rows in {wall:.0f} s. Latency: median of {settings.latency_runs if not args.quick else 5} "
           "runs, batch 1, 128 tokens; machine load from other processes adds noise, compare ratios within a run.")
-    write_outputs(rows, args.json, args.plot, {"model": args.model, "quick": args.quick, "wall_s": wall,
+    write_outputs(rows, args.json, args.plot, {"model": model, "quick": args.quick, "wall_s": wall,
                                                "machine": platform.processor() or platform.machine()})
     return 0

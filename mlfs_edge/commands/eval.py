@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "mlfs_wall_s": summary["mlfs_wall_s"],
         "full_finetune_wall_s": summary["full_finetune_wall_s"],
         "trainable_fraction": summary["trainable_fraction"],
+        "trainable_params": summary.get("trainable_params"),
         "test_examples": result["test_examples"],
         "steps": summary["steps"],
     }

@@ -14,6 +14,7 @@ Distribution: `accelerate` (DDP); each process takes its share of every batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -95,6 +96,7 @@ class MLFSConfig:
     max_eval_examples: int | None = None
     seed: int = 0
     checkpoint_every: int = 50
+    group_by_length: bool = True  # batches of similar length (as the teacher's): less padding per step
     palette: tuple[str, ...] = ("full",)  # sub-networks `mlfs-edge eval` reports, SubnetConfig.parse specs
 
     @classmethod
@@ -240,14 +242,23 @@ def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int) -
     return [space.largest(), space.smallest(vary_depth), *(space.sample(rng, vary_depth) for _ in range(k))]
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    """The examples of global step `step`: consecutive slices of per-epoch permutations."""
-    out = []
-    for pos in range(step * batch_size, (step + 1) * batch_size):
-        epoch, i = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.append(int(perm[i]))
-    return out
+def batch_indices(step: int, batch_size: int, lengths: list[int], seed: int,
+                  group_by_length: bool = True) -> list[int]:
+    """The examples of global step `step`: the step-th batch of a seeded sequence of epochs.
+
+    With `group_by_length` the batches are those of the teacher fine-tune (`finetune.epoch_batches`:
+    similar lengths together, batch order random), so a step pads less; a function of (seed, step)
+    only, which keeps `--resume` bit-for-bit."""
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    epoch, i = divmod(step, per_epoch)
+    return _epoch_batches(tuple(lengths), batch_size, seed * 1_000_003 + epoch, group_by_length)[i]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_batches(lengths: tuple[int, ...], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    from mlfs_edge.train.finetune import epoch_batches
+
+    return epoch_batches(list(lengths), batch_size, torch.Generator().manual_seed(seed), group_by_length)
 
 
 def lr_at(step: int, stage: StageSettings) -> float:
@@ -362,6 +373,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     train = data.train.subset(cfg.max_train_examples)
     enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
     labels_all = torch.tensor(train.labels)
+    lengths = [len(ids) for ids in enc["input_ids"]]
     objective = SandwichObjective(model, cfg.loss, cfg.seed)
     model.train()
 
@@ -399,7 +411,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
             subnets = sandwich(space, rng, stage.vary_depth, stage.k_random)
             scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
-            idx = batch_indices(state.global_step, cfg.batch_size, len(train), cfg.seed)[rank::world]
+            idx = batch_indices(state.global_step, cfg.batch_size, lengths, cfg.seed,
+                                cfg.group_by_length)[rank::world]
             batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
                                    "attention_mask": [enc["attention_mask"][i] for i in idx]}, return_tensors="pt")
             for group in optimizer.param_groups:
