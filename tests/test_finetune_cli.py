@@ -96,9 +96,10 @@ def test_data_command_and_bad_data_path(capsys, tmp_path):
 def test_demo_command_runs_end_to_end_on_the_real_model(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mlfs_edge.cli", "demo", "--out", str(tmp_path), "--epochs", "1",
-         "--max-train", "96", "--max-eval", "64"], capture_output=True, text=True, timeout=600)
+         "--max-train", "96", "--max-eval", "64", "--compare", "none"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test acc" in proc.stdout and (tmp_path / "teacher" / "config.json").exists()
+    assert "[1/1]" in proc.stdout and not (tmp_path / "compare.json").exists()  # the comparison was skipped
 
 
 def test_epoch_batches_cover_every_example_once_and_group_lengths():
