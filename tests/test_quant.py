@@ -120,3 +120,18 @@ def test_bad_configs_are_refused_with_a_clear_message():
     assert config_for("bnb-nf4") == BnbNf4Config()
     with pytest.raises(ValueError, match="2-D int8"):
         Int8Linear(torch.zeros(3, 3), torch.ones(3), None)
+
+
+def test_quantize_command_writes_sizes_and_accuracy(tiny_bert_dir, tmp_path, capsys):
+    import json
+
+    from mlfs_edge.cli import main
+
+    out = tmp_path / "q.json"
+    assert main(["quantize", "--model", str(tiny_bert_dir), "--subnet", "full", "--schemes", "fp32,int8,fp16",
+                 "--max-eval", "16", "--json", str(out)]) == 0
+    rows = {r["scheme"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"fp32", "int8", "fp16"} and all(r["test_examples"] == 16 for r in rows.values())
+    assert rows["fp16"]["size_vs_fp32"] < 0.55 and rows["int8"]["size_vs_fp32"] < rows["fp16"]["size_vs_fp32"]
+    assert "| fp16" in capsys.readouterr().out
+    assert main(["quantize", "--model", str(tiny_bert_dir), "--schemes", "int4"]) == 2  # unknown scheme

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     ".json/.toml file (default: %(default)s)")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated, from " + ", ".join(SCHEMES))
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on only the first N test sentences")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the rows (and the command) as JSON")
     add_data_args(p, "rotten_tomatoes")
     p.set_defaults(func=run)
 
@@ -55,7 +56,20 @@ def run(args: argparse.Namespace) -> int:
         q = copy.deepcopy(sub) if scheme == "fp32" else quantize(copy.deepcopy(sub), config_for(scheme))
         res = evaluate_classifier(q, tokenizer, test)
         size = model_size_bytes(q)
-        rows.append({"subnet": cfg.name, "scheme": scheme, "size MB": f"{size / 1e6:.1f}",
-                     "vs fp32": f"{size / base_size:.3f}", "test acc %": f"{100 * res.accuracy:.2f}"})
-    print(markdown_table(rows))
+        rows.append({"subnet": cfg.name, "scheme": scheme, "size_bytes": size, "size_vs_fp32": size / base_size,
+                     "accuracy": res.accuracy, "test_examples": len(test)})
+    print(markdown_table([{"subnet": r["subnet"], "scheme": r["scheme"], "size MB": f"{r['size_bytes'] / 1e6:.1f}",
+                           "vs fp32": f"{r['size_vs_fp32']:.3f}", "test acc %": f"{100 * r['accuracy']:.2f}"}
+                          for r in rows]))
+    if args.json:
+        import json
+        import shlex
+        import sys
+        from pathlib import Path
+
+        from mlfs_edge.export.manifest import write_atomically
+
+        payload = json.dumps({"command": shlex.join(["mlfs-edge", *sys.argv[1:]]), "model": args.model,
+                              "rows": rows}, indent=2) + "\n"
+        write_atomically(Path(args.json), lambda tmp: tmp.write_text(payload))
     return 0
