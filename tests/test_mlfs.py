@@ -155,10 +155,12 @@ def adapters(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / CHECKPOINT, weights_only=False)["adapters"]
 
 
-def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher):
-    straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher)))
+@pytest.mark.parametrize("importance", ["weight", "activation"])
+def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, importance):
+    extra = {"importance": importance, "calibration_examples": 24}
+    straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
     train_mlfs(straight, progress=False)
-    resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
     assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}  # mid stage 2
     assert torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["stage"] == 1
     summary = train_mlfs(resumed, resume=True, progress=False)
@@ -167,6 +169,8 @@ def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, ti
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)  # it did train
     assert summary["steps"] == 5 and len(summary["history"]) == 5
+    order = torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["order"]
+    assert order["method"] == importance
     assert summary["trainable_fraction"] < 0.05 or summary["total_params"] < 2_000_000  # tiny model: big share
 
 

@@ -84,7 +84,8 @@ class MLFSConfig:
     out: str = "runs/mlfs"
     teacher: str = ""  # an existing fine-tuned teacher folder; "" = <out>/teacher (fine-tuned if absent)
     teacher_finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for stage 0
-    importance: str = "weight"
+    importance: str = "weight"  # "weight" (L2 norms) or "activation" (mean |activation|, Minitron-style)
+    calibration_examples: int = 256  # training sentences the activation importance is measured on
     base_quant: str = "none"  # frozen base stored by bitsandbytes: "none", "int8" or "nf4" (QLoRA-style)
     search: dict[str, Any] = field(default_factory=dict)  # SearchSpace fields: depths, heads, mlp, ...
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -188,6 +189,16 @@ def ensure_teacher(cfg: MLFSConfig, data, progress: bool = True) -> tuple[Path, 
                                "max_eval_examples": cfg.max_eval_examples, **cfg.teacher_finetune})
         finetune_classifier(resolve_model_path(cfg.model), data, teacher, ft, progress=progress)
     return teacher, json.loads(meta_path.read_text())["finetune"]
+
+
+def calibration_batches(tokenizer, texts: list[str], cfg: MLFSConfig) -> list[dict[str, torch.Tensor]] | None:  # noqa: ANN001
+    """Inputs for activation importance: the first `calibration_examples` training sentences, in
+    batches (None for weight importance, which needs no data)."""
+    if cfg.importance != "activation":
+        return None
+    texts = texts[:cfg.calibration_examples]
+    return [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=cfg.max_length,
+                           return_tensors="pt")) for i in range(0, len(texts), 32)]
 
 
 # --- the sandwich step ----------------------------------------------------------------------------
@@ -352,7 +363,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         order = ImportanceOrder.from_dict(saved["order"])
         apply_order(model, order)
     else:
-        order = reorder_by_importance(model, cfg.importance)
+        calibration = calibration_batches(tokenizer, data.train.texts, cfg)
+        order = reorder_by_importance(model.eval(), cfg.importance, calibration)
     arch = ArchSpec.from_hf_config(model.config)
     space = SearchSpace.from_dict(arch, cfg.search)
     torch.manual_seed(cfg.seed)  # LoRA A initialisation
