@@ -62,12 +62,13 @@ class BaselinesConfig:
             kept_channels(1536, r)  # validates the ratio with a clear message
 
 
-# Re-training budgets sized for a small shared 2-core CPU; --quick is a smoke test. MiniLM uses the
-# same 1024 training / 400 test sentences as the MLFS run it is compared with
-# (configs/mlfs_minilm_rt_small.toml); SmolLM2 steps are few because one step costs ~10 s there.
+# Re-training budgets sized for a small 2-core CPU; --quick is a smoke test. MiniLM uses the whole
+# training and test splits and the max length of the MLFS run it is compared with
+# (configs/mlfs_minilm_rt.toml), half an epoch of re-training per pruned model; SmolLM2 steps are few
+# because one step costs ~10 s there.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "minilm": {"retrain": RetrainConfig(steps=32, batch_size=16, lr=1e-4, lora_lr=1e-3), "max_train": 1024,
-               "max_eval": 400, "max_length": 64},
+    "minilm": {"retrain": RetrainConfig(steps=126, batch_size=32, lr=1e-4, lora_lr=1e-3), "max_train": None,
+               "max_eval": None, "max_length": 64},
     "smollm2": {"retrain": RetrainConfig(steps=5, batch_size=8, lr=1e-4, lora_lr=1e-3), "max_train": 2000,
                 "max_eval": 60, "max_length": 48, "lm_max_tokens": 1024, "teacher_steps": 16},
 }
@@ -99,9 +100,9 @@ def _minilm_setup(cfg: BaselinesConfig, progress: bool) -> Setup:
     data = load_classification("rotten_tomatoes")
     teacher_dir = Path(cfg.teacher_dir or Path(cfg.runs_dir) / "minilm-teacher")
     if not (teacher_dir / "config.json").is_file():
-        # The MLFS run's stage-0 recipe (configs/mlfs_minilm_rt_small.toml): one epoch over the same
-        # training sentences, so both tables start from equal teachers.
-        ft = FinetuneConfig(epochs=1.0, lr=1e-4, batch_size=16, max_train_examples=cfg.max_train)
+        # The MLFS run's stage-0 recipe (configs/mlfs_minilm_rt.toml, the `mlfs-edge demo` teacher),
+        # seeded: both tables start from the same teacher.
+        ft = FinetuneConfig(max_train_examples=cfg.max_train)
         print(f"fine-tuning the MiniLM teacher ({ft}) into {teacher_dir} (once; reused later)")
         finetune_classifier(minilm_path(), data, teacher_dir, ft, progress=progress)
     teacher, tok = load_classifier(teacher_dir, data.num_labels, data.label_names)
