@@ -37,18 +37,33 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def run_for_gamma(cfg: Any, gamma: float, reuse_main: bool) -> dict[str, Any]:
-    from mlfs_edge.train.mlfs import SUMMARY, train_mlfs
+def finished_run(out: str, cfg: Any) -> dict[str, Any] | None:
+    """The summary of a finished run in `out` trained with exactly `cfg`, else None."""
+    from mlfs_edge.train.mlfs import SUMMARY
 
-    main_summary = Path(cfg.out) / SUMMARY
-    if reuse_main and gamma == cfg.loss.gamma and main_summary.is_file():
-        summary = json.loads(main_summary.read_text())
-        if summary["config"] == cfg.to_dict():
+    path = Path(out) / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    same = summary["config"] == json.loads(json.dumps(cfg.to_dict()))  # tuples come back as lists
+    return summary if same else None
+
+
+def run_for_gamma(cfg: Any, gamma: float, reuse_main: bool) -> dict[str, Any]:
+    from mlfs_edge.train.mlfs import train_mlfs
+
+    if reuse_main and gamma == cfg.loss.gamma:
+        summary = finished_run(cfg.out, cfg)
+        if summary is not None:
             print(f"γ = {gamma}: reusing the config's finished run {cfg.out}")
             return {"out": cfg.out, "summary": summary}
-        print(f"γ = {gamma}: {cfg.out} was trained with another config; training again")
+        print(f"γ = {gamma}: no finished run of this config in {cfg.out}; training it")
     run_cfg = replace(cfg, loss=replace(cfg.loss, gamma=gamma), out=f"runs/gamma_ablation/gamma{gamma:g}",
                       teacher=cfg.teacher or str(Path(cfg.out) / "teacher"))
+    summary = finished_run(run_cfg.out, run_cfg)
+    if summary is not None:  # an earlier invocation got this far: don't train it twice
+        print(f"γ = {gamma}: reusing the finished run {run_cfg.out}")
+        return {"out": run_cfg.out, "summary": summary}
     print(f"γ = {gamma}: training {run_cfg.out}")
     return {"out": run_cfg.out, "summary": train_mlfs(run_cfg)}
 

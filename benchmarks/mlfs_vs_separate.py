@@ -45,7 +45,7 @@ def main() -> None:
     from mlfs_edge.supernet import reorder_by_importance
     from mlfs_edge.supernet.extract import extract
     from mlfs_edge.train.finetune import load_classifier
-    from mlfs_edge.train.mlfs import SUMMARY, MLFSConfig
+    from mlfs_edge.train.mlfs import SUMMARY, MLFSConfig, calibration_batches
 
     cfg = MLFSConfig.from_toml(args.config)
     out = Path(cfg.out)
@@ -59,8 +59,8 @@ def main() -> None:
     train, test = data.train.subset(cfg.max_train_examples), data.test.subset(cfg.max_eval_examples)
     teacher_dir = Path(cfg.teacher) if cfg.teacher else out / "teacher"
     teacher, tokenizer = load_classifier(teacher_dir, data.num_labels, data.label_names)
-    reorder_by_importance(teacher, cfg.importance)  # the same prefixes MLFS slices
     teacher.eval()
+    reorder_by_importance(teacher, cfg.importance, calibration_batches(tokenizer, data.train.texts, cfg))  # as MLFS
     arch = ArchSpec.from_hf_config(teacher.config)
     task = ClassifierTask(tokenizer, cfg.max_length)
     steps = math.ceil(args.epochs * len(train) / cfg.batch_size)
