@@ -42,7 +42,8 @@ def worker(config: str, mode: str, scale: float, out: str) -> dict[str, Any]:
     from mlfs_edge.train.mlfs import SUPERNET_DIR, MLFSConfig, train_mlfs
 
     cfg = MLFSConfig.from_toml(config)
-    stages = tuple(replace(s, steps=max(1, round(s.steps * scale))) for s in cfg.stages)
+    # fresh_adapters merges into the base, which a quantized base cannot take: off for every variant.
+    stages = tuple(replace(s, steps=max(1, round(s.steps * scale)), fresh_adapters=False) for s in cfg.stages)
     run = replace(cfg, base_quant=mode, out=out, teacher=cfg.teacher or str(Path(cfg.out) / "teacher"),
                   stages=stages, checkpoint_every=10_000)
     summary = train_mlfs(run, progress=False)

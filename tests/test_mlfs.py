@@ -97,6 +97,12 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="fresh_adapters"):
         MLFSConfig.from_dict({"base_quant": "nf4", "stages": [{"name": "w", "vary_depth": False, "steps": 2,
                                                                "fresh_adapters": True}]})
+    from dataclasses import replace
+
+    fresh = MLFSConfig.from_dict({"stages": [{"name": "w", "vary_depth": False, "steps": 2, "fresh_adapters": True}]})
+    with pytest.raises(ValueError, match="fresh_adapters"):  # a config changed in code is checked by train_mlfs
+        train_mlfs(replace(fresh, base_quant="int8", out=str(tmp_path / "never")), progress=False)
+    assert not (tmp_path / "never").exists()
     with pytest.raises(ValueError, match="at least one"):
         MLFSConfig.from_dict({})
     with pytest.raises(ValueError, match="does not exist"):

@@ -132,11 +132,16 @@ class MLFSConfig:
         if not cfg.stages:
             raise ValueError("the training config needs at least one [[stages]] table")
         FinetuneConfig(**cfg.teacher_finetune)  # unknown teacher_finetune keys fail here, early
-        if cfg.base_quant not in ("none", "int8", "nf4"):
-            raise ValueError(f"base_quant must be none, int8 or nf4, got {cfg.base_quant!r}")
-        if cfg.base_quant != "none" and any(s.fresh_adapters for s in cfg.stages):
-            raise ValueError("fresh_adapters merges adapters into the base: it needs base_quant = \"none\"")
-        return cfg
+        return cfg.validate()
+
+    def validate(self) -> MLFSConfig:
+        """Checks across fields (also run by `train_mlfs`, for configs built with `replace`)."""
+        if self.base_quant not in ("none", "int8", "nf4"):
+            raise ValueError(f"base_quant must be none, int8 or nf4, got {self.base_quant!r}")
+        if self.base_quant != "none" and any(s.fresh_adapters for s in self.stages):
+            raise ValueError("fresh_adapters merges adapters into the base: it needs base_quant = \"none\" "
+                             "(set fresh_adapters = false in every [[stages]] table to train on a quantized base)")
+        return self
 
     def quick(self, table: dict[str, Any]) -> MLFSConfig:
         """The smoke-test version: `[quick]` may set steps (per stage), max_train_examples,
@@ -345,6 +350,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     from mlfs_edge.data import load_classification
     from mlfs_edge.train.finetune import load_classifier, seed_everything
 
+    cfg.validate()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
