@@ -6,6 +6,7 @@ kind of bad argument must come back as a Java exception, never a crash."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -176,3 +177,22 @@ def test_the_bridge_library_exports_only_its_entry_points(jni):
     out = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True).stdout
     symbols = [line.split()[-1] for line in out.splitlines() if line.split()[1:2] == ["T"]]
     assert symbols and all(s.startswith("Java_org_mlfsedge_demo_engine_MlfsEngine_") for s in symbols), symbols
+
+
+def test_native_declarations_match_the_java_class(tmp_path):
+    """javac -h writes the C prototypes the JVM will look up; mlfs_jni.cpp must define each one with
+    exactly that signature (compiled against the generated header, a mismatch is a C++ error)."""
+    javac = Path(os.path.realpath(_require("javac")))
+    cxx = shutil.which("g++") or shutil.which("clang++") or pytest.skip("no C++ compiler")
+    subprocess.run([str(javac), "-h", str(tmp_path), "-d", str(tmp_path / "classes"), str(SOURCES[1])], check=True)
+    header = tmp_path / "org_mlfsedge_demo_engine_MlfsEngine.h"
+    declared = set(re.findall(r"JNICALL (Java_\w+)", header.read_text()))
+    jni_cpp = ROOT / "android_demo/app/src/main/cpp/mlfs_jni.cpp"
+    defined = {f"Java_org_mlfsedge_demo_engine_MlfsEngine_{n}"
+               for n in re.findall(r"^MLFS_JNI\(\w+, (\w+)\)", jni_cpp.read_text(), re.M)}
+    assert declared and declared == defined
+    include = javac.parent.parent / "include"
+    proc = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-include", str(header), f"-I{include}",
+                           f"-I{include / 'linux'}", f"-I{ROOT / 'csrc/include'}", str(jni_cpp)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
