@@ -248,8 +248,12 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s%s%s", e.what(), *e.what() ? "\n\n" : "", kUsage);
-    return *e.what() ? 2 : 0;
+    if (!*e.what()) {  // --help
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "%s\n\n%s", e.what(), kUsage);
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mlfs-runner: %s\n", e.what());
     return 2;
