@@ -24,7 +24,7 @@ help:
 demo: setup
 	$(VENV)/bin/mlfs-edge demo
 
-test: setup lint test-native test-native-arm test-native-asan test-python fuzz-pack
+test: setup lint test-native test-native-arm test-native-asan test-jni test-android-app test-static-runner test-python fuzz-pack
 
 setup: $(VENV)/.deps $(VENV)/.assets $(VENV)/.built
 
@@ -84,6 +84,29 @@ test-native-asan:
 	cmake --build build/asan -j $(JOBS)
 	cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --output-on-failure
+
+# --- android_demo: what can be verified without a phone (android_demo/README.md) ---------------------
+# MLFS_EDGE_REQUIRE_TOOLS turns a missing JDK / cross compiler into a failure instead of a skip.
+.PHONY: test-jni test-android-app test-static-runner
+
+# The app's JNI bridge built for this host against the JDK's jni.h (in build/native, beside the native
+# tests) and driven on the host JVM: real MiniLM int8/fp16 vs the Python engine, bad arguments → Java
+# exceptions; plus the native budget picker against its Python twin.
+test-jni: setup
+	MLFS_EDGE_REQUIRE_TOOLS=1 JOBS=$(JOBS) $(PY) -m pytest -q tests/test_jni_bridge.py tests/test_budget_native.py
+
+# The app's Java sources compiled with javac against android_demo/stubs/ (the Android, org.json and
+# ExecuTorch API it uses), its resources, Gradle pins and asset script; its tokenizer on the host JVM.
+test-android-app: setup
+	MLFS_EDGE_REQUIRE_TOOLS=1 $(PY) -m pytest -q tests/test_android_app.py tests/test_android_tokenizer.py
+
+# mlfs-runner cross-built fully static for aarch64 (in build/aarch64, beside the ARM native tests), run
+# under qemu-user as QEMU_CPU=max and cortex-a53, outputs compared with the Python engine.
+test-static-runner: setup
+	@command -v aarch64-linux-gnu-g++ > /dev/null && command -v qemu-aarch64-static > /dev/null || \
+	  { echo "==> installing the aarch64 cross compiler and qemu-user (apt-get, ~130 MB)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user-static > /dev/null; }
+	MLFS_EDGE_REQUIRE_TOOLS=1 JOBS=$(JOBS) $(PY) -m pytest -q tests/test_static_runner.py
 
 test-python: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -25,3 +25,19 @@ def tiny_bert_dir(tmp_path_factory):
     BertModel(cfg).save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def packed_minilm(tmp_path_factory):
+    """The bundled all-MiniLM-L6-v2 packed int8 and fp16 ({dtype: path}), tokenizer saved beside each."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from mlfs_edge.assets import minilm_path
+    from mlfs_edge.runtime import pack
+
+    path = minilm_path()
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    out = tmp_path_factory.mktemp("packed_minilm")
+    return {dtype: pack(model, out / f"minilm-{dtype}.mlfs", dtype=dtype, tokenizer=tokenizer, source="minilm")
+            for dtype in ("int8", "fp16")}

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "mlfs/budget.h"
 #include "mlfs/engine.h"
 #include "mlfs/packed_file.h"
 
@@ -29,6 +30,12 @@ mlfs::SubnetSpec to_spec(const std::vector<std::tuple<std::uint32_t, std::uint32
   mlfs::SubnetSpec spec;
   for (const auto& [layer, heads, mlp] : layers) spec.push_back({layer, heads, mlp});
   return spec;
+}
+
+std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>> from_spec(const mlfs::SubnetSpec& spec) {
+  std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>> out;
+  for (const mlfs::LayerSlice& s : spec) out.emplace_back(s.layer, s.heads, s.mlp);
+  return out;
 }
 
 template <typename Index>
@@ -125,5 +132,20 @@ void register_engine(py::module_& m) {
         return out;
       }, py::arg("input_ids"), py::arg("attention_mask"), py::arg("layers"), py::arg("threads") = 1,
          py::arg("out") = py::none(),
-         "Run the sub-network given as [(layer, heads, mlp), ...]; returns float32 [batch, output_dim].");
+         "Run the sub-network given as [(layer, heads, mlp), ...]; returns float32 [batch, output_dim].")
+      .def("default_candidates", [](const mlfs::Engine& e) {
+        std::vector<std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>> out;
+        for (const mlfs::SubnetSpec& spec : mlfs::default_candidates(e.dims())) out.push_back(from_spec(spec));
+        return out;
+      }, "The native default search space (mlfs/budget.h), smallest first, each as [(layer, heads, mlp), ...].")
+      .def("layer_params", [](const mlfs::Engine& e,
+                              const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& layers) {
+        return mlfs::layer_params(e.dims(), to_spec(layers));
+      }, py::arg("layers"), "Parameters of the sub-network's kept layers, as the native budget picker counts them.");
+
+  m.def("pick_under_budget", &mlfs::pick_under_budget, py::arg("scores"), py::arg("latency_ms"), py::arg("budget_ms"),
+        "Index of the highest-scoring candidate with latency <= budget_ms (ties: the faster, then the first); "
+        "-1 when none fits.");
+  m.def("layers_for_depth", &mlfs::layers_for_depth, py::arg("num_layers"), py::arg("depth"),
+        "The layers a 'spread' sub-network of `depth` layers keeps (native twin of config.layers_for_depth).");
 }

@@ -191,12 +191,15 @@ class Engine:
         missing = [c.name for c in accuracy_table if c not in latency]
         if missing:
             raise ValueError(f"no latency measured for {', '.join(missing)}; profile them first")
-        fitting = [c for c in accuracy_table if latency[c] <= budget_ms]
-        if not fitting:
-            fastest = min(accuracy_table, key=lambda c: latency[c])
+        candidates = list(accuracy_table)
+        # The selection rule is the native one (mlfs/budget.h), so the app and the runner pick alike.
+        best = _core.pick_under_budget([float(accuracy_table[c]) for c in candidates],
+                                       [float(latency[c]) for c in candidates], float(budget_ms))
+        if best < 0:
+            fastest = min(candidates, key=lambda c: latency[c])
             raise ValueError(f"no sub-network runs within {budget_ms:g} ms on this CPU; the fastest candidate, "
                              f"{fastest.name}, takes {latency[fastest]:.2f} ms")
-        return max(fitting, key=lambda c: (accuracy_table[c], -latency[c]))
+        return candidates[best]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,362 @@
+// JNI face of the engine for org.mlfsedge.demo.engine.MlfsEngine: argument checks and conversions
+// only; the work is done by mlfs_native (csrc/). Every entry point runs inside guard(), which turns
+// C++ exceptions into Java ones, so none ever unwinds through the JVM's frames (undefined behaviour,
+// in practice an abort). Arrays are copied in and out with Get/Set<Type>ArrayRegion: no pinned
+// memory to release on an error path.
+#include <jni.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlfs/budget.h"
+#include "mlfs/engine.h"
+#include "mlfs/packed_file.h"
+
+namespace {
+
+// A Java exception is already pending (a failed JNI call raised it): just return to Java.
+struct JavaPending {};
+// Maps to IllegalStateException (use after close).
+struct IllegalState : std::logic_error {
+  using std::logic_error::logic_error;
+};
+
+struct Handle {
+  std::unique_ptr<mlfs::Engine> engine;
+};
+
+// UTF-8 (possibly malformed) → UTF-16, so that any message or path becomes a valid Java string:
+// ThrowNew/NewStringUTF want *modified* UTF-8 and abort under CheckJNI on 4-byte sequences.
+std::u16string utf16(const std::string& s) {
+  std::u16string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
+    std::uint32_t cp = extra == 0 ? c : extra == 1 ? c & 0x1f : extra == 2 ? c & 0x0f : c & 0x07;
+    bool ok = extra >= 0 && i + extra < s.size();
+    for (int k = 1; ok && k <= extra; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc >> 6) == 0x2;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (!ok || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      out.push_back(u'\ufffd');
+      ++i;
+      continue;
+    }
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      out.push_back(static_cast<char16_t>(0xd800 + (cp >> 10)));
+      out.push_back(static_cast<char16_t>(0xdc00 + (cp & 0x3ff)));
+    } else {
+      out.push_back(static_cast<char16_t>(cp));
+    }
+    i += extra + 1;
+  }
+  return out;
+}
+
+jstring java_string(JNIEnv* env, const std::string& s) {
+  const std::u16string u = utf16(s);
+  return env->NewString(reinterpret_cast<const jchar*>(u.data()), static_cast<jsize>(u.size()));
+}
+
+void throw_java(JNIEnv* env, const char* class_name, const std::string& message) {
+  if (env->ExceptionCheck()) return;  // keep the first exception
+  jclass cls = env->FindClass(class_name);
+  if (cls == nullptr) return;  // FindClass raised NoClassDefFoundError
+  jmethodID ctor = env->GetMethodID(cls, "<init>", "(Ljava/lang/String;)V");
+  jstring msg = ctor ? java_string(env, message) : nullptr;
+  if (msg != nullptr) {
+    auto* ex = static_cast<jthrowable>(env->NewObject(cls, ctor, msg));
+    if (ex != nullptr) env->Throw(ex);
+  }
+}
+
+template <typename R, typename F>
+R guard(JNIEnv* env, R fallback, F&& body) {
+  try {
+    return body();
+  } catch (const JavaPending&) {
+  } catch (const IllegalState& e) {
+    throw_java(env, "java/lang/IllegalStateException", e.what());
+  } catch (const mlfs::PackedFileError& e) {
+    throw_java(env, "java/io/IOException", e.what());
+  } catch (const std::invalid_argument& e) {
+    throw_java(env, "java/lang/IllegalArgumentException", e.what());
+  } catch (const std::bad_alloc&) {
+    throw_java(env, "java/lang/OutOfMemoryError", "native allocation failed");
+  } catch (const std::exception& e) {
+    throw_java(env, "java/lang/RuntimeException", e.what());
+  } catch (...) {
+    throw_java(env, "java/lang/RuntimeException", "unknown native error");
+  }
+  return fallback;
+}
+
+mlfs::Engine& engine_of(jlong handle) {
+  if (handle == 0) throw IllegalState("this MlfsEngine is closed");
+  return *reinterpret_cast<Handle*>(handle)->engine;
+}
+
+void check(JNIEnv* env) {
+  if (env->ExceptionCheck()) throw JavaPending{};
+}
+
+std::vector<std::int32_t> ints(JNIEnv* env, jintArray a, const char* what) {
+  if (a == nullptr) throw std::invalid_argument(std::string(what) + " must not be null");
+  std::vector<std::int32_t> v(static_cast<std::size_t>(env->GetArrayLength(a)));
+  env->GetIntArrayRegion(a, 0, static_cast<jsize>(v.size()), reinterpret_cast<jint*>(v.data()));
+  check(env);
+  return v;
+}
+
+std::vector<double> doubles(JNIEnv* env, jdoubleArray a, const char* what) {
+  if (a == nullptr) throw std::invalid_argument(std::string(what) + " must not be null");
+  std::vector<double> v(static_cast<std::size_t>(env->GetArrayLength(a)));
+  env->GetDoubleArrayRegion(a, 0, static_cast<jsize>(v.size()), v.data());
+  check(env);
+  return v;
+}
+
+std::uint32_t non_negative(std::int32_t v, const std::string& what) {
+  if (v < 0) throw std::invalid_argument(what + " must not be negative, got " + std::to_string(v));
+  return static_cast<std::uint32_t>(v);
+}
+
+// One sub-network from its three parallel arrays; the engine validates it against the model.
+mlfs::SubnetSpec subnet(JNIEnv* env, jintArray layers, jintArray heads, jintArray mlp) {
+  const auto l = ints(env, layers, "layers"), h = ints(env, heads, "heads"), f = ints(env, mlp, "mlp");
+  if (l.size() != h.size() || l.size() != f.size())
+    throw std::invalid_argument("layers, heads and mlp must have one entry per kept layer, got " +
+                                std::to_string(l.size()) + ", " + std::to_string(h.size()) + ", " +
+                                std::to_string(f.size()));
+  mlfs::SubnetSpec spec;
+  for (std::size_t i = 0; i < l.size(); ++i)
+    spec.push_back({non_negative(l[i], "layer index"), non_negative(h[i], "heads"), non_negative(f[i], "mlp width")});
+  return spec;
+}
+
+std::vector<mlfs::SubnetSpec> subnets(JNIEnv* env, jobjectArray layers, jobjectArray heads, jobjectArray mlp) {
+  if (layers == nullptr || heads == nullptr || mlp == nullptr)
+    throw std::invalid_argument("candidate arrays must not be null");
+  const jsize n = env->GetArrayLength(layers);
+  if (n == 0) throw std::invalid_argument("give at least one candidate sub-network");
+  if (env->GetArrayLength(heads) != n || env->GetArrayLength(mlp) != n)
+    throw std::invalid_argument("layers, heads and mlp must list the same candidates");
+  std::vector<mlfs::SubnetSpec> out;
+  for (jsize i = 0; i < n; ++i) {
+    auto l = static_cast<jintArray>(env->GetObjectArrayElement(layers, i));
+    check(env);
+    auto h = static_cast<jintArray>(env->GetObjectArrayElement(heads, i));
+    check(env);
+    auto f = static_cast<jintArray>(env->GetObjectArrayElement(mlp, i));
+    check(env);
+    out.push_back(subnet(env, l, h, f));
+    env->DeleteLocalRef(l);  // a long candidate list must not exhaust the local reference table
+    env->DeleteLocalRef(h);
+    env->DeleteLocalRef(f);
+  }
+  return out;
+}
+
+int positive(jint v, const char* what, jint max) {
+  if (v < 1 || v > max)
+    throw std::invalid_argument(std::string(what) + " must be between 1 and " + std::to_string(max) + ", got " +
+                                std::to_string(v));
+  return v;
+}
+
+jintArray new_ints(JNIEnv* env, const std::vector<jint>& v) {
+  jintArray a = env->NewIntArray(static_cast<jsize>(v.size()));
+  if (a == nullptr) throw JavaPending{};
+  env->SetIntArrayRegion(a, 0, static_cast<jsize>(v.size()), v.data());
+  check(env);
+  return a;
+}
+
+}  // namespace
+
+#define MLFS_JNI(ret, name) extern "C" JNIEXPORT ret JNICALL Java_org_mlfsedge_demo_engine_MlfsEngine_##name
+
+MLFS_JNI(jlong, nativeOpen)(JNIEnv* env, jclass, jstring path, jboolean verify_checksum) {
+  return guard<jlong>(env, 0, [&]() -> jlong {
+    if (path == nullptr) throw std::invalid_argument("path must not be null");
+    // The path as real UTF-8 (String.getBytes), not JNI's modified UTF-8, which open() would misread.
+    jclass string_class = env->GetObjectClass(path);
+    jmethodID get_bytes = env->GetMethodID(string_class, "getBytes", "(Ljava/lang/String;)[B");
+    check(env);
+    jstring charset = env->NewStringUTF("UTF-8");
+    check(env);
+    auto bytes = static_cast<jbyteArray>(env->CallObjectMethod(path, get_bytes, charset));
+    check(env);
+    std::string p(static_cast<std::size_t>(env->GetArrayLength(bytes)), '\0');
+    env->GetByteArrayRegion(bytes, 0, static_cast<jsize>(p.size()), reinterpret_cast<jbyte*>(&p[0]));
+    check(env);
+    if (p.empty()) throw std::invalid_argument("path must not be empty");
+    if (p.find('\0') != std::string::npos) throw std::invalid_argument("path must not contain NUL characters");
+    auto handle = std::make_unique<Handle>();
+    handle->engine = std::make_unique<mlfs::Engine>(mlfs::PackedFile::open(p, verify_checksum == JNI_TRUE));
+    return reinterpret_cast<jlong>(handle.release());
+  });
+}
+
+MLFS_JNI(void, nativeClose)(JNIEnv* env, jclass, jlong handle) {
+  guard<int>(env, 0, [&] {
+    delete reinterpret_cast<Handle*>(handle);
+    return 0;
+  });
+}
+
+MLFS_JNI(jintArray, nativeDims)(JNIEnv* env, jclass, jlong handle) {
+  return guard<jintArray>(env, nullptr, [&] {
+    const mlfs::Engine& e = engine_of(handle);
+    const mlfs::ModelDims& d = e.dims();
+    // Order: MlfsEngine's NUM_LAYERS .. OUTPUT_DIM constants.
+    return new_ints(env, {static_cast<jint>(d.num_layers), static_cast<jint>(d.hidden),
+                          static_cast<jint>(d.num_heads), static_cast<jint>(d.intermediate),
+                          static_cast<jint>(d.vocab_size), static_cast<jint>(d.max_positions),
+                          static_cast<jint>(d.num_labels), static_cast<jint>(e.output_dim())});
+  });
+}
+
+MLFS_JNI(jstring, nativeDtype)(JNIEnv* env, jclass, jlong handle) {
+  return guard<jstring>(env, nullptr, [&] {
+    return java_string(env, mlfs::dtype_name(engine_of(handle).dims().weight_dtype));
+  });
+}
+
+MLFS_JNI(jlong, nativeFileSize)(JNIEnv* env, jclass, jlong handle) {
+  return guard<jlong>(env, 0, [&] { return static_cast<jlong>(engine_of(handle).file().file_size()); });
+}
+
+MLFS_JNI(jbyteArray, nativeMetadata)(JNIEnv* env, jclass, jlong handle) {
+  return guard<jbyteArray>(env, nullptr, [&] {
+    const std::string& meta = engine_of(handle).file().metadata_json();
+    jbyteArray a = env->NewByteArray(static_cast<jsize>(meta.size()));
+    if (a == nullptr) throw JavaPending{};
+    env->SetByteArrayRegion(a, 0, static_cast<jsize>(meta.size()), reinterpret_cast<const jbyte*>(meta.data()));
+    check(env);
+    return a;
+  });
+}
+
+MLFS_JNI(jintArray, nativeUniformLayers)(JNIEnv* env, jclass, jlong handle, jint depth, jint heads, jint mlp) {
+  return guard<jintArray>(env, nullptr, [&] {
+    const mlfs::SubnetSpec spec = mlfs::uniform_subnet(engine_of(handle), non_negative(depth, "depth"),
+                                                       non_negative(heads, "heads"), non_negative(mlp, "mlp width"));
+    std::vector<jint> layers;
+    for (const mlfs::LayerSlice& s : spec) layers.push_back(static_cast<jint>(s.layer));
+    return new_ints(env, layers);
+  });
+}
+
+MLFS_JNI(jobjectArray, nativeDefaultCandidates)(JNIEnv* env, jclass, jlong handle) {
+  return guard<jobjectArray>(env, nullptr, [&] {
+    const std::vector<mlfs::SubnetSpec> space = mlfs::default_candidates(engine_of(handle).dims());
+    jclass int_array = env->FindClass("[I");
+    check(env);
+    jobjectArray out = env->NewObjectArray(static_cast<jsize>(space.size()), int_array, nullptr);
+    if (out == nullptr) throw JavaPending{};
+    for (std::size_t i = 0; i < space.size(); ++i) {
+      std::vector<jint> flat;  // (layer, heads, mlp) triples
+      for (const mlfs::LayerSlice& s : space[i])
+        flat.insert(flat.end(), {static_cast<jint>(s.layer), static_cast<jint>(s.heads), static_cast<jint>(s.mlp)});
+      jintArray row = new_ints(env, flat);
+      env->SetObjectArrayElement(out, static_cast<jsize>(i), row);
+      check(env);
+      env->DeleteLocalRef(row);
+    }
+    return out;
+  });
+}
+
+MLFS_JNI(jlong, nativeLayerParams)(JNIEnv* env, jclass, jlong handle, jintArray layers, jintArray heads,
+                                   jintArray mlp) {
+  return guard<jlong>(env, 0, [&] {
+    const mlfs::Engine& e = engine_of(handle);
+    const mlfs::SubnetSpec spec = subnet(env, layers, heads, mlp);
+    e.validate(spec);
+    return static_cast<jlong>(mlfs::layer_params(e.dims(), spec));
+  });
+}
+
+MLFS_JNI(jfloatArray, nativeRun)(JNIEnv* env, jclass, jlong handle, jintArray input_ids, jintArray attention_mask,
+                                 jint batch, jintArray layers, jintArray heads, jintArray mlp, jint threads) {
+  return guard<jfloatArray>(env, nullptr, [&] {
+    mlfs::Engine& e = engine_of(handle);
+    const auto ids = ints(env, input_ids, "inputIds"), mask = ints(env, attention_mask, "attentionMask");
+    const mlfs::SubnetSpec spec = subnet(env, layers, heads, mlp);
+    if (batch < 1) throw std::invalid_argument("batch must be at least 1, got " + std::to_string(batch));
+    if (ids.empty()) throw std::invalid_argument("inputIds must not be empty");
+    if (mask.size() != ids.size())
+      throw std::invalid_argument("attentionMask has " + std::to_string(mask.size()) + " entries, inputIds " +
+                                  std::to_string(ids.size()) + ": they must match");
+    if (ids.size() % static_cast<std::size_t>(batch))
+      throw std::invalid_argument(std::to_string(ids.size()) + " input ids do not split into " +
+                                  std::to_string(batch) + " rows of equal length");
+    const std::size_t rows = static_cast<std::size_t>(batch), seq = ids.size() / rows;
+    std::vector<float> out(rows * e.output_dim());
+    e.run(ids.data(), mask.data(), rows, seq, spec, threads, out.data());  // validates ids, seq, threads
+    jfloatArray result = env->NewFloatArray(static_cast<jsize>(out.size()));
+    if (result == nullptr) throw JavaPending{};
+    env->SetFloatArrayRegion(result, 0, static_cast<jsize>(out.size()), out.data());
+    check(env);
+    return result;
+  });
+}
+
+MLFS_JNI(jdoubleArray, nativeProfile)(JNIEnv* env, jclass, jlong handle, jobjectArray layers, jobjectArray heads,
+                                      jobjectArray mlp, jint seq, jint threads, jint runs) {
+  return guard<jdoubleArray>(env, nullptr, [&] {
+    mlfs::Engine& e = engine_of(handle);
+    const std::vector<mlfs::SubnetSpec> candidates = subnets(env, layers, heads, mlp);
+    const int max_seq = static_cast<int>(e.dims().max_positions);
+    positive(seq, "seq", max_seq);
+    positive(runs, "runs", 100000);
+    for (const mlfs::SubnetSpec& c : candidates) e.validate(c);
+    std::vector<double> ms;
+    for (const mlfs::SubnetSpec& c : candidates)
+      ms.push_back(mlfs::profile_ms(e, c, static_cast<std::size_t>(seq), 1, threads, 3, runs));
+    jdoubleArray out = env->NewDoubleArray(static_cast<jsize>(ms.size()));
+    if (out == nullptr) throw JavaPending{};
+    env->SetDoubleArrayRegion(out, 0, static_cast<jsize>(ms.size()), ms.data());
+    check(env);
+    return out;
+  });
+}
+
+MLFS_JNI(jint, nativePickUnderBudget)(JNIEnv* env, jclass, jdoubleArray scores, jdoubleArray latency_ms,
+                                      jdouble budget_ms) {
+  return guard<jint>(env, -1, [&] {
+    if (!(budget_ms > 0) || std::isinf(budget_ms))
+      throw std::invalid_argument("budgetMs must be a positive number, got " + std::to_string(budget_ms));
+    return static_cast<jint>(
+        mlfs::pick_under_budget(doubles(env, scores, "scores"), doubles(env, latency_ms, "latencyMs"), budget_ms));
+  });
+}
+
+MLFS_JNI(jint, nativePickLargest)(JNIEnv* env, jclass, jlong handle, jobjectArray layers, jobjectArray heads,
+                                  jobjectArray mlp, jdouble budget_ms, jint seq, jint threads, jint runs,
+                                  jdoubleArray latency_out) {
+  return guard<jint>(env, -1, [&] {
+    mlfs::Engine& e = engine_of(handle);
+    const std::vector<mlfs::SubnetSpec> candidates = subnets(env, layers, heads, mlp);
+    if (latency_out == nullptr || env->GetArrayLength(latency_out) != static_cast<jsize>(candidates.size()))
+      throw std::invalid_argument("latency output array must have one entry per candidate");
+    positive(seq, "seq", static_cast<jint>(e.dims().max_positions));
+    positive(runs, "runs", 100000);
+    if (!(budget_ms > 0) || std::isinf(budget_ms))
+      throw std::invalid_argument("budgetMs must be a positive number, got " + std::to_string(budget_ms));
+    const mlfs::BudgetPick pick =
+        mlfs::pick_largest_under_budget(e, candidates, budget_ms, static_cast<std::size_t>(seq), threads, runs);
+    env->SetDoubleArrayRegion(latency_out, 0, static_cast<jsize>(pick.latency_ms.size()), pick.latency_ms.data());
+    check(env);
+    return static_cast<jint>(pick.index);
+  });
+}

@@ -1,0 +1,261 @@
+// mlfs-runner: run sub-networks of packed .mlfs files with the native engine and print a latency
+// table; optionally dump every output (JSON lines) so CI can compare them with the Python engine, and
+// pick the largest sub-network within a latency budget. Built fully static for aarch64
+// (MLFS_STATIC_RUNNER), it also runs on an Android phone from `adb shell` (android_demo/README.md).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlfs/budget.h"
+#include "mlfs/cpu_features.h"
+#include "mlfs/engine.h"
+#include "mlfs/packed_file.h"
+
+namespace {
+
+const char kUsage[] =
+    "usage: mlfs-runner MODEL.mlfs [MODEL.mlfs ...] [options]\n"
+    "  --subnet SPEC    full | depth=D,heads=H,mlp=F (d/h/f; an omitted value is the model's) | palette\n"
+    "                   (full, 3/4 width, 2/3 depth at 1/2 width, 1/2 depth at 1/4 width); repeatable;\n"
+    "                   default: palette\n"
+    "  --seq N          tokens per sequence of the fixed synthetic input (default 128)\n"
+    "  --batch N        sequences per run (default 1)\n"
+    "  --ids FILE       run these token ids instead: one sequence per line, space-separated; shorter\n"
+    "                   lines are padded with id 0 and masked out\n"
+    "  --threads N      CPU threads (default 1)\n"
+    "  --runs N         timed runs per sub-network (default 20)   --warmup N  untimed runs first (default 3)\n"
+    "  --dump FILE      write every output as one JSON line per model and sub-network\n"
+    "  --budget-ms MS   also profile the default search space and report the largest sub-network\n"
+    "                   that runs within MS on this CPU\n"
+    "  --no-verify      skip the checksum pass over each file\n";
+
+struct Options {
+  std::vector<std::string> models, subnets;
+  std::size_t seq = 128, batch = 1;
+  std::string ids_file, dump_file;
+  int threads = 1, runs = 20, warmup = 3;
+  double budget_ms = 0;
+  bool verify = true;
+};
+
+struct UsageError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+long parse_int(const std::string& s, const std::string& what, long lo, long hi) {
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < lo || v > hi)
+    throw UsageError(what + " must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got '" +
+                     s + "'");
+  return v;
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") throw UsageError("");
+    else if (a == "--subnet") o.subnets.push_back(value());
+    else if (a == "--seq") o.seq = parse_int(value(), "--seq", 1, 1 << 16);
+    else if (a == "--batch") o.batch = parse_int(value(), "--batch", 1, 1 << 16);
+    else if (a == "--ids") o.ids_file = value();
+    else if (a == "--threads") o.threads = static_cast<int>(parse_int(value(), "--threads", 1, 256));
+    else if (a == "--runs") o.runs = static_cast<int>(parse_int(value(), "--runs", 1, 1000000));
+    else if (a == "--warmup") o.warmup = static_cast<int>(parse_int(value(), "--warmup", 0, 1000000));
+    else if (a == "--dump") o.dump_file = value();
+    else if (a == "--no-verify") o.verify = false;
+    else if (a == "--budget-ms") {
+      const std::string v = value();
+      char* end = nullptr;
+      o.budget_ms = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(o.budget_ms > 0) || std::isinf(o.budget_ms))
+        throw UsageError("--budget-ms must be a positive number, got '" + v + "'");
+    } else if (a.rfind("--", 0) == 0) throw UsageError("unknown option " + a);
+    else o.models.push_back(a);
+  }
+  if (o.models.empty()) throw UsageError("give at least one .mlfs file");
+  if (o.subnets.empty()) o.subnets.push_back("palette");
+  return o;
+}
+
+std::uint32_t round8(double x) { return std::max<std::uint32_t>(8, static_cast<std::uint32_t>(std::lround(x / 8)) * 8); }
+
+// The sub-networks one --subnet SPEC names, for this model.
+std::vector<mlfs::SubnetSpec> parse_subnet(const std::string& spec, const mlfs::Engine& e) {
+  const mlfs::ModelDims& d = e.dims();
+  if (spec == "full") return {mlfs::full_subnet(d)};
+  if (spec == "palette") {
+    auto h = [&](double fr) { return std::max<std::uint32_t>(1, static_cast<std::uint32_t>(std::lround(d.num_heads * fr))); };
+    auto f = [&](double fr) { return std::min<std::uint32_t>(d.intermediate, round8(d.intermediate * fr)); };
+    auto depth = [&](double fr) { return std::max<std::uint32_t>(1, static_cast<std::uint32_t>(std::lround(d.num_layers * fr))); };
+    return {mlfs::full_subnet(d), mlfs::uniform_subnet(e, d.num_layers, h(0.75), f(0.75)),
+            mlfs::uniform_subnet(e, depth(2.0 / 3), h(0.5), f(0.5)), mlfs::uniform_subnet(e, depth(0.5), h(0.25), f(0.25))};
+  }
+  std::uint32_t depth = d.num_layers, heads = d.num_heads, mlp = d.intermediate;
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw UsageError("sub-network '" + spec + "': expected key=value items");
+    const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
+    const auto v = static_cast<std::uint32_t>(parse_int(val, "sub-network " + key, 1, 1 << 20));
+    if (key == "depth" || key == "d") depth = v;
+    else if (key == "heads" || key == "h") heads = v;
+    else if (key == "mlp" || key == "f") mlp = v;
+    else throw UsageError("sub-network '" + spec + "': unknown key '" + key + "' (depth, heads, mlp)");
+  }
+  return {mlfs::uniform_subnet(e, depth, heads, mlp)};
+}
+
+struct Batch {
+  std::vector<std::int32_t> ids, mask;
+  std::size_t rows = 0, seq = 0;
+};
+
+Batch read_ids(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::vector<std::vector<std::int32_t>> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::stringstream ss(line);
+    std::vector<std::int32_t> row;
+    std::string tok;
+    while (ss >> tok) row.push_back(static_cast<std::int32_t>(parse_int(tok, path + ": token id", 0, 1L << 30)));
+    if (!row.empty()) lines.push_back(std::move(row));
+  }
+  if (lines.empty()) throw std::runtime_error(path + ": no token ids");
+  Batch b;
+  b.rows = lines.size();
+  for (const auto& r : lines) b.seq = std::max(b.seq, r.size());
+  b.ids.assign(b.rows * b.seq, 0);
+  b.mask.assign(b.rows * b.seq, 0);
+  for (std::size_t r = 0; r < b.rows; ++r)
+    for (std::size_t s = 0; s < lines[r].size(); ++s) {
+      b.ids[r * b.seq + s] = lines[r][s];
+      b.mask[r * b.seq + s] = 1;
+    }
+  return b;
+}
+
+Batch synthetic(std::size_t rows, std::size_t seq, std::size_t vocab) {
+  Batch b;
+  b.rows = rows;
+  b.seq = seq;
+  b.mask.assign(rows * seq, 1);
+  for (std::size_t i = 0; i < rows * seq; ++i) b.ids.push_back(static_cast<std::int32_t>((1000 + (i * 7919) % 1000) % vocab));
+  return b;
+}
+
+std::string json_ints(const mlfs::SubnetSpec& s, std::uint32_t mlfs::LayerSlice::*field) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i].*field);
+  return out + "]";
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out + "\"";
+}
+
+int run(const Options& o) {
+  std::printf("mlfs-runner: kernels %s (CPU:", mlfs::isa_name(mlfs::selected_isa()));
+  for (const auto& [name, present] : mlfs::cpu_feature_list())
+    if (present) std::printf(" %s", name.c_str());
+  std::printf("), %d thread(s)\n", o.threads);
+  std::FILE* dump = nullptr;
+  if (!o.dump_file.empty() && !(dump = std::fopen(o.dump_file.c_str(), "w")))
+    throw std::runtime_error(o.dump_file + ": cannot write");
+  std::printf("%-28s %-5s %9s  %-18s %9s %10s %10s\n", "file", "dtype", "size MiB", "sub-network", "params M",
+              "median ms", "min ms");
+  for (const std::string& path : o.models) {
+    mlfs::Engine engine(mlfs::PackedFile::open(path, o.verify));
+    const Batch in = o.ids_file.empty() ? synthetic(o.batch, o.seq, engine.dims().vocab_size) : read_ids(o.ids_file);
+    std::vector<mlfs::SubnetSpec> specs;
+    for (const std::string& s : o.subnets)
+      for (mlfs::SubnetSpec& spec : parse_subnet(s, engine)) specs.push_back(std::move(spec));
+    const std::string base = path.substr(path.find_last_of('/') + 1);
+    const char* dtype = mlfs::dtype_name(engine.dims().weight_dtype);
+    std::vector<float> out(in.rows * engine.output_dim());
+    for (const mlfs::SubnetSpec& spec : specs) {
+      for (int i = 0; i < o.warmup; ++i)
+        engine.run(in.ids.data(), in.mask.data(), in.rows, in.seq, spec, o.threads, out.data());
+      std::vector<double> ms;
+      for (int i = 0; i < o.runs; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        engine.run(in.ids.data(), in.mask.data(), in.rows, in.seq, spec, o.threads, out.data());
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      const double median = ms.size() % 2 ? ms[ms.size() / 2] : (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]) / 2;
+      std::printf("%-28s %-5s %9.1f  %-18s %9.2f %10.3f %10.3f\n", base.c_str(), dtype,
+                  engine.file().file_size() / 1048576.0, mlfs::subnet_name(spec).c_str(),
+                  mlfs::layer_params(engine.dims(), spec) / 1e6, median, ms.front());
+      if (dump) {
+        std::fprintf(dump, "{\"file\": %s, \"dtype\": \"%s\", \"subnet\": \"%s\", \"layers\": %s, \"heads\": %s, "
+                     "\"mlp\": %s, \"rows\": %zu, \"cols\": %zu, \"median_ms\": %.6f, \"output\": [",
+                     json_string(path).c_str(), dtype, mlfs::subnet_name(spec).c_str(),
+                     json_ints(spec, &mlfs::LayerSlice::layer).c_str(), json_ints(spec, &mlfs::LayerSlice::heads).c_str(),
+                     json_ints(spec, &mlfs::LayerSlice::mlp).c_str(), in.rows, engine.output_dim(), median);
+        for (std::size_t i = 0; i < out.size(); ++i)
+          std::fprintf(dump, std::isfinite(out[i]) ? "%s%.9g" : "%sNaN", i ? ", " : "", static_cast<double>(out[i]));
+        std::fprintf(dump, "]}\n");
+      }
+    }
+    if (o.budget_ms > 0) {
+      const std::vector<mlfs::SubnetSpec> space = mlfs::default_candidates(engine.dims());
+      const mlfs::BudgetPick pick =
+          mlfs::pick_largest_under_budget(engine, space, o.budget_ms, in.seq, o.threads, std::max(1, o.runs / 4));
+      if (pick.index < 0) {
+        std::size_t fastest = 0;
+        for (std::size_t i = 1; i < space.size(); ++i)
+          if (pick.latency_ms[i] < pick.latency_ms[fastest]) fastest = i;
+        std::printf("budget %.3g ms (%s): no sub-network fits; the fastest, %s, takes %.3f ms\n", o.budget_ms,
+                    base.c_str(), mlfs::subnet_name(space[fastest]).c_str(), pick.latency_ms[fastest]);
+      } else {
+        const auto& best = space[static_cast<std::size_t>(pick.index)];
+        std::printf("budget %.3g ms (%s): picked %s, %.3f ms, %.2f M layer parameters (of %zu candidates)\n",
+                    o.budget_ms, base.c_str(), mlfs::subnet_name(best).c_str(),
+                    pick.latency_ms[static_cast<std::size_t>(pick.index)],
+                    mlfs::layer_params(engine.dims(), best) / 1e6, space.size());
+      }
+    }
+  }
+  if (dump && std::fclose(dump) != 0) throw std::runtime_error(o.dump_file + ": write failed");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const UsageError& e) {
+    if (!*e.what()) {  // --help
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "%s\n\n%s", e.what(), kUsage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlfs-runner: %s\n", e.what());
+    return 2;
+  }
+}
