@@ -109,12 +109,13 @@ test-et-runner: setup
 # checked as a user gets it (scripts/check_wheel.py): objdump shows the AVX-512 kernels present and
 # ISA code confined to them; a fresh venv with only the wheel + numpy imports it under
 # MLFS_ISA=scalar and runs the smoke test under every ISA this CPU supports.
-WHEEL_BUILD_DIR ?= build/wheel/{wheel_tag}
+WHEEL_BUILD_DIR ?= build/wheel
 wheel: $(VENV)/.deps
 	rm -rf dist
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) wheel --no-deps . -w dist/ \
 	  --config-settings=build-dir=$(WHEEL_BUILD_DIR)
-	$(PY) scripts/check_wheel.py dist/mlfs_edge-*.whl --constraints constraints.txt --python $(PYTHON)
+	$(PY) scripts/check_wheel.py dist/mlfs_edge-*.whl --archive $(WHEEL_BUILD_DIR)/libmlfs_native.a \
+	  --constraints constraints.txt --python $(PYTHON)
 
 test-wheel: wheel
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -136,8 +137,11 @@ def check_current_isa(expect: str | None) -> dict[str, object]:
 
 def _child(isa: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFS_ISA": isa}
-    return subprocess.run([sys.executable, "-m", "mlfs_edge.smoke", "--json"], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    # MLFS_SMOKE_LAUNCHER prefixes each child interpreter, e.g. "qemu-aarch64-static -L /sysroot" when
+    # this smoke test itself runs under qemu-user, which cannot exec a foreign binary on its own.
+    launcher = shlex.split(os.environ.get("MLFS_SMOKE_LAUNCHER", ""))
+    return subprocess.run([*launcher, sys.executable, "-m", "mlfs_edge.smoke", "--json"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def check_all_isas() -> None:
