@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel \
-        test-wheel test-et-runner freeze clean help
+        test-wheel wheel-aarch64 test-et-runner freeze clean help
 
 help:
 	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
@@ -103,7 +103,7 @@ fuzz-pack: setup
 # runner and the aarch64 runner under qemu. The test builds both runners (build/et-runner/) and
 # downloads the aarch64 executorch wheel once (build/et-aarch64/).
 test-et-runner: setup
-	$(PY) -m pytest tests/test_et_runner.py
+	JOBS=$(JOBS) $(PY) -m pytest tests/test_et_runner.py
 
 # A release wheel into dist/ (its own build folder: the editable install's stays untouched), then
 # checked as a user gets it (scripts/check_wheel.py): objdump shows the AVX-512 kernels present and
@@ -118,6 +118,12 @@ wheel: $(VENV)/.deps
 	  --constraints constraints.txt --python $(PYTHON)
 
 test-wheel: wheel
+
+# The linux aarch64 wheel, cross-built here and imported under qemu-user by Debian's arm64 CPython
+# 3.11 (unpacked from its .debs: adds the arm64 architecture to apt once), its smoke test run on
+# three emulated CPUs (scripts/wheel_aarch64.sh). Not part of `make test`: it changes apt's set-up.
+wheel-aarch64: $(VENV)/.deps
+	JOBS=$(JOBS) scripts/wheel_aarch64.sh $(PY)
 
 freeze: $(VENV)/.deps
 	$(PIP) freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

@@ -1,7 +1,7 @@
 // et_runner: run an exported mlfs-edge encoder (.pte, XNNPACK) with ExecuTorch's C++ Module API —
 // the same calls the Android app makes through org.pytorch.executorch.Module (whose JNI wraps
 // executorch::extension::Module). Built against the executorch wheel's prebuilt libraries, for the
-// host and cross-built for aarch64 (see CMakeLists.txt beside this file).
+// host and cross-built for aarch64 Linux (see CMakeLists.txt beside this file).
 //
 //   et_runner MODEL.pte INPUT.txt OUTPUT.txt [--warmup N] [--repeat N]
 //
