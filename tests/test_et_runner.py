@@ -101,9 +101,8 @@ def aarch64_runner() -> Path:
     return build_runner("aarch64", aarch64_executorch(), ROOT / "cmake" / "aarch64-linux-gnu.cmake")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The sub-network exported in each dtype, two real sentences tokenized, and eager outputs."""
+def export_subnet(out: Path) -> dict:
+    """The sub-network exported in each dtype into `out`, three real inputs and eager outputs."""
     from transformers import AutoModel, AutoTokenizer
 
     from mlfs_edge import supernet
@@ -118,20 +117,26 @@ def exported(tmp_path_factory):
     supernet.reorder_by_importance(model, method="weight")  # what `mlfs-edge export` does to a teacher
     cfg = SubnetConfig.parse(SUBNET, ArchSpec.from_hf_config(model.config))
     sub = supernet.extract(model, cfg)
-    out = tmp_path_factory.mktemp("pte")
     manifests = {dtype: export_pte(sub, tokenizer, out, f"minilm-{cfg.name}-{dtype}",
                                    ExportConfig(dtype=dtype, output="embedding", max_length=MAX_LEN),
                                    subnet=cfg.to_dict())
                  for dtype in DTYPES}
-    texts = load_classification("rotten_tomatoes").test.texts[:2]
+    texts = load_classification("rotten_tomatoes").test.texts[:100]
+    longest = max(texts, key=len)  # truncated to MAX_LEN: the longest input the program takes
     inputs = []
-    for text in texts:
-        enc = tokenizer(text, truncation=True, max_length=MAX_LEN, return_tensors="pt")
+    for text, pad in ((texts[0], None), (longest, None), (texts[0], 16)):  # the last one right-padded
+        enc = tokenizer(text, truncation=True, max_length=pad or MAX_LEN, padding="max_length" if pad else False,
+                        return_tensors="pt")
         inputs.append((enc["input_ids"], enc["attention_mask"]))
     wrapper = EncoderForExport(sub, "embedding").eval()
     with torch.no_grad():
         eager = np.concatenate([wrapper(ids, mask).numpy() for ids, mask in inputs])
     return {"manifests": manifests, "inputs": inputs, "eager": eager, "dir": out}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_subnet(tmp_path_factory.mktemp("pte"))
 
 
 def write_inputs(inputs, path: Path) -> Path:
