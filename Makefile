@@ -14,7 +14,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel freeze clean help
+.PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel \
+        test-wheel wheel-aarch64 test-et-runner freeze clean help
 
 help:
 	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
@@ -24,7 +25,12 @@ help:
 demo: setup
 	$(VENV)/bin/mlfs-edge demo
 
-test: setup lint test-native test-native-arm test-native-asan test-jni test-android-app test-static-runner test-python fuzz-pack
+test: setup lint test-native test-native-arm test-native-asan test-jni test-android-app test-static-runner \
+      test-python fuzz-pack test-et-runner test-wheel
+# These targets run their own test files (builds, qemu, the JVM): the whole-suite run skips them.
+OWN_TARGET_TESTS := test_et_runner test_jni_bridge test_budget_native test_android_app test_android_tokenizer \
+                    test_static_runner
+test: PYTEST_ARGS = $(foreach t,$(OWN_TARGET_TESTS),--ignore=tests/$(t).py)
 
 setup: $(VENV)/.deps $(VENV)/.assets $(VENV)/.built
 
@@ -118,8 +124,32 @@ fuzz-pack: setup
 	$(PY) fuzz/fuzz_packed_file.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
 	  -artifact_prefix=build/fuzz-artifacts/ build/fuzz-corpus
 
+# The ExecuTorch C++ runner (csrc/tools/et_runner, built against the executorch wheels' libraries)
+# on one .pte of a real MiniLM sub-network: eager PyTorch, the ExecuTorch Python runtime, the host
+# runner and the aarch64 runner under qemu. The test builds both runners (build/et-runner/) and
+# downloads the aarch64 executorch wheel once (build/et-aarch64/).
+test-et-runner: setup
+	JOBS=$(JOBS) $(PY) -m pytest tests/test_et_runner.py
+
+# A release wheel into dist/ (its own build folder: the editable install's stays untouched), then
+# checked as a user gets it (scripts/check_wheel.py): objdump shows the AVX-512 kernels present and
+# ISA code confined to them; a fresh venv with only the wheel + numpy imports it under
+# MLFS_ISA=scalar and runs the smoke test under every ISA this CPU supports.
+WHEEL_BUILD_DIR ?= build/wheel
 wheel: $(VENV)/.deps
-	rm -rf dist && $(PIP) wheel --no-deps . -w dist/
+	rm -rf dist
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) wheel --no-deps . -w dist/ \
+	  --config-settings=build-dir=$(WHEEL_BUILD_DIR)
+	$(PY) scripts/check_wheel.py dist/mlfs_edge-*.whl --archive $(WHEEL_BUILD_DIR)/libmlfs_native.a \
+	  --constraints constraints.txt --python $(PYTHON)
+
+test-wheel: wheel
+
+# The linux aarch64 wheel, cross-built here and imported under qemu-user by Debian's arm64 CPython
+# 3.11 (unpacked from its .debs: adds the arm64 architecture to apt once), its smoke test run on
+# three emulated CPUs (scripts/wheel_aarch64.sh). Not part of `make test`: it changes apt's set-up.
+wheel-aarch64: $(VENV)/.deps
+	JOBS=$(JOBS) scripts/wheel_aarch64.sh $(PY)
 
 freeze: $(VENV)/.deps
 	$(PIP) freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

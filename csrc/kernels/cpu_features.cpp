@@ -7,6 +7,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #define MLFS_X86 1
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#define MLFS_ARM64 1
+#define MLFS_ARM64_APPLE 1
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 #define MLFS_ARM64 1
@@ -50,6 +54,23 @@ CpuFeatures detect() {
   }
   __cpuid_count(7, 1, eax, ebx, ecx, edx);
   f.avx_vnni = eax & (1u << 4);
+  return f;
+}
+#elif MLFS_ARM64_APPLE
+// macOS has no getauxval: the kernel publishes each feature as a sysctl (FEAT_* since macOS 12; an
+// absent key reads as "no", so an older macOS falls back to plain NEON rather than guessing).
+bool sysctl_flag(const char* name) {
+  int value = 0;
+  std::size_t size = sizeof value;
+  return sysctlbyname(name, &value, &size, nullptr, 0) == 0 && value != 0;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  f.neon = true;  // AdvSIMD is mandatory on every Apple arm64 CPU
+  f.fp16 = sysctl_flag("hw.optional.arm.FEAT_FP16");
+  f.dotprod = sysctl_flag("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = sysctl_flag("hw.optional.arm.FEAT_I8MM");
   return f;
 }
 #elif MLFS_ARM64

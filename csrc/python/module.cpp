@@ -37,7 +37,7 @@ PYBIND11_MODULE(_core, m) {
     py::dict d;
     for (const auto& [name, present] : mlfs::cpu_feature_list()) d[py::str(name)] = present;
     return d;
-  }, "CPU features detected at run time (CPUID/XGETBV on x86-64, getauxval on aarch64).");
+  }, "CPU features detected at run time (CPUID/XGETBV on x86-64, getauxval on aarch64 Linux, sysctl on macOS).");
 
   m.def("supported_isas", []() {
     py::list out;

@@ -11,7 +11,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
   bool avx_vnni = false;
-  // aarch64 (from getauxval(AT_HWCAP / AT_HWCAP2))
+  // aarch64 (Linux: getauxval(AT_HWCAP / AT_HWCAP2); macOS: sysctl hw.optional.arm.FEAT_*)
   bool neon = false, dotprod = false, fp16 = false, i8mm = false;
 };
 
