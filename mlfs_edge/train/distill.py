@@ -44,7 +44,9 @@ def subnet_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
     Logits are [N, C] with labels [N] (rows whose label is `ignore_index` are left out, e.g. padding
     of a language model)."""
     keep = labels != ignore_index
-    s, t, y = student_logits[keep], teacher_logits[keep], labels[keep]
+    s, t, y = student_logits, teacher_logits, labels
+    if not bool(keep.all()):  # only then copy: LM logits are B·T × vocab (≈ 100 MB for 4 × 128 × 49152)
+        s, t, y = s[keep], t[keep], y[keep]
     loss = alpha * kd_kl(t, s, temperature) + (1 - alpha) * F.cross_entropy(s.float(), y)
     if beta and feature_loss is not None:
         loss = loss + beta * feature_loss
