@@ -32,7 +32,7 @@ from mlfs_edge.train.mlfs import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_llama(vocab_size: int, seed: int = 0):  # noqa: ANN201
+def tiny_llama(vocab_size: int, seed: int = 0):
     """A tiny random Llama: 3 layers (so depth can shrink twice), 4 heads in 2 KV groups, MLP 64."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -73,6 +73,21 @@ def test_subnet_loss_per_token_matches_hand_computation():
             ce += float(-torch.log_softmax(s[b, pos], -1)[ids[b, pos + 1]])
             n += 1
     assert got.item() == pytest.approx(0.7 * kl / n + 0.3 * ce / n, rel=1e-5)
+
+
+def test_feature_mse_normalized_ignores_residual_scale():
+    """Decoder hidden states are compared per-token RMS-normalized: outlier magnitudes do not count."""
+    from mlfs_edge.train.distill import feature_mse
+
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
+    eye = torch.eye(8)
+    base = feature_mse([a], [b], eye, normalize=True)
+    scale = torch.tensor([1.0, 1e4]).view(2, 1, 1)  # one sequence with a huge residual stream
+    torch.testing.assert_close(feature_mse([a * scale], [b * scale], eye, normalize=True), base)
+    assert feature_mse([a * scale], [b * scale], eye) > 1e6 * base  # the raw MSE would explode
+    unit = a / a.pow(2).mean(-1, keepdim=True).sqrt()
+    torch.testing.assert_close(feature_mse([a], [unit], eye, normalize=True), torch.tensor(0.0), atol=1e-6, rtol=0)
 
 
 def test_sandwich_objective_on_a_decoder():
@@ -165,6 +180,7 @@ def lm_config(tmp: Path, model: Path, data: Path, **extra) -> dict:
     return {
         "model": str(model), "data": str(data), "out": str(tmp / "run"),
         "batch_size": 4, "block_size": 16, "checkpoint_every": 2, "seed": 3,
+        "importance": "activation", "calibration_examples": 8,  # the decoder default (see the shipped config)
         "palette": ["full", "depth=3,heads=2,mlp=32", "depth=2,heads=2,mlp=32"],
         "search": {"depths": [2, 3], "heads": [2, 4], "mlp": [32, 64]},
         "lora": {"rank": 4}, "loss": {"gamma": 0.5, "feature_dim": 16},

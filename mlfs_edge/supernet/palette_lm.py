@@ -48,17 +48,20 @@ def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: lis
     def ppl(m) -> Any:  # noqa: ANN001
         return perplexity(m, tokenizer, texts, block_size=block_size, max_tokens=max_tokens)
 
-    rows = []
+    rows, full = [], None
     for cfg in tqdm(configs, desc="evaluate palette", unit="subnet", disable=not progress):
         net.set_active(cfg)
         teacher_net.set_active(cfg)
         mlfs, plain = ppl(model), ppl(teacher)
+        if cfg == teacher_net.full:
+            full = plain  # the pretrained full model: no need to measure it twice
         rows.append({"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
                      "total_params": cfg.layer_params(arch) + embed, "param_fraction": cfg.param_fraction(arch),
                      "perplexity": mlfs.perplexity, "perplexity_no_mlfs": plain.perplexity,
                      "nll": mlfs.nll, "nll_no_mlfs": plain.nll})
     teacher_net.set_active(teacher_net.full)
-    full = ppl(teacher)
+    if full is None:
+        full = ppl(teacher)
     return {"teacher_perplexity": full.perplexity, "eval_tokens": full.tokens, "block_size": block_size,
             "rows": rows}
 
@@ -112,6 +115,7 @@ def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
         "rows": result["rows"],
         "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
         "mlfs_wall_s": summary["mlfs_wall_s"],
+        "mlfs_cpu_s": summary.get("mlfs_cpu_s"),  # process CPU seconds: wall time inflates on a shared machine
         "full_finetune_wall_s": None,  # no stage 0: the pretrained LM is the teacher
         "trainable_fraction": summary["trainable_fraction"],
         "trainable_params": summary.get("trainable_params"),

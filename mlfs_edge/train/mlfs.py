@@ -289,7 +289,7 @@ class SandwichObjective(nn.Module):
                 sub_hidden = _hidden_for(cfg.layers, out.hidden_states)
                 shared = [i for i in cfg.layers if i in teacher_hidden]
                 feat = feature_mse([sub_hidden[i] for i in shared], [teacher_hidden[i].detach() for i in shared],
-                                   self.projection, batch.get("attention_mask"))
+                                   self.projection, batch.get("attention_mask"), normalize=self.causal_lm)
             loss = subnet_loss(self._rows(out.logits), teacher_logits, labels, s.alpha, s.temperature, s.beta, feat)
             losses.append(loss)
             total = total + scale * loss
@@ -451,6 +451,7 @@ class TrainState:
     wall_s: float = 0.0  # training time so far, summed over resumes
     history: list[dict[str, Any]] = field(default_factory=list)
     merged: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    cpu_s: float = 0.0  # process CPU time of training (the steadier measure on a shared machine)
 
 
 def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
@@ -494,7 +495,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             for name, value in saved["adapters"].items():
                 params[name].copy_(value)
         state = TrainState(saved["stage"], saved["step"], saved["global_step"], saved["wall_s"],
-                           saved["history"], saved["merged"])
+                           saved["history"], saved["merged"], saved.get("cpu_s", 0.0))
     report = trainable_report(model)  # counted before quantization packs the base weights
     quantized = quantize_frozen_base(model, cfg.base_quant)
     n_largest = space.largest().layer_params(arch)
@@ -514,7 +515,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             save_checkpoint(ckpt_path, {
                 "format": "mlfs-checkpoint-1", "config": cfg.to_dict(), "order": order.to_dict(),
                 "stage": state.stage, "step": state.step, "global_step": state.global_step,
-                "wall_s": state.wall_s, "history": state.history, "merged": state.merged,
+                "wall_s": state.wall_s, "cpu_s": state.cpu_s, "history": state.history, "merged": state.merged,
                 "adapters": lora_state(model), "optimizer": optimizer.state_dict()})
         accelerator.wait_for_everyone()
 
@@ -531,7 +532,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         wrapped, optimizer = accelerator.prepare(objective, optimizer)
         bar = tqdm(total=stage.steps, initial=state.step, desc=f"stage {state.stage + 1} ({stage.name})",
                    unit="step", disable=not (progress and accelerator.is_local_main_process))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while state.step < stage.steps:
             rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
@@ -553,9 +554,10 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             state.history.append(row)
             bar.set_postfix(largest=f"{row['largest']:.3f}", smallest=f"{row['smallest']:.3f}")
             bar.update()
-            now = time.perf_counter()
+            now, cpu_now = time.perf_counter(), time.process_time()
             state.wall_s += now - t0
-            t0 = now
+            state.cpu_s += cpu_now - c0
+            t0, c0 = now, cpu_now
             if stop_after is not None and state.global_step >= stop_after:
                 stopped = True
                 break
@@ -577,7 +579,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         "task": task, "teacher": setup.teacher, "teacher_accuracy": record.get("test_accuracy"),
         # causal_lm has no stage 0, so there is no full fine-tune to compare with (None)
         "full_finetune_wall_s": record["config"].get("train_s", record["wall_s"]) if record else None,
-        "mlfs_wall_s": state.wall_s, "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
+        "mlfs_wall_s": state.wall_s, "mlfs_cpu_s": state.cpu_s,
+        "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
         "total_params": report["total"], "steps": state.global_step, "world_size": world,
         "distributed": accelerator.distributed_type.value,
         "base_quant": cfg.base_quant if quantized else "none",
