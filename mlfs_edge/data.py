@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import random
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -245,11 +246,55 @@ def _hamlet() -> list[str]:
 BUILTIN_TEXT = {"news": _news, "hamlet": _hamlet}
 
 
-def load_text(name: str) -> TextCorpus:
-    if name not in BUILTIN_TEXT:
-        raise ValueError(f"unknown text corpus {name!r}; use one of {', '.join(BUILTIN_TEXT)}")
-    docs = BUILTIN_TEXT[name]()
+def split_documents(docs: list[str], name: str) -> TextCorpus:
+    """Documents shuffled with SPLIT_SEED and cut 90/5/5 (whole documents never straddle splits)."""
     order = list(range(len(docs)))
     random.Random(SPLIT_SEED).shuffle(order)
     a, b = _cut(len(order), LM_FRACTIONS)
     return TextCorpus(name, [docs[i] for i in order[:a]], [docs[i] for i in order[a:b]], [docs[i] for i in order[b:]])
+
+
+def load_text(name: str) -> TextCorpus:
+    if name not in BUILTIN_TEXT:
+        raise ValueError(f"unknown text corpus {name!r}; use one of {', '.join(BUILTIN_TEXT)}")
+    return split_documents(BUILTIN_TEXT[name](), name)
+
+
+def load_text_file(path: str | Path, text_column: str = "text") -> TextCorpus:
+    """The user's language-model text: a .txt file (documents separated by blank lines) or a .jsonl
+    file (one document per row, in `text_column`), split by document like the bundled corpora."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        text = path.read_text(encoding="utf-8", errors="replace")
+        docs = [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = _read_rows(path)
+        if rows and text_column not in rows[0]:
+            raise ValueError(f"{path}: no column {text_column!r} (columns: {', '.join(map(str, rows[0]))}); "
+                             "set text_column")
+        docs = [str(r.get(text_column) or "").strip() for r in rows]
+        docs = [d for d in docs if d]
+    else:
+        raise ValueError(f"{path}: language-model text must be a .txt or .jsonl file, not {suffix or 'no suffix'!r}")
+    corpus = split_documents(docs, path.stem)
+    if not corpus.train or not corpus.test:
+        raise ValueError(f"{path}: {len(docs)} document(s) is too few to split 90/5/5 by document "
+                         "(a .txt file needs blank lines between documents; give at least 10)")
+    return corpus
+
+
+def load_lm_text(name_or_path: str, text_column: str = "text") -> TextCorpus:
+    """A bundled text corpus (news, hamlet) or the user's .txt / .jsonl file."""
+    if name_or_path in BUILTIN_TEXT:
+        return load_text(name_or_path)
+    if name_or_path in BUILTIN_CLASSIFICATION:
+        raise ValueError(f"{name_or_path!r} is a classification dataset; a language-model (causal_lm) run needs "
+                         f"text: {', '.join(BUILTIN_TEXT)} or a .txt/.jsonl file")
+    path = Path(name_or_path)
+    if path.suffix or path.exists():
+        return load_text_file(path, text_column)
+    raise ValueError(f"unknown text corpus {name_or_path!r}: use one of {', '.join(BUILTIN_TEXT)} "
+                     "or a path to a .txt/.jsonl file")

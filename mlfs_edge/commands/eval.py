@@ -10,8 +10,9 @@ ORDER = 42
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a palette of sub-networks of a trained supernet (JSON, table, plot)",
-        description="For every sub-network of the config's palette: test accuracy when sliced from the MLFS "
-                    "supernet and when sliced from the teacher without MLFS training, and its parameter count. "
+        description="For every sub-network of the config's palette: test accuracy (causal_lm: held-out "
+                    "perplexity) when sliced from the MLFS supernet and when sliced from the teacher (the "
+                    "pretrained LM) without MLFS training, and its parameter count. "
                     "Writes <out>/palette.json, <out>/palette.md and <out>/palette.png.")
     p.add_argument("--config", required=True, help="the training config used by `mlfs-edge train`")
     p.add_argument("--quick", action="store_true", help="evaluate the --quick run")
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no trained supernet in {out}: run `mlfs-edge train --config {args.config}"
                          f"{' --quick' if args.quick else ''}` first")
     summary = json.loads(summary_path.read_text())
+    if summary.get("task") == "causal_lm":  # decoders: perplexity instead of accuracy
+        from mlfs_edge.supernet.palette_lm import run_lm_eval
+
+        return run_lm_eval(args, cfg, summary)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
     result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples)
     quick = " --quick" if args.quick else ""

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/mlfs_minilm_rt.toml")
     p.add_argument("--quick", action="store_true", help="the config's [quick] smoke-test variant (minutes)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt (bit-for-bit)")
-    p.add_argument("--data", default=None, metavar="NAME|PATH", help="override the config's dataset")
+    p.add_argument("--data", default=None, metavar="NAME|PATH",
+                   help="override the config's dataset (causal_lm: news, hamlet or a .txt/.jsonl file)")
     p.add_argument("--model", default=None, help="override the config's model (minilm, smollm2 or a folder)")
     p.add_argument("--out", default=None, help="override the config's output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -33,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = MLFSConfig.from_toml(args.config, quick=args.quick, data=args.data, model=args.model, out=args.out)
     summary = train_mlfs(cfg, resume=args.resume, progress=not args.no_progress)
+    teacher_s = summary["full_finetune_wall_s"]  # None for causal_lm: the pretrained LM is the teacher
+    teacher = f"teacher fine-tune: {teacher_s:.0f} s" if teacher_s is not None else f"teacher: {summary['teacher']}"
     print(f"\nsupernet written to {cfg.out}/supernet: {summary['steps']} steps in {summary['mlfs_wall_s']:.0f} s "
-          f"(teacher fine-tune: {summary['full_finetune_wall_s']:.0f} s); trainable "
+          f"({teacher}); trainable "
           f"{100 * summary['trainable_fraction']:.2f} % of the parameters. Next: mlfs-edge eval --config {args.config}"
           f"{' --quick' if args.quick else ''}")
     return 0

@@ -43,6 +43,15 @@ def token_stream(tokenizer, texts: Sequence[str], max_tokens: int | None = None)
     return ids
 
 
+def token_blocks(ids: list[int], block_size: int, full_only: bool = False) -> list[list[int]]:
+    """The stream cut into consecutive non-overlapping blocks. The shorter last block is kept when it
+    predicts anything (≥ 2 tokens) unless `full_only` (training batches then need no padding)."""
+    blocks = [ids[i:i + block_size] for i in range(0, len(ids), block_size)]
+    while blocks and (len(blocks[-1]) < 2 or (full_only and len(blocks[-1]) < block_size)):
+        blocks.pop()  # a lone trailing token predicts nothing
+    return blocks
+
+
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, tokenizer, texts: Sequence[str], block_size: int = 256,  # noqa: ANN001
                max_tokens: int | None = None, batch_size: int = 4) -> PerplexityResult:
@@ -52,9 +61,7 @@ def perplexity(model: torch.nn.Module, tokenizer, texts: Sequence[str], block_si
     ids = token_stream(tokenizer, texts, max_tokens)
     if len(ids) < 2:
         raise ValueError("perplexity needs at least 2 tokens of text; pass longer or more documents")
-    blocks = [ids[i:i + block_size] for i in range(0, len(ids), block_size)]
-    if len(blocks[-1]) < 2:  # a lone trailing token predicts nothing
-        blocks.pop()
+    blocks = token_blocks(ids, block_size)
     model.eval()
     nll_sum, count = 0.0, 0
     # Equal-length blocks batch without padding; the shorter last block goes alone.

@@ -24,10 +24,11 @@ def supernet_meta(supernet_dir: str | Path) -> dict[str, Any]:
 
 def load_supernet(supernet_dir: str | Path):  # noqa: ANN201
     """(model, tokenizer, ElasticSupernet, meta) of a folder written by `train_mlfs`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     meta = supernet_meta(supernet_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(supernet_dir, attn_implementation="eager").eval()
+    auto = AutoModelForCausalLM if meta.get("task") == "causal_lm" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(supernet_dir, attn_implementation="eager").eval()
     return model, AutoTokenizer.from_pretrained(supernet_dir), ElasticSupernet(model), meta
 
 

@@ -16,17 +16,22 @@ def kd_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperatur
 
 
 def feature_mse(student: list[torch.Tensor], teacher: list[torch.Tensor], projection: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, normalize: bool = False) -> torch.Tensor:
     """Mean over layer pairs of the MSE between hidden states projected to `projection.shape[1]` dims.
 
     `student[i]` and `teacher[i]` are the outputs of the same original layer ([B, T, hidden]);
-    `mask` ([B, T], 1 = real token) leaves padding out.
+    `mask` ([B, T], 1 = real token) leaves padding out. `normalize` first scales every token's hidden
+    vector to unit RMS: a pre-norm decoder's residual stream is not normalized (SmolLM2's reaches
+    |x| ≈ 25,000 in a few outlier dimensions), and the raw MSE (≈ 10⁴) would swamp the KD term.
     """
     if len(student) != len(teacher) or not student:
         raise ValueError("feature distillation needs the same, non-zero number of student and teacher layers")
     losses = []
     for s, t in zip(student, teacher, strict=True):
-        diff = (s.float() - t.float()) @ projection
+        s, t = s.float(), t.float()
+        if normalize:
+            s, t = F.rms_norm(s, (s.shape[-1],)), F.rms_norm(t, (t.shape[-1],))
+        diff = (s - t) @ projection
         per_token = diff.pow(2).mean(-1)
         if mask is not None:
             m = mask.to(per_token.dtype)
@@ -44,7 +49,9 @@ def subnet_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
     Logits are [N, C] with labels [N] (rows whose label is `ignore_index` are left out, e.g. padding
     of a language model)."""
     keep = labels != ignore_index
-    s, t, y = student_logits[keep], teacher_logits[keep], labels[keep]
+    s, t, y = student_logits, teacher_logits, labels
+    if not bool(keep.all()):  # only then copy: LM logits are B·T × vocab (≈ 100 MB for 4 × 128 × 49152)
+        s, t, y = s[keep], t[keep], y[keep]
     loss = alpha * kd_kl(t, s, temperature) + (1 - alpha) * F.cross_entropy(s.float(), y)
     if beta and feature_loss is not None:
         loss = loss + beta * feature_loss

@@ -2,7 +2,10 @@
 
 Stage 0 is the fine-tuned teacher (`finetune.finetune_classifier`, or an existing one). Its weights
 are importance-reordered and frozen; LoRA adapters on every projection are shared by all
-sub-networks. Stage 1 samples widths at full depth, stage 2 widths and depths. Each step runs the
+sub-networks. For a decoder (``task = "causal_lm"``) there is no stage 0: the pretrained language
+model itself is the frozen base, the data is text cut into blocks of ``block_size`` tokens, and every
+loss below is taken per predicted token (logits [B, T, V] flattened to [B·(T−1), V], next-token
+labels). Stage 1 samples widths at full depth, stage 2 widths and depths. Each step runs the
 sandwich: the largest sub-network (cross-entropy on the labels; its logits and hidden states are the
 distillation targets), the smallest, and k random ones, each with
 ``(n₁/nⱼ)^γ · [α·KL(largest ‖ sub) + (1−α)·CE + β·feature MSE]``.
@@ -20,6 +23,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -75,17 +79,23 @@ class StageSettings:
             raise ValueError(f"stage {self.name!r}: steps ≥ 1, k_random ≥ 0 and lr > 0 are required")
 
 
+TASKS = ("classification", "causal_lm")
+_DECODER_TYPES = ("llama", "mistral", "qwen2", "gpt2")
+
+
 @dataclass(frozen=True)
 class MLFSConfig:
     model: str = "minilm"  # "minilm", "smollm2" or a Hugging Face model folder
-    data: str = "rotten_tomatoes"  # bundled dataset name or a .csv/.jsonl/.parquet file
+    task: str = ""  # "classification", "causal_lm" or "" (from the model: a decoder LM → causal_lm)
+    data: str = "rotten_tomatoes"  # bundled dataset name or a .csv/.jsonl/.parquet file (causal_lm: news,
+    #                                hamlet or a .txt/.jsonl text file)
     text_column: str = "text"
     label_column: str = "label"
     out: str = "runs/mlfs"
     teacher: str = ""  # an existing fine-tuned teacher folder; "" = <out>/teacher (fine-tuned if absent)
     teacher_finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for stage 0
     importance: str = "weight"  # "weight" (L2 norms) or "activation" (mean |activation|, Minitron-style)
-    calibration_examples: int = 256  # training sentences the activation importance is measured on
+    calibration_examples: int = 256  # importance = "activation": training sentences / blocks it is measured on
     base_quant: str = "none"  # frozen base stored by bitsandbytes: "none", "int8" or "nf4" (QLoRA-style)
     search: dict[str, Any] = field(default_factory=dict)  # SearchSpace fields: depths, heads, mlp, ...
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -93,8 +103,10 @@ class MLFSConfig:
     stages: tuple[StageSettings, ...] = ()
     batch_size: int = 32
     max_length: int = 64
-    max_train_examples: int | None = None
+    max_train_examples: int | None = None  # causal_lm: training blocks
     max_eval_examples: int | None = None
+    block_size: int = 128  # causal_lm: tokens per training block and per perplexity block
+    max_eval_tokens: int | None = None  # causal_lm: held-out tokens for perplexity (None: the whole test split)
     seed: int = 0
     checkpoint_every: int = 50
     group_by_length: bool = True  # batches of similar length (as the teacher's): less padding per step
@@ -141,12 +153,37 @@ class MLFSConfig:
         if self.base_quant != "none" and any(s.fresh_adapters for s in self.stages):
             raise ValueError("fresh_adapters merges adapters into the base: it needs base_quant = \"none\" "
                              "(set fresh_adapters = false in every [[stages]] table to train on a quantized base)")
+        if self.task not in ("", *TASKS):
+            raise ValueError(f"task must be {' or '.join(TASKS)} (or left out), got {self.task!r}")
+        if self.block_size < 2 or self.calibration_examples < 1:
+            raise ValueError("block_size must be ≥ 2 tokens and calibration_examples ≥ 1")
         return self
+
+    def resolved_task(self) -> str:
+        """The task, inferred from the model when the config leaves it out: a causal LM (its config
+        names a *ForCausalLM architecture, or a decoder family) trains as causal_lm, anything else
+        as classification. Reads only config.json; the bundled names need no lookup."""
+        if self.task:
+            return self.task
+        if self.model in ("minilm", "smollm2"):
+            return "causal_lm" if self.model == "smollm2" else "classification"
+        config_path = Path(self.model) / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"model {self.model!r}: use 'minilm', 'smollm2' or a Hugging Face model folder "
+                             "with config.json")
+        hf = json.loads(config_path.read_text())
+        archs = hf.get("architectures") or []
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            return "causal_lm"
+        if archs:
+            return "classification"
+        return "causal_lm" if hf.get("model_type") in _DECODER_TYPES else "classification"
 
     def quick(self, table: dict[str, Any]) -> MLFSConfig:
         """The smoke-test version: `[quick]` may set steps (per stage), max_train_examples,
-        max_eval_examples, teacher_epochs, checkpoint_every and out."""
-        allowed = {"steps", "max_train_examples", "max_eval_examples", "teacher_epochs", "checkpoint_every", "out"}
+        max_eval_examples, max_eval_tokens, teacher_epochs, checkpoint_every and out."""
+        allowed = {"steps", "max_train_examples", "max_eval_examples", "max_eval_tokens", "teacher_epochs",
+                   "checkpoint_every", "out"}
         unknown = set(table) - allowed
         if unknown:
             raise ValueError(f"unknown [quick] keys: {', '.join(sorted(unknown))} "
@@ -160,6 +197,7 @@ class MLFSConfig:
         return replace(self, stages=stages, teacher_finetune=teacher,
                        max_train_examples=table.get("max_train_examples", self.max_train_examples),
                        max_eval_examples=table.get("max_eval_examples", self.max_eval_examples),
+                       max_eval_tokens=table.get("max_eval_tokens", self.max_eval_tokens),
                        checkpoint_every=table.get("checkpoint_every", self.checkpoint_every),
                        out=table.get("out", self.out + "_quick"), teacher="" if "out" in table else self.teacher)
 
@@ -214,17 +252,39 @@ def _hidden_for(layers: tuple[int, ...], hidden_states: tuple[torch.Tensor, ...]
     return {layer: h for layer, h in zip(layers, hidden_states[1:], strict=True)}
 
 
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              ignore_index: int = -100) -> torch.Tensor:
+    """Next-token targets of a causal LM batch, flattened to [B·(T−1)] to match `token_rows`;
+    positions whose target is padding get `ignore_index`."""
+    labels = input_ids[:, 1:].clone()
+    if attention_mask is not None:
+        labels[attention_mask[:, 1:] == 0] = ignore_index
+    return labels.reshape(-1)
+
+
+def token_rows(logits: torch.Tensor) -> torch.Tensor:
+    """[B, T, V] → [B·(T−1), V]: position t's logits predict token t+1 (the last predicts nothing)."""
+    return logits[:, :-1].reshape(-1, logits.shape[-1])
+
+
 class SandwichObjective(nn.Module):
     """One training step's loss over a list of sub-networks, largest first, in ONE forward call
-    (so DDP sees one forward and one backward per step)."""
+    (so DDP sees one forward and one backward per step).
 
-    def __init__(self, model: nn.Module, loss: LossSettings, seed: int) -> None:
+    Classification: logits [B, C], labels [B]. Causal LM (`causal_lm=True`): logits [B, T, V] are
+    flattened by `token_rows`, labels come from `lm_labels`; KD and CE are then means over tokens."""
+
+    def __init__(self, model: nn.Module, loss: LossSettings, seed: int, causal_lm: bool = False) -> None:
         super().__init__()
         self.model = model
         self.net = ElasticSupernet(model)
         self.settings = loss
+        self.causal_lm = causal_lm
         self.register_buffer("projection", random_projection(self.net.arch.hidden, loss.feature_dim, seed),
                              persistent=False)
+
+    def _rows(self, logits: torch.Tensor) -> torch.Tensor:
+        return token_rows(logits) if self.causal_lm else logits
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor,
                 subnets: list[SubnetConfig], scales: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,10 +292,11 @@ class SandwichObjective(nn.Module):
         losses = []
         self.net.set_active(subnets[0])
         out = self.model(**batch, output_hidden_states=s.beta > 0)
-        largest_loss = nn.functional.cross_entropy(out.logits.float(), labels)
+        logits = self._rows(out.logits)
+        largest_loss = nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
         losses.append(largest_loss)
         total = largest_loss * scales[0]
-        teacher_logits = out.logits.detach()
+        teacher_logits = logits.detach()
         teacher_hidden = _hidden_for(subnets[0].layers, out.hidden_states) if s.beta > 0 else {}
         for cfg, scale in zip(subnets[1:], scales[1:], strict=True):
             self.net.set_active(cfg)
@@ -245,8 +306,8 @@ class SandwichObjective(nn.Module):
                 sub_hidden = _hidden_for(cfg.layers, out.hidden_states)
                 shared = [i for i in cfg.layers if i in teacher_hidden]
                 feat = feature_mse([sub_hidden[i] for i in shared], [teacher_hidden[i].detach() for i in shared],
-                                   self.projection, batch.get("attention_mask"))
-            loss = subnet_loss(out.logits, teacher_logits, labels, s.alpha, s.temperature, s.beta, feat)
+                                   self.projection, batch.get("attention_mask"), normalize=self.causal_lm)
+            loss = subnet_loss(self._rows(out.logits), teacher_logits, labels, s.alpha, s.temperature, s.beta, feat)
             losses.append(loss)
             total = total + scale * loss
         self.net.set_active(self.net.full)
@@ -325,6 +386,88 @@ def _reapply_merged(model: nn.Module, merged: list[dict[str, torch.Tensor]]) -> 
         merge_and_reset_adapters(model, seed=0)
 
 
+# --- the task: model, data, batches ---------------------------------------------------------------
+
+
+@dataclass
+class TaskSetup:
+    """What the training loop needs from a task."""
+
+    model: nn.Module  # the frozen base (teacher or pretrained LM), not yet reordered
+    tokenizer: Any
+    n_train: int  # training examples (classification: sentences; causal_lm: token blocks)
+    batch: Callable[[list[int]], tuple[dict[str, torch.Tensor], torch.Tensor]]  # indices → (inputs, labels)
+    teacher: str  # recorded in the supernet: the teacher folder, or the pretrained model for causal_lm
+    teacher_record: dict[str, Any]  # the stage-0 fine-tune record ({} for causal_lm: no stage 0)
+    lengths: list[int]  # tokens per training example (batches group similar lengths: less padding)
+
+    def calibration(self, n: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
+        """The first n training examples as input batches (activation importance)."""
+        idx = list(range(min(n, self.n_train)))
+        return [self.batch(idx[i:i + batch_size])[0] for i in range(0, len(idx), batch_size)]
+
+
+def _classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSetup:  # noqa: ANN001
+    from mlfs_edge.data import BUILTIN_TEXT, load_classification
+    from mlfs_edge.train.finetune import load_classifier
+
+    if cfg.data in BUILTIN_TEXT:
+        raise ValueError(f"{cfg.data!r} is language-model text: set task = \"causal_lm\" with a decoder model "
+                         "(e.g. smollm2), or give classification data")
+    data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
+    if accelerator.is_main_process:
+        ensure_teacher(cfg, data, progress)
+    accelerator.wait_for_everyone()
+    teacher, teacher_record = ensure_teacher(cfg, data, progress=False)
+    model, tokenizer = load_classifier(teacher, data.num_labels, data.label_names)
+    train = data.train.subset(cfg.max_train_examples)
+    enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
+    labels_all = torch.tensor(train.labels)
+
+    def batch(idx: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        padded = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
+                                "attention_mask": [enc["attention_mask"][i] for i in idx]}, return_tensors="pt")
+        return dict(padded), labels_all[idx]
+
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    return TaskSetup(model, tokenizer, len(train), batch, str(teacher), teacher_record, lengths)
+
+
+def load_causal_lm(path: str | Path):  # noqa: ANN201
+    """(model, tokenizer) of a causal LM folder, fp32, eager attention (as every other path here)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def _causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
+    from transformers import AutoConfig
+
+    from mlfs_edge.data import load_lm_text
+    from mlfs_edge.eval.lm import token_blocks, token_stream
+
+    corpus = load_lm_text(cfg.data, cfg.text_column)  # bad data fails here, before the model loads
+    path = resolve_model_path(cfg.model)
+    arch = ArchSpec.from_hf_config(AutoConfig.from_pretrained(path))
+    if arch.family != "llama":
+        raise ValueError(f"causal_lm MLFS needs a Llama-family decoder (e.g. smollm2), got a {arch.family} model")
+    # No stage 0: the pretrained LM is the teacher (the largest sub-network distils its own LoRA-tuned
+    # self to the others). Fine-tuning it on the text first would only move the starting point.
+    model, tokenizer = load_causal_lm(path)
+    max_tokens = None if cfg.max_train_examples is None else cfg.max_train_examples * cfg.block_size
+    blocks = token_blocks(token_stream(tokenizer, corpus.train, max_tokens), cfg.block_size, full_only=True)
+    if not blocks:
+        raise ValueError(f"{cfg.data}: the training split has fewer than block_size = {cfg.block_size} tokens")
+    data = torch.tensor(blocks, dtype=torch.long)  # full blocks only: no padding, every target counts
+
+    def batch(idx: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        x = data[idx]
+        return {"input_ids": x}, lm_labels(x)
+
+    return TaskSetup(model, tokenizer, len(blocks), batch, cfg.model, {}, [cfg.block_size] * len(blocks))
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -336,6 +479,7 @@ class TrainState:
     wall_s: float = 0.0  # training time so far, summed over resumes
     history: list[dict[str, Any]] = field(default_factory=list)
     merged: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    cpu_s: float = 0.0  # process CPU time of training (the steadier measure on a shared machine)
 
 
 def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
@@ -347,21 +491,17 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     """
     from accelerate import Accelerator
 
-    from mlfs_edge.data import load_classification
-    from mlfs_edge.train.finetune import load_classifier, seed_everything
+    from mlfs_edge.train.finetune import seed_everything
 
     cfg.validate()
+    task = cfg.resolved_task()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
-    data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
-    if accelerator.is_main_process:
-        teacher, teacher_record = ensure_teacher(cfg, data, progress)
-    accelerator.wait_for_everyone()
-    teacher, teacher_record = ensure_teacher(cfg, data, progress=False)
+    setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
+    model, tokenizer = setup.model, setup.tokenizer
 
     seed_everything(cfg.seed)
-    model, tokenizer = load_classifier(teacher, data.num_labels, data.label_names)
     saved = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.is_file() else None
     if resume and saved is None and accelerator.is_main_process:
         print(f"no checkpoint at {ckpt_path}: starting from the beginning")
@@ -369,7 +509,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         order = ImportanceOrder.from_dict(saved["order"])
         apply_order(model, order)
     else:
-        calibration = calibration_batches(tokenizer, data.train.texts, cfg)
+        calibration = setup.calibration(cfg.calibration_examples, cfg.batch_size) if cfg.importance == "activation" \
+            else None
         order = reorder_by_importance(model.eval(), cfg.importance, calibration)
     arch = ArchSpec.from_hf_config(model.config)
     space = SearchSpace.from_dict(arch, cfg.search)
@@ -383,20 +524,17 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             for name, value in saved["adapters"].items():
                 params[name].copy_(value)
         state = TrainState(saved["stage"], saved["step"], saved["global_step"], saved["wall_s"],
-                           saved["history"], saved["merged"])
+                           saved["history"], saved["merged"], saved.get("cpu_s", 0.0))
     report = trainable_report(model)  # counted before quantization packs the base weights
     quantized = quantize_frozen_base(model, cfg.base_quant)
     n_largest = space.largest().layer_params(arch)
 
-    train = data.train.subset(cfg.max_train_examples)
-    enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
-    labels_all = torch.tensor(train.labels)
-    lengths = [len(ids) for ids in enc["input_ids"]]
-    objective = SandwichObjective(model, cfg.loss, cfg.seed)
+    objective = SandwichObjective(model, cfg.loss, cfg.seed, causal_lm=task == "causal_lm")
     model.train()
 
     if accelerator.is_main_process:
-        print(f"supernet: {arch.family}, {arch.num_layers} layers; LoRA rank {cfg.lora.rank}: "
+        print(f"supernet: {arch.family} ({task}, {setup.n_train} training examples), {arch.num_layers} layers; "
+              f"LoRA rank {cfg.lora.rank}: "
               f"{report['trainable']:,} trainable of {report['total']:,} parameters "
               f"({100 * report['fraction']:.2f} %); frozen base {cfg.base_quant if quantized else 'fp32'}; "
               f"search space {space.to_dict()}")
@@ -406,7 +544,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             save_checkpoint(ckpt_path, {
                 "format": "mlfs-checkpoint-1", "config": cfg.to_dict(), "order": order.to_dict(),
                 "stage": state.stage, "step": state.step, "global_step": state.global_step,
-                "wall_s": state.wall_s, "history": state.history, "merged": state.merged,
+                "wall_s": state.wall_s, "cpu_s": state.cpu_s, "history": state.history, "merged": state.merged,
                 "adapters": lora_state(model), "optimizer": optimizer.state_dict()})
         accelerator.wait_for_everyone()
 
@@ -423,19 +561,18 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         wrapped, optimizer = accelerator.prepare(objective, optimizer)
         bar = tqdm(total=stage.steps, initial=state.step, desc=f"stage {state.stage + 1} ({stage.name})",
                    unit="step", disable=not (progress and accelerator.is_local_main_process))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while state.step < stage.steps:
             rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
             subnets = sandwich(space, rng, stage.vary_depth, stage.k_random)
             scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
-            idx = batch_indices(state.global_step, cfg.batch_size, lengths, cfg.seed,
+            idx = batch_indices(state.global_step, cfg.batch_size, setup.lengths, cfg.seed,
                                 cfg.group_by_length)[rank::world]
-            batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
-                                   "attention_mask": [enc["attention_mask"][i] for i in idx]}, return_tensors="pt")
+            batch, labels = setup.batch(idx)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state.step, stage)
-            total, losses = wrapped(dict(batch), labels_all[idx], subnets, scales)
+            total, losses = wrapped(batch, labels, subnets, scales)
             accelerator.backward(total)
             accelerator.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -447,9 +584,10 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             state.history.append(row)
             bar.set_postfix(largest=f"{row['largest']:.3f}", smallest=f"{row['smallest']:.3f}")
             bar.update()
-            now = time.perf_counter()
+            now, cpu_now = time.perf_counter(), time.process_time()
             state.wall_s += now - t0
-            t0 = now
+            state.cpu_s += cpu_now - c0
+            t0, c0 = now, cpu_now
             if stop_after is not None and state.global_step >= stop_after:
                 stopped = True
                 break
@@ -466,10 +604,13 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     if stopped:
         return {"stopped_at": state.global_step}
 
+    record = setup.teacher_record
     summary = {
-        "teacher": str(teacher), "teacher_accuracy": teacher_record["test_accuracy"],
-        "full_finetune_wall_s": teacher_record["config"].get("train_s", teacher_record["wall_s"]),
-        "mlfs_wall_s": state.wall_s, "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
+        "task": task, "teacher": setup.teacher, "teacher_accuracy": record.get("test_accuracy"),
+        # causal_lm has no stage 0, so there is no full fine-tune to compare with (None)
+        "full_finetune_wall_s": record["config"].get("train_s", record["wall_s"]) if record else None,
+        "mlfs_wall_s": state.wall_s, "mlfs_cpu_s": state.cpu_s,
+        "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
         "total_params": report["total"], "steps": state.global_step, "world_size": world,
         "distributed": accelerator.distributed_type.value,
         "base_quant": cfg.base_quant if quantized else "none",
@@ -496,7 +637,8 @@ def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceO
     merged = merged_state_dict(model)
     clean = type(plain)(plain.config)
     clean.load_state_dict(merged, strict=True)
-    meta = {"supernet": {"order": order.to_dict(), "search_space": summary["search_space"],
+    meta = {"supernet": {"task": summary.get("task", "classification"),
+                         "order": order.to_dict(), "search_space": summary["search_space"],
                          "teacher": summary["teacher"], "teacher_accuracy": summary["teacher_accuracy"],
                          "lora": summary["config"]["lora"]}}
     save_atomically(clean, tokenizer, out_dir, meta)

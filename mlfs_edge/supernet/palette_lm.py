@@ -1,0 +1,144 @@
+"""Evaluate a palette of sub-networks of a trained decoder (causal LM) supernet by perplexity.
+
+For every sub-network: held-out perplexity when sliced from the MLFS supernet, and when sliced from
+the pretrained model with the same importance order but without MLFS training
+(``perplexity_no_mlfs``); plus the pretrained full model's perplexity. The recipe is
+`mlfs_edge.eval.lm.perplexity` (non-overlapping blocks of the training ``block_size``, the first
+``max_eval_tokens`` tokens of the test documents), so all numbers of one run are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlfs_edge.config import ArchSpec, SubnetConfig
+from mlfs_edge.supernet.elastic import ElasticSupernet
+from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
+
+
+def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: list[str], block_size: int,
+                        max_tokens: int | None = None, progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from mlfs_edge.assets import resolve_model_path
+    from mlfs_edge.eval.lm import perplexity
+    from mlfs_edge.supernet.palette import supernet_meta
+    from mlfs_edge.train.mlfs import load_causal_lm
+
+    meta = supernet_meta(supernet_dir)
+    model, tokenizer = load_causal_lm(supernet_dir)
+    model.eval()
+    net = ElasticSupernet(model)
+    arch = ArchSpec.from_hf_config(model.config)
+    teacher, _ = load_causal_lm(resolve_model_path(meta["teacher"]))
+    teacher.eval()
+    apply_order(teacher, ImportanceOrder.from_dict(meta["order"]))
+    teacher_net = ElasticSupernet(teacher)
+    configs = sorted({SubnetConfig.parse(spec, arch) for spec in palette}, key=lambda c: c.layer_params(arch))
+    full_layers = SubnetConfig.full(arch).layer_params(arch)
+    # Embeddings are tied to the LM head in SmolLM2: count each parameter once.
+    embed = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) - full_layers
+
+    def ppl(m) -> Any:  # noqa: ANN001
+        return perplexity(m, tokenizer, texts, block_size=block_size, max_tokens=max_tokens)
+
+    rows, full = [], None
+    for cfg in tqdm(configs, desc="evaluate palette", unit="subnet", disable=not progress):
+        net.set_active(cfg)
+        teacher_net.set_active(cfg)
+        mlfs, plain = ppl(model), ppl(teacher)
+        if cfg == teacher_net.full:
+            full = plain  # the pretrained full model: no need to measure it twice
+        rows.append({"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
+                     "total_params": cfg.layer_params(arch) + embed, "param_fraction": cfg.param_fraction(arch),
+                     "perplexity": mlfs.perplexity, "perplexity_no_mlfs": plain.perplexity,
+                     "nll": mlfs.nll, "nll_no_mlfs": plain.nll})
+    teacher_net.set_active(teacher_net.full)
+    if full is None:
+        full = ppl(teacher)
+    return {"teacher_perplexity": full.perplexity, "eval_tokens": full.tokens, "block_size": block_size,
+            "rows": rows}
+
+
+def plot_lm_palette(result: dict[str, Any], path: str | Path, title: str) -> None:
+    """Perplexity (log scale) vs layer parameters: MLFS sub-networks, the same slices of the
+    pretrained model, the pretrained full model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    x = [r["params"] / 1e6 for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(x, [r["perplexity"] for r in rows], "o-", label="MLFS sub-networks")
+    ax.plot(x, [r["perplexity_no_mlfs"] for r in rows], "s--", label="sliced pretrained model, no MLFS")
+    ax.axhline(result["teacher_perplexity"], color="gray", lw=1, ls=":", label="pretrained full model")
+    ax.set_yscale("log")
+    ax.set_xlabel("transformer-layer parameters (M)")
+    ax.set_ylabel("held-out perplexity (log scale)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
+    """`mlfs-edge eval` for a causal_lm config: JSON, markdown table and plot in <out>/."""
+    from mlfs_edge.data import load_lm_text
+    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.train.mlfs import SUPERNET_DIR
+
+    out = Path(cfg.out)
+    corpus = load_lm_text(cfg.data, cfg.text_column)
+    result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
+                                 cfg.max_eval_tokens)
+    quick = " --quick" if args.quick else ""
+    eval_cmd = shlex.join(["mlfs-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else "mlfs-edge eval"
+    record = {
+        "command": f"mlfs-edge train --config {args.config}{quick} && {eval_cmd}",
+        "task": "causal_lm", "model": cfg.model, "data": cfg.data, "split": "test",
+        "teacher": summary["teacher"],
+        "teacher_perplexity": result["teacher_perplexity"],
+        "rows": result["rows"],
+        "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
+        "mlfs_wall_s": summary["mlfs_wall_s"],
+        "mlfs_cpu_s": summary.get("mlfs_cpu_s"),  # process CPU seconds: wall time inflates on a shared machine
+        "full_finetune_wall_s": None,  # no stage 0: the pretrained LM is the teacher
+        "trainable_fraction": summary["trainable_fraction"],
+        "trainable_params": summary.get("trainable_params"),
+        "steps": summary["steps"],
+        "train_tokens": summary["steps"] * cfg.batch_size * cfg.block_size,
+    }
+    text = json.dumps(record, indent=2)
+    (out / "palette.json").write_text(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    table = markdown_table([{
+        "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
+        "fraction": f"{100 * r['param_fraction']:.1f}%", "ppl MLFS": f"{r['perplexity']:.2f}",
+        "ppl no MLFS": f"{r['perplexity_no_mlfs']:.2f}"} for r in result["rows"]])
+    (out / "palette.md").write_text(table + "\n")
+    png = out / "palette.png"
+    plot_lm_palette(result, png, f"MLFS {cfg.model} on {cfg.data}: perplexity vs size")
+    if args.json:  # the plot travels with the result JSON (benchmarks/results/<name>.png)
+        png = Path(args.json).with_suffix(".png")
+        shutil.copyfile(out / "palette.png", png)
+    print(table)
+    print(f"\npretrained full model perplexity {result['teacher_perplexity']:.2f} on {result['eval_tokens']} held-out "
+          f"tokens ({cfg.data} test split, blocks of {cfg.block_size}); MLFS training {summary['mlfs_wall_s']:.0f} s, "
+          f"{summary['steps']} steps. Written: {out}/palette.json, palette.md, {png}")
+    return 0
