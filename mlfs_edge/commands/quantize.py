@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         import sys
         from pathlib import Path
 
-        from mlfs_edge.export.manifest import write_atomically
+        from mlfs_edge.atomic import write_atomically
 
         payload = json.dumps({"command": shlex.join(["mlfs-edge", *sys.argv[1:]]), "model": args.model,
                               "rows": rows}, indent=2) + "\n"

@@ -175,7 +175,7 @@ def _packed_file(model: Any, tokenizer: Any, out_dir: Path, name: str, dtype: st
 def _onnx_file(sub: Any, out_dir: Path, dtype: str) -> Path:
     """fp32 ONNX of the logits wrapper (dynamic length), and its ONNX Runtime dynamic int8
     quantisation (per channel): the outside reference for our int8."""
-    from mlfs_edge.export.manifest import write_atomically
+    from mlfs_edge.atomic import write_atomically
 
     fp32 = out_dir / "model-fp32.onnx"
     if not fp32.is_file():
@@ -410,7 +410,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
 def write_outputs(rows: list[dict[str, Any]], json_path: str | Path | None, plot_path: str | Path | None,
                   meta: dict[str, Any] | None = None) -> None:
     """The rows as JSON ({"meta", "rows"}) and the Pareto plot, each written atomically."""
-    from mlfs_edge.export.manifest import write_atomically
+    from mlfs_edge.atomic import write_atomically
 
     if json_path:
         payload = json.dumps({"meta": meta or {}, "rows": rows}, indent=2)

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlfs_edge.export.manifest import DTYPES, Manifest, sha256_hex, write_atomically
+from mlfs_edge.atomic import write_atomically
+from mlfs_edge.export.manifest import DTYPES, Manifest, sha256_hex
 from mlfs_edge.export.wrapper import OUTPUTS, EncoderForExport
 from mlfs_edge.quant import Int8Config, quantize
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from mlfs_edge.atomic import write_atomically
 from mlfs_edge.config import ArchSpec, SubnetConfig
 from mlfs_edge.supernet.elastic import ElasticSupernet
 from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
@@ -83,9 +83,5 @@ def plot_palette(result: dict[str, Any], path: str | Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)

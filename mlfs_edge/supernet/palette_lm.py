@@ -10,13 +10,13 @@ the pretrained model with the same importance order but without MLFS training
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from mlfs_edge.atomic import write_atomically
 from mlfs_edge.config import ArchSpec, SubnetConfig
 from mlfs_edge.supernet.elastic import ElasticSupernet
 from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
@@ -87,12 +87,8 @@ def plot_lm_palette(result: dict[str, Any], path: str | Path, title: str) -> Non
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
