@@ -4,8 +4,9 @@ The MLFS paper's use of slicing for decoders: a student cut out of the teacher t
 than the full model. Here both learn the same new task from the same batches — TREC question types
 as the answer word after a prompt (answer-token cross-entropy; chance is ln 6 ≈ 1.79 nats) — with
 LoRA (rank 8) on every projection, AdamW, the same learning rate. The student is a real smaller
-model (`supernet.extract` of the importance-reordered SmolLM2, no MLFS training; or, with
---supernet, the sub-network of a trained MLFS supernet). The two train interleaved step by step in
+model (`supernet.extract` of SmolLM2 reordered by activation importance on 32 news training blocks,
+as configs/mlfs_smollm2_news.toml does, no MLFS training; or, with --supernet, the sub-network of a
+trained MLFS supernet). The two train interleaved step by step in
 ONE process, so machine load hits both alike. Reported per target loss: the first step at which the
 mean of the last `--window` losses is at or below it, and the training seconds spent until then.
 (The news LM is not used here: the full model starts below any loss a sliced student can reach in a
@@ -48,6 +49,7 @@ def main() -> None:
     p.add_argument("--targets", type=float, nargs="+", default=[1.5, 1.0, 0.7], help="target losses (nats)")
     p.add_argument("--window", type=int, default=10, help="losses averaged when testing a target")
     p.add_argument("--eval", type=int, default=200, help="TREC test questions for the final accuracy (0: none)")
+    p.add_argument("--importance", default="activation", choices=["activation", "weight"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/mlfs_time_to_loss_smollm2.json")
     args = p.parse_args()
@@ -57,7 +59,8 @@ def main() -> None:
 
     from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.config import SubnetConfig
-    from mlfs_edge.data import TREC_LABEL_WORDS, load_classification
+    from mlfs_edge.data import TREC_LABEL_WORDS, load_classification, load_text
+    from mlfs_edge.eval.lm import token_blocks, token_stream
     from mlfs_edge.prune.retrain import LabelWordTask, batch_order
     from mlfs_edge.supernet import extract, reorder_by_importance
     from mlfs_edge.supernet.arch import arch_of
@@ -71,7 +74,11 @@ def main() -> None:
         source = AutoModelForCausalLM.from_pretrained(args.supernet, dtype=torch.float32, attn_implementation="eager")
     else:
         source = full
-        reorder_by_importance(full)  # function unchanged; makes the student a prefix slice
+        calibration = None
+        if args.importance == "activation":  # the shipped decoder config's calibration: 32 news blocks of 128
+            ids = token_blocks(token_stream(tok, load_text("news").train, 32 * 128), 128, full_only=True)
+            calibration = [{"input_ids": torch.tensor(ids[i:i + 4])} for i in range(0, len(ids), 4)]
+        reorder_by_importance(full, args.importance, calibration)  # function unchanged; student = prefix slice
     arch = arch_of(full)
     cfg = SubnetConfig.parse(args.student, arch)
     student = extract(source, cfg)
@@ -139,7 +146,7 @@ def main() -> None:
                 "2-core CPU; 'reached' = first step whose trailing mean of `window` losses <= target "
                 "(null: not within the steps run); wall seconds are training time only",
         "student": {"spec": args.student, "subnet": cfg.to_dict(), "name": cfg.name,
-                    "from": args.supernet or "pretrained (importance-reordered), no MLFS"},
+                    "from": args.supernet or f"pretrained ({args.importance} importance order), no MLFS"},
         "targets": args.targets, "window": args.window, "batch": args.batch, "lr": args.lr,
         "max_length": args.max_length, "eval_examples": args.eval,
         "student_vs_full_wall_to_target": ratios,
