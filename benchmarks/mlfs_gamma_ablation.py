@@ -37,20 +37,8 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def finished_run(out: str, cfg: Any) -> dict[str, Any] | None:
-    """The summary of a finished run in `out` trained with exactly `cfg`, else None."""
-    from mlfs_edge.train.mlfs import SUMMARY
-
-    path = Path(out) / SUMMARY
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    same = summary["config"] == json.loads(json.dumps(cfg.to_dict()))  # tuples come back as lists
-    return summary if same else None
-
-
 def run_for_gamma(cfg: Any, gamma: float, reuse_main: bool) -> dict[str, Any]:
-    from mlfs_edge.train.mlfs import train_mlfs
+    from mlfs_edge.train.mlfs import finished_run, train_mlfs
 
     if reuse_main and gamma == cfg.loss.gamma:
         summary = finished_run(cfg.out, cfg)

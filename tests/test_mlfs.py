@@ -215,6 +215,52 @@ def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teache
 
 
 @pytest.mark.slow
+def test_elastic_rank_train_eval_slice(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.supernet.lora import ADAPTERS_FILE
+    from mlfs_edge.supernet.palette import load_supernet
+
+    cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher), lora={"rank": 4, "elastic_ranks": [1, 2]})
+    cfg_path = write_toml(tmp_path / "elastic.toml", cfg)
+    assert main(["train", "--config", str(cfg_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "mlfs_train.json").read_text())
+    ranks = [row["ranks"] for row in summary["history"]]
+    assert all(r[0] == 4 and r[1] == 1 and set(r) <= {1, 2, 4} for r in ranks)  # largest, smallest, random
+    assert len(ranks[-1]) == 4  # stage 2: k_random = 2
+    supernet = tmp_path / "run" / "supernet"
+    assert (supernet / ADAPTERS_FILE).stat().st_size > 0
+    result_json = tmp_path / "rank2.json"
+    assert main(["eval", "--config", str(cfg_path), "--rank", "2", "--json", str(result_json)]) == 0
+    assert json.loads(result_json.read_text())["lora_rank"] == 2
+    # slice --rank 2 == the supernet at rank 2 with the sub-network active; rank 2 != full rank
+    spec = "depth=2,heads=2,mlp=32"
+    assert main(["slice", "--supernet", str(supernet), "--subnet", spec, "--rank", "2", "--out",
+                 str(tmp_path / "small2")]) == 0
+    small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "small2").eval()
+    outputs = {}
+    for rank in (2, None):
+        model, tokenizer, net, meta = load_supernet(supernet, rank)
+        assert meta["rank"] == (rank or 4)
+        net.set_active(SubnetConfig.parse(spec, net.arch))
+        enc = tokenizer(["good film", "dull film 3"], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            outputs[rank] = model(**enc).logits
+    with torch.no_grad():
+        torch.testing.assert_close(small(**enc).logits, outputs[2], atol=1e-4, rtol=0)
+    assert (outputs[2] - outputs[None]).abs().max() > 1e-6
+    # ranks that were not trained, and a fixed-rank supernet asked for another rank: clear errors
+    assert main(["eval", "--config", str(cfg_path), "--rank", "3"]) == 2
+    assert "rank 3 was not trained; the supernet's ranks are [1, 2, 4]" in capsys.readouterr().err
+    fixed = write_toml(tmp_path / "fixed.toml", tiny_config(tmp_path / "f", tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    assert main(["train", "--config", str(fixed), "--no-progress"]) == 0
+    assert main(["slice", "--supernet", str(tmp_path / "f" / "run" / "supernet"), "--subnet", spec, "--rank", "2",
+                 "--out", str(tmp_path / "never")]) == 2
+    assert "fixed LoRA rank 4" in capsys.readouterr().err and not (tmp_path / "never").exists()
+    assert not (tmp_path / "f" / "run" / "supernet" / ADAPTERS_FILE).exists()
+
+
 def test_two_processes_with_accelerate_gloo(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher):
     cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher))
     cfg["stages"] = [{"name": "widths+depths", "vary_depth": True, "steps": 2, "lr": 5e-3}]

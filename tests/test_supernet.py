@@ -216,3 +216,72 @@ def test_quantized_frozen_base_slices_and_extracts(mode):
     torch.testing.assert_close(out(extract(model, cfg)), active, atol=1e-4, rtol=0)  # dequantized + merged
     with pytest.raises(ValueError, match="unknown base quantization"):
         quantize_frozen_base(model, "fp8")
+
+
+# --- elastic LoRA rank ------------------------------------------------------------------------------
+
+
+def truncated_copy(model: torch.nn.Module, rank: int) -> torch.nn.Module:
+    """The same peft model with every adapter's components beyond `rank` zeroed."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in clone.named_parameters():
+            if "lora_A" in name:
+                p[rank:] = 0
+            elif "lora_B" in name:
+                p[:, rank:] = 0
+    return clone
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_set_rank_uses_the_first_r_components(make):
+    model = make()
+    reorder_by_importance(model)
+    model = add_lora(model, LoraSettings(rank=4, elastic_ranks=(1, 2)))
+    randomize_lora(model)
+    net = ElasticSupernet(model)
+    full = out(model)
+    cfg = SubnetConfig.uniform(net.arch, depth=2, heads=2, mlp=24)
+    for rank in (1, 2):
+        net.set_rank(rank)
+        torch.testing.assert_close(out(model), out(truncated_copy(model, rank)), atol=1e-6, rtol=0)
+        with net.activated(cfg):  # rank and widths slice independently
+            sliced = out(model)
+        reference = truncated_copy(model, rank)
+        ElasticSupernet(reference).set_active(cfg)
+        torch.testing.assert_close(sliced, out(reference), atol=1e-6, rtol=0)
+        assert (out(model) - full).abs().max() > 1e-4  # a lower rank really changes the function
+    net.set_rank(None)
+    torch.testing.assert_close(out(model), full, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="rank 5 out of range"):
+        net.set_rank(5)
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_reduce_rank_of_the_merged_weights_equals_the_rank_sliced_adapters(make):
+    from mlfs_edge.supernet.extract import merged_state_dict
+    from mlfs_edge.supernet.lora import adapters_of, reduce_rank
+
+    model = make()
+    reorder_by_importance(model)
+    model = add_lora(model, LoraSettings(rank=4, elastic_ranks=(2,)))
+    randomize_lora(model)
+    merged = make()
+    merged.load_state_dict(merged_state_dict(model))
+    adapters = adapters_of(model)
+    assert len(adapters) == 3 * (7 if make is tiny_llama else 6)
+    reduce_rank(merged, adapters, 2)
+    ElasticSupernet(model).set_rank(2)
+    torch.testing.assert_close(out(merged), out(model), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="out of range"):
+        reduce_rank(merged, adapters, 9)
+
+
+def test_elastic_rank_settings_are_checked():
+    assert LoraSettings(rank=8, elastic_ranks=[4, 2, 4]).ranks == (2, 4, 8)  # a TOML list works too
+    assert LoraSettings(rank=8).ranks == (8,)
+    for bad in ([0], [9], [2.5]):
+        with pytest.raises(ValueError, match="elastic_ranks"):
+            LoraSettings(rank=8, elastic_ranks=bad)

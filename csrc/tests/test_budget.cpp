@@ -8,20 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "mlfs/budget.h"
 
 namespace {
 
-int failures = 0;
-#define CHECK(cond, ...)                              \
-  do {                                                \
-    if (!(cond)) {                                    \
-      std::printf("FAIL %s:%d ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                       \
-      std::printf("\n");                              \
-      ++failures;                                     \
-    }                                                 \
-  } while (0)
 
 std::string join(const std::vector<std::uint32_t>& v) {
   std::string s;
@@ -99,10 +90,5 @@ int main() {
   test_layers_for_depth();
   test_pick_under_budget();
   test_sizes_and_names();
-  if (failures) {
-    std::printf("test_budget: %d failure(s)\n", failures);
-    return 1;
-  }
-  std::printf("test_budget: all passed\n");
-  return 0;
+  return mlfs_test::report("test_budget");
 }

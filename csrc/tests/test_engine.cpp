@@ -10,22 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "mlfs/engine.h"
 #include "mlfs/kernels.h"
 #include "mlfs/packed_file.h"
 
 namespace {
 
-int failures = 0;
-#define CHECK(cond, ...)                              \
-  do {                                                \
-    if (!(cond)) {                                    \
-      std::printf("FAIL %s:%d ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                       \
-      std::printf("\n");                              \
-      ++failures;                                     \
-    }                                                 \
-  } while (0)
 
 using mlfs::DType;
 
@@ -219,6 +210,6 @@ int main() {
   }
   std::printf("ISAs:");
   for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
-  std::printf("\n%d failed\n", failures);
-  return failures == 0 ? 0 : 1;
+  std::printf("\n");
+  return mlfs_test::report("test_engine");
 }

@@ -7,19 +7,10 @@
 #include <random>
 #include <vector>
 
+#include "check.h"
 #include "mlfs/kernels.h"
 
 namespace {
-int failures = 0;
-#define CHECK(cond, ...)                                \
-  do {                                                  \
-    if (!(cond)) {                                      \
-      std::printf("FAIL %s:%d ", __FILE__, __LINE__);   \
-      std::printf(__VA_ARGS__);                         \
-      std::printf("\n");                                \
-      ++failures;                                       \
-    }                                                   \
-  } while (0)
 
 using namespace mlfs;
 using namespace mlfs::kernels;
@@ -279,6 +270,5 @@ int main() {
   test_layernorm();
   test_softmax();
   test_f16_conversion();
-  std::printf("%d failed\n", failures);
-  return failures == 0 ? 0 : 1;
+  return mlfs_test::report("test_kernels");
 }

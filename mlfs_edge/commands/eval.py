@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--palette", nargs="+", default=None, help="sub-network specs instead of the config's palette")
     p.add_argument("--json", default=None, help="also write the result JSON here (e.g. benchmarks/results/...)")
     p.add_argument("--out", default=None, help="override the config's output folder")
+    p.add_argument("--rank", type=int, default=None,
+                   help="LoRA rank to evaluate at, for a supernet trained with [lora] elastic_ranks (default: full)")
     p.set_defaults(func=run)
 
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_lm_eval(args, cfg, summary)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
-    result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples)
+    result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples,
+                              rank=args.rank)
     quick = " --quick" if args.quick else ""
     record = {
         "command": f"mlfs-edge train --config {args.config}{quick} && "
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "trainable_params": summary.get("trainable_params"),
         "test_examples": result["test_examples"],
         "steps": summary["steps"],
+        "lora_rank": result["lora_rank"],
     }
     text = json.dumps(record, indent=2)
     (out / "palette.json").write_text(text)

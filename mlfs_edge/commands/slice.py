@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supernet", required=True, help="supernet folder written by `mlfs-edge train` (<out>/supernet)")
     p.add_argument("--subnet", required=True, help="the sub-network to cut out (see below)")
     p.add_argument("--out", required=True, help="output folder for the standalone model")
+    p.add_argument("--rank", type=int, default=None,
+                   help="merge the LoRA adapters at this rank (a supernet trained with [lora] elastic_ranks; "
+                        "default: full rank)")
     p.set_defaults(func=run)
 
 
@@ -29,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from mlfs_edge.supernet.palette import load_supernet
     from mlfs_edge.train.finetune import save_atomically
 
-    model, tokenizer, net, _ = load_supernet(args.supernet)
+    model, tokenizer, net, _ = load_supernet(args.supernet, args.rank)
     cfg = SubnetConfig.parse(args.subnet, net.arch)
     small = extract(model, cfg)
     save_atomically(small, tokenizer, Path(args.out),
-                    {"slice": {"supernet": str(args.supernet), "subnet": cfg.to_dict(),
+                    {"slice": {"supernet": str(args.supernet), "subnet": cfg.to_dict(), "lora_rank": args.rank,
                                "param_fraction": cfg.param_fraction(net.arch)}})
     n = sum(p.numel() for p in small.parameters())
     print(f"{cfg.name}: {n:,} parameters ({100 * cfg.param_fraction(net.arch):.1f} % of the layer parameters) "

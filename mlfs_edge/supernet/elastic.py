@@ -14,6 +14,7 @@ Slicing is done by `SlicedLinear`, an ``nn.Linear`` whose forward reads ``weight
 views, never copies. peft LoRA adapters on a projection are sliced with it: A's input columns follow
 the base layer's input slice and B's output rows its output slice, so the adapter of a sub-network
 is exactly the prefix of the supernet's adapter (and merging then slicing == slicing then merging).
+`set_rank(r)` slices the adapters' rank the same way (A's first r rows, B's first r columns).
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ class ElasticSupernet:
             _set_slice(p.mlp_out, in_cols=f)
         set_depth(self.model, cfg.layers)
         self.active = cfg
+
+    def set_rank(self, rank: int | None) -> None:
+        """Use only the first `rank` rank-one components of every LoRA adapter (None: all of them)."""
+        for module in self.model.modules():
+            for lora_a, lora_b in lora_pairs(module):
+                if rank is not None and not 1 <= rank <= lora_a.weight.shape[0]:
+                    raise ValueError(f"LoRA rank {rank} out of range: the adapters have rank {lora_a.weight.shape[0]}")
+                _sliceable(lora_a).active_out = rank
+                _sliceable(lora_b).active_in = rank
 
     @contextmanager
     def activated(self, cfg: SubnetConfig) -> Iterator[None]:

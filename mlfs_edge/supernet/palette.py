@@ -22,26 +22,50 @@ def supernet_meta(supernet_dir: str | Path) -> dict[str, Any]:
     return meta["supernet"]
 
 
-def load_supernet(supernet_dir: str | Path):  # noqa: ANN201
-    """(model, tokenizer, ElasticSupernet, meta) of a folder written by `train_mlfs`."""
+def load_supernet(supernet_dir: str | Path, rank: int | None = None):  # noqa: ANN201
+    """(model, tokenizer, ElasticSupernet, meta) of a folder written by `train_mlfs`.
+
+    `rank`: for a supernet trained with elastic LoRA ranks, use its adapters at that rank (one of
+    the trained ranks); None = the full rank, which the folder's weights hold merged."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from mlfs_edge.supernet.lora import ADAPTERS_FILE, load_adapters, reduce_rank
+
     meta = supernet_meta(supernet_dir)
+    lora = meta.get("lora", {})
+    full_rank = lora.get("rank")
+    reduce = rank is not None and rank != full_rank
+    if reduce:
+        if not lora.get("elastic_ranks"):
+            raise ValueError(f"{supernet_dir} was trained at the fixed LoRA rank {full_rank}: only that rank exists "
+                             "(train with [lora] elastic_ranks = [...] to choose a rank afterwards)")
+        if rank not in lora["elastic_ranks"]:
+            raise ValueError(f"rank {rank} was not trained; the supernet's ranks are "
+                             f"{sorted({*lora['elastic_ranks'], full_rank})}")
     auto = AutoModelForCausalLM if meta.get("task") == "causal_lm" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(supernet_dir, attn_implementation="eager").eval()
+    model = auto.from_pretrained(supernet_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    if reduce:
+        adapters_path = Path(supernet_dir) / ADAPTERS_FILE
+        if not adapters_path.is_file():
+            raise ValueError(f"{adapters_path} is missing: it holds the adapters a lower rank is cut from; "
+                             "re-run `mlfs-edge train`")
+        reduce_rank(model, load_adapters(adapters_path), rank)
+    meta = {**meta, "rank": rank if reduce else full_rank}
     return model, AutoTokenizer.from_pretrained(supernet_dir), ElasticSupernet(model), meta
 
 
 def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eval: int | None = None,  # noqa: ANN001
-                     max_length: int = 128, progress: bool = True) -> dict[str, Any]:
-    """Test accuracy of each palette sub-network, sliced from the MLFS supernet and, for comparison,
-    from the teacher with the same importance order but without MLFS training."""
+                     max_length: int = 128, progress: bool = True, rank: int | None = None) -> dict[str, Any]:
+    """Test accuracy of each palette sub-network, sliced from the MLFS supernet (its adapters at
+    `rank`, None = full rank) and, for comparison, from the teacher with the same importance order
+    but without MLFS training."""
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
 
     from mlfs_edge.eval.metrics import evaluate_classifier
 
-    model, tokenizer, net, meta = load_supernet(supernet_dir)
+    model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
     arch = ArchSpec.from_hf_config(model.config)
     teacher = AutoModelForSequenceClassification.from_pretrained(meta["teacher"], attn_implementation="eager").eval()
     apply_order(teacher, ImportanceOrder.from_dict(meta["order"]))
@@ -61,7 +85,8 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
                      "accuracy_no_mlfs": evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy})
     teacher_net.set_active(teacher_net.full)
     teacher_acc = evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy
-    return {"teacher_accuracy": teacher_acc, "test_examples": len(test), "rows": rows}
+    return {"teacher_accuracy": teacher_acc, "test_examples": len(test), "rows": rows,
+            "lora_rank": meta["rank"]}
 
 
 def plot_palette(result: dict[str, Any], path: str | Path, title: str) -> None:

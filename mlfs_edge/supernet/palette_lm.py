@@ -23,18 +23,16 @@ from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
 
 
 def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: list[str], block_size: int,
-                        max_tokens: int | None = None, progress: bool = True) -> dict[str, Any]:
+                        max_tokens: int | None = None, progress: bool = True,
+                        rank: int | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.eval.lm import perplexity
-    from mlfs_edge.supernet.palette import supernet_meta
+    from mlfs_edge.supernet.palette import load_supernet
     from mlfs_edge.train.mlfs import load_causal_lm
 
-    meta = supernet_meta(supernet_dir)
-    model, tokenizer = load_causal_lm(supernet_dir)
-    model.eval()
-    net = ElasticSupernet(model)
+    model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
     arch = ArchSpec.from_hf_config(model.config)
     teacher, _ = load_causal_lm(resolve_model_path(meta["teacher"]))
     teacher.eval()
@@ -63,7 +61,7 @@ def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: lis
     if full is None:
         full = ppl(teacher)
     return {"teacher_perplexity": full.perplexity, "eval_tokens": full.tokens, "block_size": block_size,
-            "rows": rows}
+            "rows": rows, "lora_rank": meta["rank"]}
 
 
 def plot_lm_palette(result: dict[str, Any], path: str | Path, title: str) -> None:
@@ -100,7 +98,7 @@ def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
     out = Path(cfg.out)
     corpus = load_lm_text(cfg.data, cfg.text_column)
     result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
-                                 cfg.max_eval_tokens)
+                                 cfg.max_eval_tokens, rank=args.rank)
     quick = " --quick" if args.quick else ""
     eval_cmd = shlex.join(["mlfs-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else "mlfs-edge eval"
     record = {
@@ -116,6 +114,7 @@ def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
         "trainable_fraction": summary["trainable_fraction"],
         "trainable_params": summary.get("trainable_params"),
         "steps": summary["steps"],
+        "lora_rank": result["lora_rank"],
         "train_tokens": summary["steps"] * cfg.batch_size * cfg.block_size,
     }
     text = json.dumps(record, indent=2)

@@ -6,6 +6,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,10 +143,14 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
     return result
 
 
-def save_atomically(model, tokenizer, out_dir: Path, meta: dict) -> None:  # noqa: ANN001
+def save_atomically(model, tokenizer, out_dir: Path, meta: dict,  # noqa: ANN001
+                    extra: Callable[[Path], None] | None = None) -> None:
+    """model + tokenizer + mlfs_meta.json (+ whatever `extra` writes into the folder), all or nothing."""
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "mlfs_meta.json").write_text(json.dumps(meta, indent=2))
+        if extra is not None:
+            extra(tmp)
 
     write_dir_atomically(Path(out_dir), fill)

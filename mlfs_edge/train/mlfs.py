@@ -286,11 +286,14 @@ class SandwichObjective(nn.Module):
     def _rows(self, logits: torch.Tensor) -> torch.Tensor:
         return token_rows(logits) if self.causal_lm else logits
 
-    def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor,
-                subnets: list[SubnetConfig], scales: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, subnets: list[SubnetConfig],
+                scales: list[float], ranks: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`ranks` (elastic LoRA rank): the adapter rank of each sub-network; None = full rank."""
         s = self.settings
         losses = []
+        ranks = ranks or [None] * len(subnets)  # type: ignore[list-item]
         self.net.set_active(subnets[0])
+        self.net.set_rank(ranks[0])
         out = self.model(**batch, output_hidden_states=s.beta > 0)
         logits = self._rows(out.logits)
         largest_loss = nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
@@ -298,8 +301,9 @@ class SandwichObjective(nn.Module):
         total = largest_loss * scales[0]
         teacher_logits = logits.detach()
         teacher_hidden = _hidden_for(subnets[0].layers, out.hidden_states) if s.beta > 0 else {}
-        for cfg, scale in zip(subnets[1:], scales[1:], strict=True):
+        for cfg, scale, rank in zip(subnets[1:], scales[1:], ranks[1:], strict=True):
             self.net.set_active(cfg)
+            self.net.set_rank(rank)
             out = self.model(**batch, output_hidden_states=s.beta > 0)
             feat = None
             if s.beta > 0:
@@ -311,12 +315,22 @@ class SandwichObjective(nn.Module):
             losses.append(loss)
             total = total + scale * loss
         self.net.set_active(self.net.full)
+        self.net.set_rank(None)
         return total, torch.stack([x.detach() for x in losses])
 
 
 def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int) -> list[SubnetConfig]:
     """Largest, smallest, then k random sub-networks (the sandwich rule)."""
     return [space.largest(), space.smallest(vary_depth), *(space.sample(rng, vary_depth) for _ in range(k))]
+
+
+def sandwich_ranks(ranks: tuple[int, ...], rng: random.Random, k: int) -> list[int] | None:
+    """Elastic LoRA rank, in the sandwich's order: the largest rank for the largest sub-network, the
+    smallest for the smallest, random ones for the k others; None when the rank is fixed (then `rng`
+    is not touched, so a fixed-rank run draws exactly the sub-networks it always did)."""
+    if len(ranks) == 1:
+        return None
+    return [ranks[-1], ranks[0], *(rng.choice(ranks) for _ in range(k))]
 
 
 def batch_indices(step: int, batch_size: int, lengths: list[int], seed: int,
@@ -532,9 +546,10 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     objective = SandwichObjective(model, cfg.loss, cfg.seed, causal_lm=task == "causal_lm")
     model.train()
 
+    elastic = f" (elastic: {', '.join(map(str, cfg.lora.ranks))})" if cfg.lora.elastic_ranks else ""
     if accelerator.is_main_process:
         print(f"supernet: {arch.family} ({task}, {setup.n_train} training examples), {arch.num_layers} layers; "
-              f"LoRA rank {cfg.lora.rank}: "
+              f"LoRA rank {cfg.lora.rank}{elastic}: "
               f"{report['trainable']:,} trainable of {report['total']:,} parameters "
               f"({100 * report['fraction']:.2f} %); frozen base {cfg.base_quant if quantized else 'fp32'}; "
               f"search space {space.to_dict()}")
@@ -566,13 +581,14 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
             subnets = sandwich(space, rng, stage.vary_depth, stage.k_random)
+            ranks = sandwich_ranks(cfg.lora.ranks, rng, stage.k_random)
             scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
             idx = batch_indices(state.global_step, cfg.batch_size, setup.lengths, cfg.seed,
                                 cfg.group_by_length)[rank::world]
             batch, labels = setup.batch(idx)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state.step, stage)
-            total, losses = wrapped(batch, labels, subnets, scales)
+            total, losses = wrapped(batch, labels, subnets, scales, ranks)
             accelerator.backward(total)
             accelerator.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -581,6 +597,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             state.global_step += 1
             row = {"stage": state.stage, "step": state.step, "largest": float(losses[0]),
                    "smallest": float(losses[1]), "total": float(total.detach())}
+            if ranks is not None:
+                row["ranks"] = ranks
             state.history.append(row)
             bar.set_postfix(largest=f"{row['largest']:.3f}", smallest=f"{row['smallest']:.3f}")
             bar.update()
@@ -623,14 +641,31 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     return summary
 
 
+def finished_run(out: str | Path, cfg: MLFSConfig) -> dict[str, Any] | None:
+    """The summary of a finished run in `out` trained with exactly `cfg`, else None (benchmarks use
+    it to skip a training run an earlier invocation already did)."""
+    path = Path(out) / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    try:  # through from_dict: lists become tuples, and fields added since take their defaults
+        same = MLFSConfig.from_dict(summary["config"]) == cfg
+    except ValueError:
+        return None
+    return summary if same else None
+
+
 def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceOrder,  # noqa: ANN001
                   summary: dict[str, Any]) -> None:
     """The trained supernet as a plain HF folder: reordered teacher weights with the LoRA merged.
 
     Merging then slicing equals slicing then merging (prefix slices of W + s·B·A), so this folder
-    holds every sub-network: `ElasticSupernet` / `extract` slice it, no peft needed.
+    holds every sub-network: `ElasticSupernet` / `extract` slice it, no peft needed. With elastic
+    ranks the adapters are also kept unmerged (`lora.ADAPTERS_FILE`): `load_supernet(..., rank=r)` then removes
+    their components beyond r.
     """
     from mlfs_edge.supernet.extract import merged_state_dict
+    from mlfs_edge.supernet.lora import ADAPTERS_FILE, adapters_of, save_adapters
     from mlfs_edge.train.finetune import save_atomically
 
     plain = model.get_base_model()
@@ -641,4 +676,7 @@ def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceO
                          "order": order.to_dict(), "search_space": summary["search_space"],
                          "teacher": summary["teacher"], "teacher_accuracy": summary["teacher_accuracy"],
                          "lora": summary["config"]["lora"]}}
-    save_atomically(clean, tokenizer, out_dir, meta)
+    elastic = bool(summary["config"]["lora"].get("elastic_ranks"))
+    adapters = adapters_of(model) if elastic else None
+    save_atomically(clean, tokenizer, out_dir, meta,
+                    extra=(lambda tmp: save_adapters(adapters, tmp / ADAPTERS_FILE)) if adapters is not None else None)

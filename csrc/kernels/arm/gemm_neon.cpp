@@ -32,14 +32,12 @@ using V = VecMath<4>;
 void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t ldx,
               const float* Wt, size_t ldw, const float* bias, float* y, size_t ldy,
               bool accumulate) {
-  if (M == 0 || N == 0) return;
-  run_float_gemm(FloatTile<float, LoadF32>{K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate}, M, N);
+  run_float_gemm<Neon, 4>(M, N, K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
               size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
-  if (M == 0 || N == 0) return;
-  run_float_gemm(FloatTile<uint16_t, LoadF16>{K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate}, M, N);
+  run_float_gemm<Neon, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

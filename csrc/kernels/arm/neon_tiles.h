@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "../tiling.h"
+#include "../float_tile.h"
 #include "mlfs/kernels.h"
 
 namespace {
@@ -44,63 +44,24 @@ inline void store_block(float* y, std::size_t count, float32x4_t v, bool accumul
   }
 }
 
-struct LoadF32 {
-  static float32x4_t load(const float* p, std::size_t count) { return load_f32(p, count); }
-};
-struct LoadF16 {  // FCVTL: fp16 -> fp32 conversion is part of baseline ARMv8 NEON
-  static float32x4_t load(const uint16_t* p, std::size_t count) {
+// Vector primitives of the shared fp32/fp16 tile (../float_tile.h): 4 lanes; a "mask" is the
+// number of valid lanes (partial blocks are staged).
+struct Neon {
+  using Vec = float32x4_t;
+  using Mask = std::size_t;
+  static constexpr std::size_t kBlock = 4;
+  static Mask mask(std::size_t n_valid, int b) { return block_count(n_valid, b); }
+  static Vec zero() { return vdupq_n_f32(0.f); }
+  static Vec broadcast(const float* p) { return vld1q_dup_f32(p); }
+  static Vec fma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }
+  static Vec load(const float* p, Mask count) { return load_f32(p, count); }
+  static Vec load(const uint16_t* p, Mask count) {  // FCVTL: fp16 -> fp32 is baseline ARMv8 NEON
     if (count == kBlock) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
     uint16_t tmp[kBlock];
     stage(p, count, tmp);
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(tmp)));
   }
-};
-
-template <typename WeightT, typename Load>
-struct FloatTile {
-  std::size_t K;
-  float alpha;
-  const float* x;
-  std::size_t ldx;
-  const WeightT* W;
-  std::size_t ldw;
-  const float* bias;
-  float* y;
-  std::size_t ldy;
-  bool accumulate;
-
-  template <int MR, int NB>
-  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
-    std::size_t count[NB];
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) count[b] = block_count(n_valid, b);
-    float32x4_t acc[MR][NB];
-    MLFS_UNROLL
-    for (int r = 0; r < MR; ++r)
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) acc[r][b] = vdupq_n_f32(0.f);
-    const float* xr = x + m0 * ldx;
-    const WeightT* wk = W + n0;
-    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
-      float32x4_t w[NB];
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, count[b]);
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const float xv = xr[r * ldx + k];
-        MLFS_UNROLL
-        for (int b = 0; b < NB; ++b) acc[r][b] = vfmaq_n_f32(acc[r][b], w[b], xv);
-      }
-    }
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) {
-      const float32x4_t bv = bias ? load_f32(bias + n0 + b * kBlock, count[b]) : vdupq_n_f32(0.f);
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r)
-        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, count[b], vfmaq_n_f32(bv, acc[r][b], alpha),
-                    accumulate);
-    }
-  }
+  static void store(float* y, Mask count, Vec v, bool accumulate) { store_block(y, count, v, accumulate); }
 };
 
 // One K4N block of 4 columns is 16 bytes: [c0 k0..3][c1 k0..3][c2 k0..3][c3 k0..3].
@@ -164,15 +125,6 @@ struct I8Tile {
     }
   }
 };
-
-// Runs a GEMM with the tile shapes every NEON level uses (32 q registers).
-template <typename Tile>
-void run_float_gemm(const Tile& tile, std::size_t M, std::size_t N) {
-  if (M == 1)
-    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
-  else
-    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
-}
 
 template <typename Dot>
 void run_i8_gemm(std::size_t M, std::size_t N, std::size_t K, const int8_t* xq, std::size_t ldq,

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "../tiling.h"
+#include "../float_tile.h"
 #include "mlfs/kernels.h"
 
 namespace mlfs::kernels::avx2 {
@@ -40,64 +40,23 @@ inline void store_block(float* y, const BlockMask& m, __m256 v, bool accumulate)
     _mm256_maskstore_ps(y, m.lanes, v);
 }
 
-struct LoadF32 {
-  static __m256 load(const float* p, const BlockMask& m) { return load_f32(p, m); }
-};
-struct LoadF16 {
-  static __m256 load(const uint16_t* p, const BlockMask& m) {
+// Vector primitives of the shared fp32/fp16 tile (../float_tile.h): 8 lanes, vpmaskmov masks.
+struct Avx2 {
+  using Vec = __m256;
+  using Mask = BlockMask;
+  static constexpr std::size_t kBlock = 8;
+  static Mask mask(std::size_t n_valid, int b) { return block_mask(n_valid, b); }
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec load(const float* p, const Mask& m) { return load_f32(p, m); }
+  static Vec load(const uint16_t* p, const Mask& m) {
     if (m.count == kBlock) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     uint16_t staged[kBlock] = {};
     std::memcpy(staged, p, m.count * sizeof(uint16_t));
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(staged)));
   }
-};
-
-template <typename WeightT, typename Load>
-struct FloatTile {
-  std::size_t K;
-  float alpha;
-  const float* x;
-  std::size_t ldx;
-  const WeightT* W;
-  std::size_t ldw;
-  const float* bias;
-  float* y;
-  std::size_t ldy;
-  bool accumulate;
-
-  template <int MR, int NB>
-  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
-    BlockMask mask[NB];
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
-    __m256 acc[MR][NB];
-    MLFS_UNROLL
-    for (int r = 0; r < MR; ++r)
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
-    const float* xr = x + m0 * ldx;
-    const WeightT* wk = W + n0;
-    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
-      __m256 w[NB];
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, mask[b]);
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const __m256 xv = _mm256_broadcast_ss(xr + r * ldx + k);
-        MLFS_UNROLL
-        for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_fmadd_ps(xv, w[b], acc[r][b]);
-      }
-    }
-    const __m256 va = _mm256_set1_ps(alpha);
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) {
-      const __m256 bv = bias ? load_f32(bias + n0 + b * kBlock, mask[b]) : _mm256_setzero_ps();
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r)
-        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], _mm256_fmadd_ps(acc[r][b], va, bv),
-                    accumulate);
-    }
-  }
+  static void store(float* y, const Mask& m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
 };
 
 struct I8Tile {
@@ -167,24 +126,12 @@ struct I8Tile {
 void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t ldx,
               const float* Wt, size_t ldw, const float* bias, float* y, size_t ldy,
               bool accumulate) {
-  if (M == 0 || N == 0) return;
-  using Tile = FloatTile<float, LoadF32>;
-  const Tile tile{K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
-  if (M == 1)
-    TileGrid<1, 4, Tile>::run(tile, M, N, kBlock);
-  else
-    TileGrid<6, 2, Tile>::run(tile, M, N, kBlock);
+  run_float_gemm<Avx2, 2>(M, N, K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
               size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
-  if (M == 0 || N == 0) return;
-  using Tile = FloatTile<uint16_t, LoadF16>;
-  const Tile tile{K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
-  if (M == 1)
-    TileGrid<1, 4, Tile>::run(tile, M, N, kBlock);
-  else
-    TileGrid<6, 2, Tile>::run(tile, M, N, kBlock);
+  run_float_gemm<Avx2, 2>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

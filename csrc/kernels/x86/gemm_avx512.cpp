@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "../tiling.h"
+#include "../float_tile.h"
 #include "mlfs/kernels.h"
 
 namespace mlfs::kernels::avx512 {
@@ -26,63 +26,18 @@ inline void store_block(float* y, __mmask16 m, __m512 v, bool accumulate) {
   _mm512_mask_storeu_ps(y, m, v);
 }
 
-// Shared by f32 and f16: acc[r][b] += x[r, k] * W(k, block b) for k < K; Load converts one weight
-// block to fp32.
-template <typename WeightT, typename Load>
-struct FloatTile {
-  std::size_t K;
-  float alpha;
-  const float* x;
-  std::size_t ldx;
-  const WeightT* W;
-  std::size_t ldw;
-  const float* bias;
-  float* y;
-  std::size_t ldy;
-  bool accumulate;
-
-  template <int MR, int NB>
-  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
-    __mmask16 mask[NB];
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) mask[b] = block_mask(n_valid, b);
-    __m512 acc[MR][NB];
-    MLFS_UNROLL
-    for (int r = 0; r < MR; ++r)
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
-    const float* xr = x + m0 * ldx;
-    const WeightT* wk = W + n0;
-    for (std::size_t k = 0; k < K; ++k, wk += ldw) {
-      __m512 w[NB];
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) w[b] = Load::load(wk + b * kBlock, mask[b]);
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const __m512 xv = _mm512_set1_ps(xr[r * ldx + k]);
-        MLFS_UNROLL
-        for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, w[b], acc[r][b]);
-      }
-    }
-    const __m512 va = _mm512_set1_ps(alpha);
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) {
-      const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[b], bias + n0 + b * kBlock) : _mm512_setzero_ps();
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r)
-        store_block(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], _mm512_fmadd_ps(acc[r][b], va, bv),
-                    accumulate);
-    }
-  }
-};
-
-struct LoadF32 {
-  static __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-};
-struct LoadF16 {
-  static __m512 load(const uint16_t* p, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-  }
+// Vector primitives of the shared fp32/fp16 tile (../float_tile.h): 16 lanes, AVX-512 masks.
+struct Avx512 {
+  using Vec = __m512;
+  using Mask = __mmask16;
+  static constexpr std::size_t kBlock = 16;
+  static Mask mask(std::size_t n_valid, int b) { return block_mask(n_valid, b); }
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static Vec load(const uint16_t* p, Mask m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+  static void store(float* y, Mask m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
 };
 
 // acc += u8(w) . s8(x) in groups of 4 bytes. Inline asm because GCC 12 does not keep a loop-carried
@@ -156,24 +111,12 @@ struct I8Tile {
 void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t ldx,
               const float* Wt, size_t ldw, const float* bias, float* y, size_t ldy,
               bool accumulate) {
-  if (M == 0 || N == 0) return;
-  using Tile = FloatTile<float, LoadF32>;
-  const Tile tile{K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
-  if (M == 1)  // GEMV: more independent accumulators per row hide the FMA latency
-    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
-  else
-    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
+  run_float_gemm<Avx512, 4>(M, N, K, alpha, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
               size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
-  if (M == 0 || N == 0) return;
-  using Tile = FloatTile<uint16_t, LoadF16>;
-  const Tile tile{K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate};
-  if (M == 1)
-    TileGrid<1, 8, Tile>::run(tile, M, N, kBlock);
-  else
-    TileGrid<6, 4, Tile>::run(tile, M, N, kBlock);
+  run_float_gemm<Avx512, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
