@@ -9,7 +9,7 @@ from typing import Any
 
 from mlfs_edge.runtime.engine import Engine, PackedFileError, cpu_model
 
-_PACKER_NAMES = ("lora_from_peft", "pack", "tokenizer_dir_for")
+_PACKER_NAMES = ("pack", "tokenizer_dir_for")
 __all__ = ["Engine", "PackedFileError", "cpu_model", *_PACKER_NAMES]
 
 

@@ -25,6 +25,7 @@ from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
 from mlfs_edge.quant.scheme import quantize_per_row
 from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
+from mlfs_edge.supernet.lora import LoraAdapter, adapters_of
 
 # Engine name of each per-layer Linear → its module path inside a HF BertLayer.
 LAYER_LINEARS = {
@@ -37,30 +38,10 @@ LAYER_LINEARS = {
 }
 LAYER_NORMS = {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
 
-# A LoRA adapter of one Linear: A [r, in], B [out, r], scale s; the layer computes W x + s·B(A x).
-LoraAdapter = tuple[torch.Tensor, torch.Tensor, float]
-
-
 def tokenizer_dir_for(path: str | os.PathLike) -> Path:
     """Where `pack` saves the tokenizer of a packed file: a folder next to it."""
     path = Path(path)
     return path.with_name(path.name + ".tokenizer")
-
-
-def lora_from_peft(model: torch.nn.Module) -> dict[str, LoraAdapter]:
-    """The (A, B, scale) of every LoRA-adapted Linear of a peft model, keyed by module path."""
-    out: dict[str, LoraAdapter] = {}
-    for name, module in model.named_modules():
-        lora_a = getattr(module, "lora_A", None)
-        if not isinstance(lora_a, torch.nn.ModuleDict) or not lora_a:
-            continue
-        adapters = list(lora_a.keys())
-        if len(adapters) != 1:
-            raise ValueError(f"{name}: {len(adapters)} LoRA adapters; pack one (merge or delete the others)")
-        key = adapters[0]
-        out[name] = (module.lora_A[key].weight.detach(), module.lora_B[key].weight.detach(),
-                     float(module.scaling[key]))
-    return out
 
 
 def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
@@ -81,7 +62,7 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modu
     """(the BertModel, the classifier Linear or None, the LoRA adapters of a peft model)."""
     lora: dict[str, LoraAdapter] = {}
     if hasattr(model, "peft_config"):
-        lora = lora_from_peft(model)
+        lora = adapters_of(model)
         model = model.get_base_model()
     encoder = getattr(model, model.base_model_prefix, model) if hasattr(model, "classifier") else model
     classifier = getattr(model, "classifier", None)
@@ -90,7 +71,7 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modu
     if not hasattr(encoder, "embeddings") or not hasattr(encoder, "encoder"):
         raise ValueError(f"{type(model).__name__} is not a BERT-family encoder (BertModel or "
                          "BertForSequenceClassification)")
-    # peft keys carry the wrappers' prefixes ("base_model.model.bert.encoder..."); keep the BertModel part.
+    # keys are paths in the HF model ("bert.encoder.layer.0..." in a classifier); keep the BertModel part.
     lora = {name[name.find("encoder.layer."):] if "encoder.layer." in name else name: ad for name, ad in lora.items()}
     return encoder, classifier, lora
 

@@ -72,25 +72,27 @@ def trainable_report(model: nn.Module) -> dict[str, float]:
 
 ADAPTERS_FILE = "lora_adapters.safetensors"  # in a supernet folder: its last adapters, unmerged (elastic rank)
 
-# One adapter per adapted projection, keyed by the projection's path in the plain HF model:
-# (A [r, in], B [out, r], scale).
-Adapters = dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+# A LoRA adapter of one Linear: A [r, in], B [out, r], scale s; the layer computes W x + s·B(A x).
+LoraAdapter = tuple[torch.Tensor, torch.Tensor, float]
 
 
-def adapters_of(peft_model: nn.Module) -> Adapters:
-    """The active LoRA adapters of a peft model, keyed like the plain model's modules."""
-    from mlfs_edge.supernet.arch import lora_pairs
-
-    prefix = "base_model.model."
-    out: Adapters = {}
+def adapters_of(peft_model: nn.Module) -> dict[str, LoraAdapter]:
+    """The (A, B, scale) of every LoRA-adapted projection of a peft model, keyed by the projection's
+    path in the plain model (peft's ``base_model.model.`` wrapper prefix removed)."""
+    out: dict[str, LoraAdapter] = {}
     for name, module in peft_model.named_modules():
-        for adapter, (lora_a, lora_b) in zip(getattr(module, "lora_A", {}), lora_pairs(module), strict=False):
-            out[name.removeprefix(prefix)] = (lora_a.weight.detach().clone(), lora_b.weight.detach().clone(),
-                                              float(module.scaling[adapter]))
+        lora_a = getattr(module, "lora_A", None)
+        if not isinstance(lora_a, nn.ModuleDict) or not lora_a:
+            continue
+        if len(lora_a) != 1:
+            raise ValueError(f"{name}: {len(lora_a)} LoRA adapters; expected one (merge or delete the others)")
+        key = next(iter(lora_a))
+        out[name.removeprefix("base_model.model.")] = (
+            module.lora_A[key].weight.detach(), module.lora_B[key].weight.detach(), float(module.scaling[key]))
     return out
 
 
-def save_adapters(adapters: Adapters, path: str | Path) -> None:
+def save_adapters(adapters: dict[str, LoraAdapter], path: str | Path) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -100,7 +102,7 @@ def save_adapters(adapters: Adapters, path: str | Path) -> None:
     save_file(tensors, str(path))
 
 
-def load_adapters(path: str | Path) -> Adapters:
+def load_adapters(path: str | Path) -> dict[str, LoraAdapter]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -116,7 +118,7 @@ def load_adapters(path: str | Path) -> Adapters:
 
 
 @torch.no_grad()
-def reduce_rank(model: nn.Module, adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]],
+def reduce_rank(model: nn.Module, adapters: Mapping[str, LoraAdapter],
                 rank: int) -> None:
     """Turn weights holding W + s·B·A (the full-rank merge) into W + s·B[:, :rank]·A[:rank], in place.
 
