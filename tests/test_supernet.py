@@ -285,3 +285,20 @@ def test_elastic_rank_settings_are_checked():
     for bad in ([0], [9], [2.5]):
         with pytest.raises(ValueError, match="elastic_ranks"):
             LoraSettings(rank=8, elastic_ranks=bad)
+
+
+def test_damaged_adapter_files_are_clear_errors(tmp_path):
+    from mlfs_edge.supernet.lora import adapters_of, load_adapters, save_adapters
+
+    model = add_lora(tiny_bert(), LoraSettings(rank=4, elastic_ranks=(2,)))
+    path = tmp_path / "adapters.safetensors"
+    save_adapters(adapters_of(model), path)
+    loaded = load_adapters(path)
+    assert loaded.keys() == adapters_of(model).keys() and all(a.shape[0] == 4 for a, _, _ in loaded.values())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match="cannot read the LoRA adapters"):
+        load_adapters(path)
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read the LoRA adapters"):
+        load_adapters(path)

@@ -118,8 +118,7 @@ def load_adapters(path: str | Path) -> dict[str, LoraAdapter]:
 
 
 @torch.no_grad()
-def reduce_rank(model: nn.Module, adapters: Mapping[str, LoraAdapter],
-                rank: int) -> None:
+def reduce_rank(model: nn.Module, adapters: Mapping[str, LoraAdapter], rank: int) -> None:
     """Turn weights holding W + s·B·A (the full-rank merge) into W + s·B[:, :rank]·A[:rank], in place.
 
     `model` is the plain HF model the adapters were merged into (same module paths)."""
