@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -250,6 +251,16 @@ def test_elastic_rank_train_eval_slice(tmp_path, tiny_bert_dir, toy_csv, tiny_te
     with torch.no_grad():
         torch.testing.assert_close(small(**enc).logits, outputs[2], atol=1e-4, rtol=0)
     assert (outputs[2] - outputs[None]).abs().max() > 1e-6
+    # the engine runs the rank-2 adapters unmerged (its low-rank path) over the frozen base
+    from mlfs_edge.runtime import Engine
+
+    packed = tmp_path / "rank2.mlfs"
+    assert main(["pack", str(supernet), str(packed), "--lora-rank", "2"]) == 0
+    engine = Engine.load(packed)
+    assert len(engine.metadata["lora"]["adapted"]) == 3 * 6 and not engine.metadata["lora"]["merged"]
+    cfg = SubnetConfig.parse(spec, net.arch)
+    got = engine.run(enc["input_ids"].numpy(), enc["attention_mask"].numpy(), subnet=cfg)
+    np.testing.assert_allclose(got, outputs[2].numpy(), atol=1e-4)
     # ranks that were not trained, and a fixed-rank supernet asked for another rank: clear errors
     assert main(["eval", "--config", str(cfg_path), "--rank", "3"]) == 2
     assert "rank 3 was not trained; the supernet's ranks are [1, 2, 4]" in capsys.readouterr().err

@@ -24,18 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
                         "first token; a classifier always uses cls")
+    p.add_argument("--lora-rank", type=int, default=None, metavar="R",
+                   help="for a supernet trained with [lora] elastic_ranks: keep its last LoRA adapters unmerged "
+                        "at rank R (the engine then runs base + s·B·A through its low-rank path, fp32 adapters "
+                        "beside fp32/fp16/int8 base weights); default: the merged weights")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlfs_edge.runtime import Engine, pack
+    from mlfs_edge.supernet.palette import unmerged_supernet
 
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); give a folder written by "
                                 "save_pretrained, e.g. runs/demo/teacher")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
-    path = pack(model_dir, args.out, dtype=args.dtype, pooling=args.pooling,
+    model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
+    path = pack(model, args.out, dtype=args.dtype, pooling=args.pooling, lora=lora,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
     engine = Engine.load(path)
     kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
@@ -44,3 +50,4 @@ def run(args: argparse.Namespace) -> int:
     if engine.tokenizer_dir():
         print(f"tokenizer saved to {engine.tokenizer_dir()}")
     return 0
+

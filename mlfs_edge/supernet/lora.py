@@ -117,16 +117,28 @@ def load_adapters(path: str | Path) -> dict[str, LoraAdapter]:
         raise ValueError(f"{path}: incomplete adapter file (missing {e}); re-run `mlfs-edge train`") from None
 
 
-@torch.no_grad()
-def reduce_rank(model: nn.Module, adapters: Mapping[str, LoraAdapter], rank: int) -> None:
-    """Turn weights holding W + s·B·A (the full-rank merge) into W + s·B[:, :rank]·A[:rank], in place.
+def slice_rank(adapters: Mapping[str, LoraAdapter], rank: int) -> dict[str, LoraAdapter]:
+    """The first `rank` components of every adapter (A[:rank], B[:, :rank], same scale)."""
+    for name, (a, _, _) in adapters.items():
+        if not 1 <= rank <= a.shape[0]:
+            raise ValueError(f"rank {rank} out of range: the adapters have rank {a.shape[0]} ({name})")
+    return {name: (a[:rank], b[:, :rank], s) for name, (a, b, s) in adapters.items()}
 
-    `model` is the plain HF model the adapters were merged into (same module paths)."""
+
+@torch.no_grad()
+def subtract_adapters(model: nn.Module, adapters: Mapping[str, LoraAdapter]) -> None:
+    """W -= s·B·A for every adapter, in place: un-merges adapters from the plain HF `model`."""
     modules = dict(model.named_modules())
     for name, (a, b, scale) in adapters.items():
         if name not in modules:
             raise ValueError(f"adapter for {name!r}, which the model does not have: adapters and supernet differ")
-        if not 1 <= rank <= a.shape[0]:
-            raise ValueError(f"rank {rank} out of range: the adapters have rank {a.shape[0]}")
         weight = modules[name].weight
-        weight -= scale * (b[:, rank:] @ a[rank:]).to(weight.dtype)
+        weight -= scale * (b @ a).to(weight.dtype)
+
+
+def reduce_rank(model: nn.Module, adapters: Mapping[str, LoraAdapter], rank: int) -> None:
+    """Turn weights holding W + s·B·A (the full-rank merge) into W + s·B[:, :rank]·A[:rank], in place.
+
+    `model` is the plain HF model the adapters were merged into (same module paths)."""
+    slice_rank(adapters, rank)  # checks the rank
+    subtract_adapters(model, {name: (a[rank:], b[:, rank:], s) for name, (a, b, s) in adapters.items()})

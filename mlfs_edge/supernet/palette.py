@@ -55,6 +55,21 @@ def load_supernet(supernet_dir: str | Path, rank: int | None = None):  # noqa: A
     return model, AutoTokenizer.from_pretrained(supernet_dir), ElasticSupernet(model), meta
 
 
+def unmerged_supernet(supernet_dir: str | Path, rank: int) -> tuple[Any, dict[str, Any]]:
+    """(the frozen base model, its last adapters at `rank`) of a supernet trained with elastic ranks;
+    adapters are keyed like `runtime.pack`'s `lora` ("encoder.layer.0.attention.self.query")."""
+    from mlfs_edge.supernet.lora import ADAPTERS_FILE, load_adapters, slice_rank, subtract_adapters
+
+    supernet_dir = Path(supernet_dir)
+    model, _, _, _ = load_supernet(supernet_dir, rank)  # checks that the rank was trained
+    if not (supernet_dir / ADAPTERS_FILE).is_file():  # asked for the full rank of a fixed-rank supernet
+        raise ValueError(f"{supernet_dir} keeps no unmerged adapters ({ADAPTERS_FILE}): that needs a supernet "
+                         "trained with [lora] elastic_ranks")
+    adapters = slice_rank(load_adapters(supernet_dir / ADAPTERS_FILE), rank)
+    subtract_adapters(model, adapters)  # the weights held base + the rank-r adapters
+    return model, {name[name.find("encoder.layer."):]: ad for name, ad in adapters.items()}
+
+
 def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eval: int | None = None,  # noqa: ANN001
                      max_length: int = 128, progress: bool = True, rank: int | None = None) -> dict[str, Any]:
     """Test accuracy of each palette sub-network, sliced from the MLFS supernet (its adapters at
