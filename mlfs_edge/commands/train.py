@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the fine-tuned teacher (reused when the config names one or <out>/teacher exists); "
                     "stage 1 trains shared LoRA adapters for sub-networks of different widths at full "
                     "depth, stage 2 for widths and depths. Writes <out>/supernet (a Hugging Face folder every "
-                    "sub-network is sliced from), <out>/mlfs_train.json and checkpoints in <out>/checkpoint.pt.",
+                    "sub-network is sliced from), <out>/mlfs_train.json and checkpoints in <out>/checkpoint.pt. "
+                    "With [lora] elastic_ranks = [2, 4] the adapter rank is sampled too, and eval/slice/pack "
+                    "take --rank / --lora-rank afterwards.",
         epilog="Example: mlfs-edge train --config configs/mlfs_minilm_rt.toml   (then: mlfs-edge eval, "
                "mlfs-edge slice). Several processes (DDP; gloo on CPU): accelerate launch --multi_gpu "
                "--num_processes 2 -m mlfs_edge.cli train --config ...")
