@@ -162,19 +162,26 @@ def adapters(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / CHECKPOINT, weights_only=False)["adapters"]
 
 
-@pytest.mark.parametrize("importance", ["weight", "activation"])
-def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, importance):
-    extra = {"importance": importance, "calibration_examples": 24}
-    straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
-    train_mlfs(straight, progress=False)
-    resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
-    assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}  # mid stage 2
+def train_straight_and_killed(straight: MLFSConfig, resumed: MLFSConfig) -> tuple[dict, dict]:
+    """Train `straight` in one go and `resumed` stopped after 3 steps (mid stage 2, as a kill) then
+    resumed; the final adapters must be identical bit for bit. Returns both summaries."""
+    summary_straight = train_mlfs(straight, progress=False)
+    assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}
     assert torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["stage"] == 1
     summary = train_mlfs(resumed, resume=True, progress=False)
     a, b = adapters(Path(straight.out)), adapters(Path(resumed.out))
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)  # it did train
+    return summary_straight, summary
+
+
+@pytest.mark.parametrize("importance", ["weight", "activation"])
+def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, importance):
+    extra = {"importance": importance, "calibration_examples": 24}
+    straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
+    resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
+    _, summary = train_straight_and_killed(straight, resumed)
     assert summary["steps"] == 5 and len(summary["history"]) == 5
     order = torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["order"]
     assert order["method"] == importance

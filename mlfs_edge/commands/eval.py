@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 ORDER = 42
 
@@ -26,14 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import shlex
-    import sys
-    from pathlib import Path
 
-    from mlfs_edge.data import load_classification
-    from mlfs_edge.eval.report import markdown_table
-    from mlfs_edge.supernet.palette import evaluate_palette, plot_palette
-    from mlfs_edge.train.mlfs import SUMMARY, SUPERNET_DIR, MLFSConfig
+    from mlfs_edge.train.mlfs import SUMMARY, MLFSConfig
 
     cfg = MLFSConfig.from_toml(args.config, quick=args.quick, out=args.out)
     out = Path(cfg.out)
@@ -42,41 +38,91 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no trained supernet in {out}: run `mlfs-edge train --config {args.config}"
                          f"{' --quick' if args.quick else ''}` first")
     summary = json.loads(summary_path.read_text())
-    if summary.get("task") == "causal_lm":  # decoders: perplexity instead of accuracy
-        from mlfs_edge.supernet.palette_lm import run_lm_eval
+    evaluate = _lm_palette if summary.get("task") == "causal_lm" else _classification_palette
+    record, table, message = evaluate(args, cfg, summary)
+    _write(out, record, table, args.json)
+    print(table)
+    copy = f"; copies: {args.json} and {Path(args.json).with_suffix('.png')}" if args.json else ""
+    print(f"\n{message}. Written: {out}/palette.json, palette.md, palette.png{copy}")
+    return 0
 
-        return run_lm_eval(args, cfg, summary)
+
+def _command(args: argparse.Namespace) -> str:
+    """The commands that reproduce a result, recorded in its JSON."""
+    import shlex
+    import sys
+
+    evaluate = shlex.join(["mlfs-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else "mlfs-edge eval"
+    return f"mlfs-edge train --config {args.config}{' --quick' if args.quick else ''} && {evaluate}"
+
+
+def _common(args: argparse.Namespace, summary: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The record fields both tasks share."""
+    return {"command": _command(args), "rows": result["rows"], "mlfs_wall_s": summary["mlfs_wall_s"],
+            "mlfs_cpu_s": summary.get("mlfs_cpu_s"),  # process CPU seconds: steadier on a shared machine
+            "full_finetune_wall_s": summary["full_finetune_wall_s"],  # None for causal_lm (no stage 0)
+            "trainable_fraction": summary["trainable_fraction"], "trainable_params": summary.get("trainable_params"),
+            "steps": summary["steps"], "lora_rank": result["lora_rank"]}
+
+
+def _write(out: Path, record: dict[str, Any], table: str, json_path: str | None) -> None:
+    """<out>/palette.json and palette.md; with --json a copy of the JSON there, and the plot beside it."""
+    import json
+    import shutil
+
+    from mlfs_edge.atomic import write_atomically
+
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(out / "palette.json", lambda tmp: tmp.write_text(text))
+    write_atomically(out / "palette.md", lambda tmp: tmp.write_text(table + "\n"))
+    if json_path:  # the result travels with its plot: benchmarks/results/<name>.json and .png
+        write_atomically(Path(json_path), lambda tmp: tmp.write_text(text))
+        shutil.copyfile(out / "palette.png", Path(json_path).with_suffix(".png"))
+
+
+def _classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
+    from mlfs_edge.data import load_classification
+    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.supernet.palette import evaluate_palette, plot_palette
+    from mlfs_edge.train.mlfs import SUPERNET_DIR
+
+    out = Path(cfg.out)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
     result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples,
                               rank=args.rank)
-    quick = " --quick" if args.quick else ""
-    record = {
-        "command": f"mlfs-edge train --config {args.config}{quick} && "
-                   f"{shlex.join(['mlfs-edge', *sys.argv[1:]]) if sys.argv[1:2] == ['eval'] else 'mlfs-edge eval'}",
-        "teacher_accuracy": result["teacher_accuracy"],
-        "rows": result["rows"],
-        "mlfs_wall_s": summary["mlfs_wall_s"],
-        "full_finetune_wall_s": summary["full_finetune_wall_s"],
-        "trainable_fraction": summary["trainable_fraction"],
-        "trainable_params": summary.get("trainable_params"),
-        "test_examples": result["test_examples"],
-        "steps": summary["steps"],
-        "lora_rank": result["lora_rank"],
-    }
-    text = json.dumps(record, indent=2)
-    (out / "palette.json").write_text(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    record = {**_common(args, summary, result), "teacher_accuracy": result["teacher_accuracy"],
+              "test_examples": result["test_examples"]}
     table = markdown_table([{
         "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
         "fraction": f"{100 * r['param_fraction']:.1f}%", "acc MLFS": f"{100 * r['accuracy']:.2f}%",
         "acc no MLFS": f"{100 * r['accuracy_no_mlfs']:.2f}%",
         "Δ vs teacher": f"{100 * (r['accuracy'] - result['teacher_accuracy']):+.2f}"} for r in result["rows"]])
-    (out / "palette.md").write_text(table + "\n")
     plot_palette(result, out / "palette.png", f"MLFS on {data.name}: accuracy vs size")
-    print(table)
-    print(f"\nteacher accuracy {100 * result['teacher_accuracy']:.2f}% on {result['test_examples']} test sentences; "
-          f"MLFS training {summary['mlfs_wall_s']:.0f} s vs teacher fine-tune {summary['full_finetune_wall_s']:.0f} s. "
-          f"Written: {out}/palette.json, palette.md, palette.png")
-    return 0
+    return record, table, (f"teacher accuracy {100 * result['teacher_accuracy']:.2f}% on {result['test_examples']} "
+                           f"test sentences; MLFS training {summary['mlfs_wall_s']:.0f} s vs teacher fine-tune "
+                           f"{summary['full_finetune_wall_s']:.0f} s")
+
+
+def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
+    """Decoders: held-out perplexity instead of accuracy (no stage 0: the pretrained LM is the teacher)."""
+    from mlfs_edge.data import load_lm_text
+    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.supernet.palette_lm import evaluate_lm_palette, plot_lm_palette
+    from mlfs_edge.train.mlfs import SUPERNET_DIR
+
+    out = Path(cfg.out)
+    corpus = load_lm_text(cfg.data, cfg.text_column)
+    result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
+                                 cfg.max_eval_tokens, rank=args.rank)
+    record = {**_common(args, summary, result), "task": "causal_lm", "model": cfg.model, "data": cfg.data,
+              "split": "test", "teacher": summary["teacher"], "teacher_perplexity": result["teacher_perplexity"],
+              "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
+              "train_tokens": summary["steps"] * cfg.batch_size * cfg.block_size}
+    table = markdown_table([{
+        "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
+        "fraction": f"{100 * r['param_fraction']:.1f}%", "ppl MLFS": f"{r['perplexity']:.2f}",
+        "ppl no MLFS": f"{r['perplexity_no_mlfs']:.2f}"} for r in result["rows"]])
+    plot_lm_palette(result, out / "palette.png", f"MLFS {cfg.model} on {cfg.data}: perplexity vs size")
+    return record, table, (f"pretrained full model perplexity {result['teacher_perplexity']:.2f} on "
+                           f"{result['eval_tokens']} held-out tokens ({cfg.data} test split, blocks of "
+                           f"{cfg.block_size}); MLFS training {summary['mlfs_wall_s']:.0f} s, {summary['steps']} steps")

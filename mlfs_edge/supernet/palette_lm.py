@@ -9,10 +9,6 @@ the pretrained model with the same importance order but without MLFS training
 
 from __future__ import annotations
 
-import json
-import shlex
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,52 +84,3 @@ def plot_lm_palette(result: dict[str, Any], path: str | Path, title: str) -> Non
     write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
-
-def run_lm_eval(args, cfg, summary: dict[str, Any]) -> int:  # noqa: ANN001
-    """`mlfs-edge eval` for a causal_lm config: JSON, markdown table and plot in <out>/."""
-    from mlfs_edge.data import load_lm_text
-    from mlfs_edge.eval.report import markdown_table
-    from mlfs_edge.train.mlfs import SUPERNET_DIR
-
-    out = Path(cfg.out)
-    corpus = load_lm_text(cfg.data, cfg.text_column)
-    result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
-                                 cfg.max_eval_tokens, rank=args.rank)
-    quick = " --quick" if args.quick else ""
-    eval_cmd = shlex.join(["mlfs-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else "mlfs-edge eval"
-    record = {
-        "command": f"mlfs-edge train --config {args.config}{quick} && {eval_cmd}",
-        "task": "causal_lm", "model": cfg.model, "data": cfg.data, "split": "test",
-        "teacher": summary["teacher"],
-        "teacher_perplexity": result["teacher_perplexity"],
-        "rows": result["rows"],
-        "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
-        "mlfs_wall_s": summary["mlfs_wall_s"],
-        "mlfs_cpu_s": summary.get("mlfs_cpu_s"),  # process CPU seconds: wall time inflates on a shared machine
-        "full_finetune_wall_s": None,  # no stage 0: the pretrained LM is the teacher
-        "trainable_fraction": summary["trainable_fraction"],
-        "trainable_params": summary.get("trainable_params"),
-        "steps": summary["steps"],
-        "lora_rank": result["lora_rank"],
-        "train_tokens": summary["steps"] * cfg.batch_size * cfg.block_size,
-    }
-    text = json.dumps(record, indent=2)
-    (out / "palette.json").write_text(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
-    table = markdown_table([{
-        "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
-        "fraction": f"{100 * r['param_fraction']:.1f}%", "ppl MLFS": f"{r['perplexity']:.2f}",
-        "ppl no MLFS": f"{r['perplexity_no_mlfs']:.2f}"} for r in result["rows"]])
-    (out / "palette.md").write_text(table + "\n")
-    png = out / "palette.png"
-    plot_lm_palette(result, png, f"MLFS {cfg.model} on {cfg.data}: perplexity vs size")
-    if args.json:  # the plot travels with the result JSON (benchmarks/results/<name>.png)
-        png = Path(args.json).with_suffix(".png")
-        shutil.copyfile(out / "palette.png", png)
-    print(table)
-    print(f"\npretrained full model perplexity {result['teacher_perplexity']:.2f} on {result['eval_tokens']} held-out "
-          f"tokens ({cfg.data} test split, blocks of {cfg.block_size}); MLFS training {summary['mlfs_wall_s']:.0f} s, "
-          f"{summary['steps']} steps. Written: {out}/palette.json, palette.md, {png}")
-    return 0
