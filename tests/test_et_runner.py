@@ -166,14 +166,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def assert_matches_eager(got: np.ndarray, eager: np.ndarray, dtype: str, who: str) -> None:
-    assert got.shape == eager.shape, f"{who}: shape {got.shape}, eager {eager.shape}"
+def assert_close(got: np.ndarray, ref: np.ndarray, dtype: str, who: str, ref_name: str, min_cosine: float) -> None:
+    """fp32: max abs diff ≤ 1e-4; fp16/int8: every row's cosine to `ref` ≥ `min_cosine`."""
+    assert got.shape == ref.shape, f"{who}: shape {got.shape}, {ref_name} {ref.shape}"
     if dtype == "fp32":
-        diff = float(np.abs(got - eager).max())
-        assert diff <= 1e-4, f"{who} fp32: max abs diff to eager PyTorch {diff:.3g} > 1e-4"
+        diff = float(np.abs(got - ref).max())
+        assert diff <= 1e-4, f"{who} fp32: max abs diff to {ref_name} {diff:.3g} > 1e-4"
     else:
-        cos = float(cosine(got, eager).min())
-        assert cos >= 0.99, f"{who} {dtype}: cosine to eager PyTorch {cos:.5f} < 0.99"
+        cos = float(cosine(got, ref).min())
+        assert cos >= min_cosine, f"{who} {dtype}: cosine to {ref_name} {cos:.5f} < {min_cosine}"
+
+
+def assert_matches_eager(got: np.ndarray, eager: np.ndarray, dtype: str, who: str) -> None:
+    assert_close(got, eager, dtype, who, "eager PyTorch", min_cosine=0.99)
 
 
 def assert_matches_python(got: np.ndarray, python: np.ndarray, dtype: str, who: str, exact: bool) -> None:
@@ -181,12 +186,8 @@ def assert_matches_python(got: np.ndarray, python: np.ndarray, dtype: str, who: 
     same order); on another architecture only float rounding (and an int8/fp16 rounding flip) differs."""
     if exact:
         np.testing.assert_array_equal(got, python, err_msg=f"{who} {dtype} differs from the Python runtime")
-    elif dtype == "fp32":
-        diff = float(np.abs(got - python).max())
-        assert diff <= 1e-4, f"{who} fp32: max abs diff to the Python runtime {diff:.3g}"
     else:
-        cos = float(cosine(got, python).min())
-        assert cos >= 0.999, f"{who} {dtype}: cosine to the Python runtime {cos:.5f}"
+        assert_close(got, python, dtype, who, "the Python runtime", min_cosine=0.999)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
