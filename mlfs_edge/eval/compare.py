@@ -49,6 +49,8 @@ class CompareSettings:
     latency_runs: int = 20
     max_test: int | None = None  # None: the whole test split
     data: str = "rotten_tomatoes"
+    text_column: str = "text"
+    label_column: str = "label"
 
     def validate(self) -> CompareSettings:
         for d in self.dtypes:
@@ -368,7 +370,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
     cfgs = parse_subnets(subnets, space) if subnets else default_palette(space)
     if quick:
         cfgs = cfgs[-1:] if not subnets else cfgs[:1]  # the palette's smallest: the fastest to export
-    data = load_classification(settings.data)
+    data = load_classification(settings.data, settings.text_column, settings.label_column)
     test = data.test.subset(settings.max_test)
     backends = list(settings.backends)
     if "mlfs" in backends:
