@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mlfs_edge.commands._common import DEFAULT_RUN_DIR, add_data_args
 
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         model = str(found[0])
     else:
         model = str(model_folder(args.model))
+    if not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"{model} is not a model folder (no config.json): give a training run folder "
+                                "(`mlfs-edge demo` writes runs/demo), a supernet or a fine-tuned classifier")
     data = data_for(model, args)
     check_labels(model, data.load().label_names, data.data)
     settings = CompareSettings(dtypes=_csv(args.dtypes), backends=_csv(args.backends), threads=threads,

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     summary = _mlfs(cfg, args)
     palette = _palette(cfg, summary)
     packed = _pack(cfg)
-    budget_ms = _budget(packed, palette, args.budget)
+    budget_ms = _budget(packed, palette, args.budget, _test_texts(cfg, 2))
     compare_rows = _compare(cfg, palette, args.compare_test)
     wall = time.perf_counter() - t_start
 
@@ -104,7 +104,8 @@ def _teacher(cfg: Any) -> dict[str, Any]:
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
     teacher = Path(cfg.out) / "teacher"
     reuse = (teacher / "mlfs_meta.json").is_file()
-    _step(1, f"teacher: {'reusing' if reuse else 'fine-tuning'} all-MiniLM-L6-v2 + a classification head on "
+    model = "all-MiniLM-L6-v2" if cfg.model == "minilm" else cfg.model
+    _step(1, f"teacher: {'reusing' if reuse else 'fine-tuning'} {model} + a classification head on "
              f"{data.name} ({len(data.train)} train sentences, labels {', '.join(data.label_names)}) — every "
              "sub-network is judged against it")
     _, record = ensure_teacher(cfg, data, progress=True)
@@ -156,7 +157,7 @@ def _pack(cfg: Any) -> Path:
     return path
 
 
-def _budget(packed: Path, palette: dict[str, Any], fraction: float) -> float:
+def _budget(packed: Path, palette: dict[str, Any], fraction: float, texts: list[str]) -> float:
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -177,14 +178,20 @@ def _budget(packed: Path, palette: dict[str, Any], fraction: float) -> float:
                            "": "← picked" if c == picked else ("over budget" if latency[c] > budget else "")}
                           for c in sorted(accuracy, key=lambda c: latency[c])]))
     tokenizer = AutoTokenizer.from_pretrained(engine.tokenizer_dir())
-    texts = ["a gripping, beautifully acted film", "a dull and tedious mess"]
     enc = tokenizer(texts, padding=True, return_tensors="np")
     logits = engine.run(np.ascontiguousarray(enc["input_ids"], np.int64),
                         np.ascontiguousarray(enc["attention_mask"], np.int64), subnet=picked)
-    said = "; ".join(f"{t!r} → {engine.labels[int(row.argmax())]}" for t, row in zip(texts, logits, strict=True))
     print(f"budget {budget:.2f} ms: picked {picked.name} ({latency[picked]:.2f} ms, {100 * accuracy[picked]:.2f}%). "
-          f"It says: {said}")
+          "On two test sentences it says:")
+    for text, row in zip(texts, logits, strict=True):
+        print(f"  {engine.labels[int(row.argmax())]:<10} | {text[:100]}")
     return budget
+
+
+def _test_texts(cfg: Any, n: int) -> list[str]:
+    from mlfs_edge.data import load_classification
+
+    return load_classification(cfg.data, cfg.text_column, cfg.label_column).test.texts[:n]
 
 
 def _nearest(rows: list[dict[str, Any]], fraction: float) -> str:

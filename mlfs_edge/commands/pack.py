@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "file: the whole supernet, so the engine can run any sub-network of it. "
                                    "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
                                    "has one.",
-                       epilog="Example: mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
+                       epilog="Examples: mlfs-edge pack runs/demo --dtype int8  (a run folder: writes "
+                              "runs/demo/supernet-int8.mlfs)  |  "
+                              "mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
     p.add_argument("model_dir", help="a training run folder (its supernet is packed) or a Hugging Face model "
                                      "folder (config.json + weights)")
     p.add_argument("out", nargs="?", default=None,

@@ -328,6 +328,9 @@ def _load_backend(backend: str, dtype: str, path: str,
 
 def _run_worker(job: dict[str, Any], timeout_s: float = 1200) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Each worker sets its backend's thread count itself. An inherited OMP_NUM_THREADS=1 also makes
+    # ExecuTorch 1.5's threadpool hang in its first fp16 XNNPACK forward after a reset to 1 thread.
+    env.pop("OMP_NUM_THREADS", None)
     proc = subprocess.run([sys.executable, "-m", "mlfs_edge.eval.compare", "--worker"], input=json.dumps(job),
                           capture_output=True, text=True, env=env, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
