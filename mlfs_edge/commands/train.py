@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the fine-tuned teacher (reused when the config names one or <out>/teacher exists); "
                     "stage 1 trains shared LoRA adapters for sub-networks of different widths at full "
                     "depth, stage 2 for widths and depths. Writes <out>/supernet (a Hugging Face folder every "
-                    "sub-network is sliced from), <out>/mlfs_train.json and checkpoints in <out>/checkpoint.pt. "
+                    "sub-network is sliced from), <out>/mlfs_train.json and checkpoints in "
+                    "<out>/checkpoint.safetensors. "
                     "With [lora] elastic_ranks = [2, 4] the adapter rank is sampled too, and eval/slice/pack "
                     "take --rank / --lora-rank afterwards.",
         epilog="Example: mlfs-edge train --config configs/mlfs_minilm_rt.toml   (then: mlfs-edge eval, "
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "--num_processes 2 -m mlfs_edge.cli train --config ...")
     p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/mlfs_minilm_rt.toml")
     p.add_argument("--quick", action="store_true", help="the config's [quick] smoke-test variant (minutes)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt (bit-for-bit)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.safetensors (bit-for-bit)")
     p.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="override the config's dataset (causal_lm: news, hamlet or a .txt/.jsonl file)")
     p.add_argument("--model", default=None, help="override the config's model (minilm, smollm2 or a folder)")
@@ -32,10 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlfs_edge.train.mlfs import MLFSConfig, train_mlfs
+    from mlfs_edge.train.mlfs import MLFSConfig, is_main_process, train_mlfs
 
     cfg = MLFSConfig.from_toml(args.config, quick=args.quick, data=args.data, model=args.model, out=args.out)
     summary = train_mlfs(cfg, resume=args.resume, progress=not args.no_progress)
+    if not is_main_process():  # under `accelerate launch`: the summary and next steps once, from the main process
+        return 0
     teacher_s = summary["full_finetune_wall_s"]  # None for causal_lm: the pretrained LM is the teacher
     teacher = f"teacher fine-tune: {teacher_s:.0f} s" if teacher_s is not None else f"teacher: {summary['teacher']}"
     print(f"\nsupernet written to {cfg.out}/supernet: {summary['steps']} steps in {summary['mlfs_wall_s']:.0f} s "
