@@ -210,6 +210,20 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, tiny_bert_dir
     assert not (tmp_path / "run" / "supernet").exists()  # refused before any training
 
 
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
+    from mlfs_edge.train.checkpoint import save_checkpoint
+
+    cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher))
+    assert train_mlfs(MLFSConfig.from_dict(cfg), progress=False, stop_after=1) == {"stopped_at": 1}
+    other_rank = write_toml(tmp_path / "rank2.toml", {**cfg, "lora": {"rank": 2}})
+    assert main(["train", "--config", str(other_rank), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds adapters of another model or LoRA setting" in err and "resume with the config" in err, err
+    save_checkpoint(tmp_path / "run" / CHECKPOINT, {"stage": 0, "step": 0})  # valid data, not a training state
+    assert main(["train", "--config", str(other_rank), "--resume", "--no-progress"]) == 2
+    assert "lacks adapters, config, global_step" in capsys.readouterr().err
+
+
 def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -42,6 +42,8 @@ from mlfs_edge.train.distill import feature_mse, gradient_scale, random_projecti
 from mlfs_edge.train.finetune import FinetuneConfig
 
 SUPERNET_DIR = "supernet"
+CHECKPOINT_KEYS = frozenset({"config", "order", "stage", "step", "global_step", "wall_s", "history", "merged",
+                             "adapters", "optimizer"})
 SUMMARY = "mlfs_train.json"
 
 
@@ -518,6 +520,10 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     # Read (and refuse a bad one) before any data, model or teacher work: a checkpoint is data, never code.
     found = find_checkpoint(out) if resume else None
     saved = load_checkpoint(found) if found is not None else None
+    missing = sorted(CHECKPOINT_KEYS - set(saved)) if saved is not None else []
+    if missing:
+        raise ValueError(f"{found} lacks {', '.join(missing)}: it was not written by `mlfs-edge train`; delete it "
+                         "to train from the start")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
     model, tokenizer = setup.model, setup.tokenizer
@@ -538,8 +544,15 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     model = add_lora(model, cfg.lora)
     state = TrainState()
     if saved is not None:
-        _reapply_merged(model, saved["merged"])
         params = dict(model.named_parameters())
+        expected = {n: tuple(v.shape) for n, v in params.items() if v.requires_grad}
+        got = {n: tuple(getattr(v, "shape", ())) for n, v in saved["adapters"].items()}
+        if got != expected:
+            differ = {n for n in got.keys() | expected.keys() if got.get(n) != expected.get(n)}
+            raise ValueError(f"{ckpt_path} holds adapters of another model or LoRA setting ({len(differ)} of "
+                             f"{len(expected)} differ from this config's, e.g. {min(differ)}): resume with the config "
+                             "that wrote it, or delete it to train from the start")
+        _reapply_merged(model, saved["merged"])
         with torch.no_grad():
             for name, value in saved["adapters"].items():
                 params[name].copy_(value)
