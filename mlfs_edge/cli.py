@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "MLFS supernet training, slicing, int8/fp16 quantization, ExecuTorch export and a "
                     "native C++ engine.",
         epilog="Start with `mlfs-edge info`, then `mlfs-edge demo`. Every command has --help.")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every third-party warning and log line (by default the known ones that need no "
+                        "action, listed in mlfs_edge/quiet.py, are hidden)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)
@@ -38,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line as given: commands record it beside their results
+    if not args.verbose:
+        from mlfs_edge import quiet
+
+        quiet.install()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as e:

@@ -114,11 +114,24 @@ class SubnetConfig:
     def uniform(cls, arch: ArchSpec, depth: int | None = None, heads: int | None = None,
                 mlp: int | None = None, layers: Sequence[int] | None = None,
                 layer_policy: str = "spread") -> SubnetConfig:
-        """Same heads and MLP width in every kept layer; `depth` picks layers by `layer_policy`."""
+        """Same heads and MLP width in every kept layer; `depth` picks layers by `layer_policy`.
+
+        None means the model's own value; zero or a negative count is an error (never "full")."""
+        own = {"depth": arch.num_layers, "heads": arch.num_heads, "mlp": arch.intermediate}
+        given = {"depth": depth, "heads": heads, "mlp": mlp}
+        for key, value in given.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{key}={value} is not a size: give 1..{own[key]}, or leave {key} out for the "
+                                 f"model's own value ({own[key]})")
         if layers is None:
-            layers = layers_for_depth(arch.num_layers, depth or arch.num_layers, layer_policy)
+            layers = layers_for_depth(arch.num_layers, arch.num_layers if depth is None else depth, layer_policy)
         n = len(layers)
-        cfg = cls(tuple(layers), (heads or arch.num_heads,) * n, (mlp or arch.intermediate,) * n)
+        cfg = cls(tuple(layers), (arch.num_heads if heads is None else heads,) * n,
+                  (arch.intermediate if mlp is None else mlp,) * n)
         cfg.validate(arch)
         return cfg
 
@@ -220,13 +233,14 @@ class SubnetConfig:
             kwargs: dict[str, int] = {}
             for part in filter(None, spec.split(",")):
                 k, sep, v = part.partition("=")
-                if not sep or k.strip() not in keys or not v.strip().isdigit():
+                if not sep or k.strip() not in keys or not v.strip().lstrip("+-").isdigit():
                     raise ValueError(
                         f"cannot parse sub-network {spec!r}: use 'full', 'depth=4,heads=8,mlp=768', "
                         "inline JSON or a .json/.toml file")
                 kwargs[keys[k.strip()]] = int(v)
             if kwargs.get("depth", 1) < 1 or kwargs.get("depth", 1) > arch.num_layers:
-                raise ValueError(f"depth must be between 1 and {arch.num_layers}")
+                raise ValueError(f"depth must be between 1 and {arch.num_layers}, got {kwargs['depth']} "
+                                 "(leave depth out for all the model's layers)")
             return cls.uniform(arch, **kwargs)
         return cfg.validate(arch)
 

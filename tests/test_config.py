@@ -84,6 +84,21 @@ def test_parse_short_form_files_and_errors(tmp_path):
         SubnetConfig.parse(str(tmp_path / "missing.json"), BERT)
 
 
+@pytest.mark.parametrize("key", ["depth", "heads", "mlp"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_zero_or_negative_is_an_error_not_the_full_value(key, value):
+    # Only None means "the model's own value": 0 used to slip through `x or full` as the full width.
+    with pytest.raises(ValueError, match=rf"{key}={value} is not a size|depth must be between"):
+        SubnetConfig.uniform(BERT, **{key: value})
+    with pytest.raises(ValueError, match=rf"{key}={value} is not a size|depth must be between 1 and 6, got {value}"):
+        SubnetConfig.parse(f"depth=3,heads=12,mlp=768,{key}={value}", BERT)
+    with pytest.raises(ValueError, match="must be an integer"):
+        SubnetConfig.uniform(BERT, **{key: 2.0})
+    # None (or leaving the key out) is the model's own value
+    assert SubnetConfig.uniform(BERT, **{key: None}) == SubnetConfig.full(BERT)
+    assert SubnetConfig.parse("heads=6", BERT).mlp == (BERT.intermediate,) * BERT.num_layers
+
+
 def test_layers_for_depth_policies():
     assert layers_for_depth(6, 6) == tuple(range(6))
     assert layers_for_depth(6, 3) == (0, 2, 5)

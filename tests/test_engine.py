@@ -170,6 +170,13 @@ def test_boundary_checks_raise_clear_errors(engines):
         e.run(np.zeros((1, MAX_POS + 1), np.int64))
     with pytest.raises(ValueError, match="attends to no token"):
         e.run(ids, np.zeros_like(mask))
+    # the mask holds 1 (token) and 0 (padding) only: weights, booleans-as-255 or -1 are refused, in either dtype
+    for bad in (2, -1, 255):
+        for dtype in (np.int64, np.int32):
+            odd = mask.astype(dtype)
+            odd[1, 2] = bad
+            with pytest.raises(ValueError, match=rf"attention_mask\[1, 2\] = {bad}: .* 1 for a token and 0 for pad"):
+                e.run(ids.astype(dtype), odd)
     with pytest.raises(ValueError, match="heads requested"):
         e.run(ids, mask, subnet=SubnetConfig((0,), (5,), (8,)))
     with pytest.raises(ValueError, match="out of range"):

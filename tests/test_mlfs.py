@@ -16,6 +16,7 @@ import torch
 
 from mlfs_edge.cli import main
 from mlfs_edge.config import dumps_toml
+from mlfs_edge.train.checkpoint import load_checkpoint
 from mlfs_edge.train.distill import feature_mse, gradient_scale, kd_kl, random_projection, subnet_loss
 from mlfs_edge.train.mlfs import CHECKPOINT, MLFSConfig, batch_indices, lr_at, train_mlfs
 
@@ -159,7 +160,7 @@ def write_toml(path: Path, cfg: dict) -> Path:
 
 
 def adapters(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / CHECKPOINT, weights_only=False)["adapters"]
+    return load_checkpoint(run / CHECKPOINT)["adapters"]
 
 
 def train_straight_and_killed(straight: MLFSConfig, resumed: MLFSConfig) -> tuple[dict, dict]:
@@ -167,7 +168,7 @@ def train_straight_and_killed(straight: MLFSConfig, resumed: MLFSConfig) -> tupl
     resumed; the final adapters must be identical bit for bit. Returns both summaries."""
     summary_straight = train_mlfs(straight, progress=False)
     assert train_mlfs(resumed, progress=False, stop_after=3) == {"stopped_at": 3}
-    assert torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["stage"] == 1
+    assert load_checkpoint(Path(resumed.out) / CHECKPOINT)["stage"] == 1
     summary = train_mlfs(resumed, resume=True, progress=False)
     a, b = adapters(Path(straight.out)), adapters(Path(resumed.out))
     assert a.keys() == b.keys() and len(a) > 0
@@ -177,15 +178,50 @@ def train_straight_and_killed(straight: MLFSConfig, resumed: MLFSConfig) -> tupl
 
 
 @pytest.mark.parametrize("importance", ["weight", "activation"])
-def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, importance):
+def test_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, importance, capsys):
     extra = {"importance": importance, "calibration_examples": 24}
     straight = MLFSConfig.from_dict(tiny_config(tmp_path / "a", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
     resumed = MLFSConfig.from_dict(tiny_config(tmp_path / "b", tiny_bert_dir, toy_csv, str(tiny_teacher), **extra))
+    capsys.readouterr()
     _, summary = train_straight_and_killed(straight, resumed)
+    # stage 1 has 2 steps, so the kill after 3 steps lands at step 1 of stage 2
+    assert (f"resuming from {resumed.out}/{CHECKPOINT}: stage 2 of 2 (widths+depths) at step 1 of 3 "
+            "(3 steps done in all)") in capsys.readouterr().out
     assert summary["steps"] == 5 and len(summary["history"]) == 5
-    order = torch.load(Path(resumed.out) / CHECKPOINT, weights_only=False)["order"]
+    order = load_checkpoint(Path(resumed.out) / CHECKPOINT)["order"]
     assert order["method"] == importance
     assert summary["trainable_fraction"] < 0.05 or summary["total_params"] < 2_000_000  # tiny model: big share
+
+
+@pytest.mark.parametrize("name", [CHECKPOINT, "checkpoint.pt"])
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys,
+                                                         name):
+    from test_checkpoint import evil_pickle
+
+    cfg_path = write_toml(tmp_path / "tiny.toml", tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher)))
+    marker = tmp_path / "code_ran"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).write_bytes(evil_pickle(marker))  # a tampered checkpoint (test_checkpoint: it is live)
+    assert main(["train", "--config", str(cfg_path), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlfs-edge train: error: ") and "\n" not in err, err
+    assert "not loaded" in err or "does not load pickles" in err
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "supernet").exists()  # refused before any training
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
+    from mlfs_edge.train.checkpoint import save_checkpoint
+
+    cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher))
+    assert train_mlfs(MLFSConfig.from_dict(cfg), progress=False, stop_after=1) == {"stopped_at": 1}
+    other_rank = write_toml(tmp_path / "rank2.toml", {**cfg, "lora": {"rank": 2}})
+    assert main(["train", "--config", str(other_rank), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds adapters of another model or LoRA setting" in err and "resume with the config" in err, err
+    save_checkpoint(tmp_path / "run" / CHECKPOINT, {"stage": 0, "step": 0})  # valid data, not a training state
+    assert main(["train", "--config", str(other_rank), "--resume", "--no-progress"]) == 2
+    assert "lacks adapters, config, global_step" in capsys.readouterr().err
 
 
 def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teacher, capsys):
@@ -292,6 +328,9 @@ def test_two_processes_with_accelerate_gloo(tmp_path, tiny_bert_dir, toy_csv, ti
                            "--config", str(cfg_path), "--no-progress"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one summary and one "Next:" line (the main process's), not one per process
+    assert proc.stdout.count("supernet written to") == 1 and proc.stdout.count("Next:") == 1, proc.stdout
+    assert proc.stdout.count("supernet: bert") == 1, proc.stdout
     summary = json.loads((tmp_path / "run" / "mlfs_train.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     if not torch.cuda.is_available():

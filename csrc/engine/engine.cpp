@@ -147,7 +147,12 @@ void Engine::run(const Index* input_ids, const Index* attention_mask, std::size_
                                     std::to_string(id) + " is outside the vocabulary [0, " +
                                     std::to_string(dims_.vocab_size) + ")");
       ws_->ids[t] = static_cast<std::int32_t>(id);
-      ws_->mask[t] = attention_mask[t] != 0;
+      const auto m = static_cast<std::int64_t>(attention_mask[t]);
+      if (m != 0 && m != 1)  // a mask of weights or of token types is a caller's mistake, not "attend"
+        throw std::invalid_argument("attention_mask[" + std::to_string(b) + ", " + std::to_string(s) + "] = " +
+                                    std::to_string(m) + ": the mask holds 1 for a token and 0 for padding, "
+                                    "nothing else");
+      ws_->mask[t] = static_cast<std::uint8_t>(m);
       attended += ws_->mask[t];
     }
     if (attended == 0)

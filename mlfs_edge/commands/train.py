@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "depth, stage 2 for widths and depths. Writes into the run folder <out>: run_config.json "
                     "(the resolved config: model, data, columns, palette, seed — every later command reads it), "
                     "supernet/ (a Hugging Face folder every sub-network is sliced from), mlfs_train.json and "
-                    "checkpoints. With [lora] elastic_ranks = [2, 4] the adapter rank is sampled too, and "
-                    "eval/slice/pack take --rank / --lora-rank afterwards.",
+                    "checkpoints (checkpoint.safetensors + a JSON index: data, never code). With [lora] "
+                    "elastic_ranks = [2, 4] the adapter rank is sampled too, and eval/slice/pack take --rank / "
+                    "--lora-rank afterwards.",
         epilog="Examples: mlfs-edge train --config configs/mlfs_minilm_rt.toml  |  mlfs-edge train --config "
                "configs/mlfs_minilm_rt.toml --data my.csv --text-column review --label-column sentiment --out "
                "runs/mine  |  mlfs-edge train --resume runs/mine (continue an interrupted run, bit-for-bit). "
@@ -28,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training config (TOML), e.g. configs/mlfs_minilm_rt.toml (not needed with --resume RUN)")
     p.add_argument("--quick", action="store_true", help="the config's [quick] smoke-test variant (minutes)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                   help="continue from the run's checkpoint (bit-for-bit); with a run folder, its recorded config "
-                        "is used")
+                   help="continue from the run's checkpoint.safetensors (bit-for-bit); with a run folder, its "
+                        "recorded config is used")
     p.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="override the config's dataset: a bundled name or a .csv/.jsonl/.parquet file "
                         "(causal_lm: news, hamlet or a .txt/.jsonl file)")
@@ -44,9 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from accelerate import PartialState
-
-    from mlfs_edge.train.mlfs import MLFSConfig, train_mlfs
+    from mlfs_edge.train.mlfs import MLFSConfig, is_main_process, train_mlfs
     from mlfs_edge.train.run_folder import open_run
 
     overrides = {"data": args.data, "text_column": args.text_column, "label_column": args.label_column,
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = replace(cfg, out=str(cfg.out))
     summary = train_mlfs(cfg, resume=bool(args.resume), progress=not args.no_progress,
                          command=shlex.join(["mlfs-edge", *args.argv]))
-    if not PartialState().is_main_process:  # under accelerate: one summary, from the main process
+    if not is_main_process():  # under `accelerate launch`: the summary and next steps once, from the main process
         return 0
     teacher_s = summary["full_finetune_wall_s"]  # None for causal_lm: the pretrained LM is the teacher
     teacher = f"teacher fine-tune: {teacher_s:.0f} s" if teacher_s is not None else f"teacher: {summary['teacher']}"

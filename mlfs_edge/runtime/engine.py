@@ -2,7 +2,8 @@
 
 Inputs are numpy arrays used in place (no copy): ``input_ids`` and ``attention_mask`` of shape
 [batch, seq], both int64 or both int32 (what tokenizers and torch produce; other dtypes are rejected
-with a TypeError rather than converted), C-contiguous. The output is float32 [batch, num_labels]
+with a TypeError rather than converted), C-contiguous; the mask holds 1 (token) and 0 (padding) only,
+any other value is a ValueError naming its position. The output is float32 [batch, num_labels]
 logits for a packed classifier, else the pooled embedding [batch, hidden]. Token type ids are 0
 (single-segment input). The GIL is released while the engine computes.
 """

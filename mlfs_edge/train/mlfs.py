@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -38,11 +37,13 @@ from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
 from mlfs_edge.supernet import ElasticSupernet, ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
 from mlfs_edge.supernet.quantized import quantize_frozen_base
+from mlfs_edge.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint, save_checkpoint
 from mlfs_edge.train.distill import feature_mse, gradient_scale, random_projection, subnet_loss
 from mlfs_edge.train.finetune import FinetuneConfig
 
-CHECKPOINT = "checkpoint.pt"
 SUPERNET_DIR = "supernet"
+CHECKPOINT_KEYS = frozenset({"config", "order", "stage", "step", "global_step", "wall_s", "history", "merged",
+                             "adapters", "optimizer"})
 SUMMARY = "mlfs_train.json"
 
 
@@ -366,12 +367,17 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file, then rename: a kill leaves the old checkpoint or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def resume_message(path: Path, saved: dict[str, Any] | None, stages: tuple[StageSettings, ...]) -> str:
+    """What `--resume` continues from, in one line."""
+    if saved is None:
+        return f"no checkpoint at {path}: starting from the beginning"
+    stage, step, global_step = int(saved["stage"]), int(saved["step"]), int(saved["global_step"])
+    if stage >= len(stages):
+        return (f"resuming from {path}: all {len(stages)} stages done ({global_step} steps); "
+                "writing the supernet")
+    s = stages[stage]
+    return (f"resuming from {path}: stage {stage + 1} of {len(stages)} ({s.name}) at step {step} of {s.steps} "
+            f"({global_step} steps done in all)")
 
 
 @torch.no_grad()
@@ -507,23 +513,28 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     from accelerate import Accelerator
 
     from mlfs_edge.train.finetune import seed_everything
+    from mlfs_edge.train.run_folder import record_run
 
     cfg.validate()
     task = cfg.resolved_task()
-    from mlfs_edge.train.run_folder import record_run
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
+    # Read (and refuse a bad one) before any data, model or teacher work: a checkpoint is data, never code.
+    found = find_checkpoint(out) if resume else None
+    saved = load_checkpoint(found) if found is not None else None
+    missing = sorted(CHECKPOINT_KEYS - set(saved)) if saved is not None else []
+    if missing:
+        raise ValueError(f"{found} lacks {', '.join(missing)}: it was not written by `mlfs-edge train`; delete it "
+                         "to train from the start")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if accelerator.is_main_process:  # before the first step: an interrupted run knows its config too
         record_run(cfg, command)
     setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
     model, tokenizer = setup.model, setup.tokenizer
 
     seed_everything(cfg.seed)
-    saved = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.is_file() else None
-    if resume and saved is None and accelerator.is_main_process:
-        print(f"no checkpoint at {ckpt_path}: starting from the beginning")
+    if accelerator.is_main_process and resume:
+        print(resume_message(ckpt_path, saved, cfg.stages))
     if saved is not None:
         order = ImportanceOrder.from_dict(saved["order"])
         apply_order(model, order)
@@ -537,8 +548,15 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     model = add_lora(model, cfg.lora)
     state = TrainState()
     if saved is not None:
-        _reapply_merged(model, saved["merged"])
         params = dict(model.named_parameters())
+        expected = {n: tuple(v.shape) for n, v in params.items() if v.requires_grad}
+        got = {n: tuple(getattr(v, "shape", ())) for n, v in saved["adapters"].items()}
+        if got != expected:
+            differ = {n for n in got.keys() | expected.keys() if got.get(n) != expected.get(n)}
+            raise ValueError(f"{ckpt_path} holds adapters of another model or LoRA setting ({len(differ)} of "
+                             f"{len(expected)} differ from this config's, e.g. {min(differ)}): resume with the config "
+                             "that wrote it, or delete it to train from the start")
+        _reapply_merged(model, saved["merged"])
         with torch.no_grad():
             for name, value in saved["adapters"].items():
                 params[name].copy_(value)
@@ -562,7 +580,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     def checkpoint(optimizer: torch.optim.Optimizer) -> None:
         if accelerator.is_main_process:
             save_checkpoint(ckpt_path, {
-                "format": "mlfs-checkpoint-1", "config": cfg.to_dict(), "order": order.to_dict(),
+                "config": cfg.to_dict(), "order": order.to_dict(),
                 "stage": state.stage, "step": state.step, "global_step": state.global_step,
                 "wall_s": state.wall_s, "cpu_s": state.cpu_s, "history": state.history, "merged": state.merged,
                 "adapters": lora_state(model), "optimizer": optimizer.state_dict()})
@@ -644,6 +662,13 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         (out / SUMMARY).write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     return summary
+
+
+def is_main_process() -> bool:
+    """True in the one process that should print and write (under `accelerate launch`: rank 0; alone: always)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def finished_run(out: str | Path, cfg: MLFSConfig) -> dict[str, Any] | None:

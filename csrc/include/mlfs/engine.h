@@ -65,6 +65,7 @@ class Engine {
   void validate(const SubnetSpec& subnet) const;
 
   // input_ids / attention_mask: [batch, seq] row-major (int32 or int64); out: [batch, output_dim()].
+  // The mask holds only 0 (padding) and 1 (token); any other value throws std::invalid_argument.
   // Validates ids (0 <= id < vocab), seq <= max_positions and that every row attends to >= 1 token
   // (std::invalid_argument otherwise) before any compute. Thread-safe (calls are serialised).
   template <typename Index>

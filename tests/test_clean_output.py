@@ -1,0 +1,158 @@
+"""No warning a user cannot act on reaches the terminal: each command's quick path is run as a user
+runs it (a subprocess, so stderr is the real one, logging and warnings set up by `mlfs-edge` itself),
+and every stderr line must be a progress bar or an allowed line. The known third-party noise is
+filtered in mlfs_edge/quiet.py; `--verbose` shows it again."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlfs_edge import quiet
+
+MLFS_EDGE = [sys.executable, "-m", "mlfs_edge.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "OMP_NUM_THREADS": "1"}
+
+# tqdm bars ("desc:  40%|████      | 2/5 [00:01<00:02, 1.2it/s]", "measure: 3it [00:01, 2.0it/s]")
+PROGRESS = re.compile(r"\[\d+:\d\d(:\d\d)?(<|,|\])")
+# stderr lines that are not warnings and are fine for a user to see (none needed today)
+ALLOWED: tuple[re.Pattern[str], ...] = ()
+
+
+def unexpected_lines(stderr: str) -> list[str]:
+    """The stderr lines that are neither progress bars nor allowed (tqdm redraws with '\\r')."""
+    lines = (ln.strip() for ln in re.split(r"[\r\n]", stderr))
+    return [ln for ln in lines if ln and not PROGRESS.search(ln) and not any(p.search(ln) for p in ALLOWED)]
+
+
+def mlfs_edge(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*MLFS_EDGE, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"mlfs-edge {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_progress_bars_pass_and_anything_else_is_caught():
+    bars = ("fine-tune teacher:   0%|          | 0/1 [00:00<?, ?step/s]\r"
+            "Loading weights: 100%|██████████| 105/105 [00:00<00:00, 3489.24it/s]\n"
+            "measure L3: 3it [00:01,  2.00it/s]\n\n")
+    assert unexpected_lines(bars) == []
+    noise = "/x/copyreg.py:105: FutureWarning: something\n  return cls.__new__(cls, *args)\nWARNING:root:hm\n"
+    assert unexpected_lines(bars + noise) == ["/x/copyreg.py:105: FutureWarning: something",
+                                              "return cls.__new__(cls, *args)", "WARNING:root:hm"]
+
+
+def test_every_known_filter_is_narrow_and_documented():
+    for noise in quiet.KNOWN:
+        assert (noise.logger is None) != (noise.category is None), noise  # exactly one of them
+        assert noise.source and noise.why, noise
+        assert len(noise.message) > 25 and noise.message not in (".*", ""), noise  # a message, not a blanket
+        re.compile(noise.message)
+
+
+@pytest.fixture
+def installed():
+    """quiet.install() for one test; its logging filters are removed afterwards (pytest restores warnings)."""
+    import logging
+
+    yield quiet.install
+    for name in {n.logger for n in quiet.KNOWN if n.logger}:
+        target = logging.getLogger() if name == "root" else logging.getLogger(name)
+        for f in [f for f in target.filters if isinstance(f, quiet._DropKnown)]:
+            target.removeFilter(f)
+
+
+def test_install_hides_only_the_known_messages(installed, caplog):
+    import logging
+    import warnings
+
+    quiet.install()
+    quiet.install()  # idempotent: one filter per logger
+    assert sum(isinstance(f, quiet._DropKnown) for f in logging.getLogger("torchao").filters) == 1
+    torchao = logging.getLogger("torchao")
+    torchao.warning("Failed to load /venv/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: nope")
+    torchao.warning("Failed to load /venv/site-packages/torchao/_C_cpu_kernels.so: a CPU kernel, keep it")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        quiet.install()  # catch_warnings restored the filters of the test session: put ours back
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", UserWarning, stacklevel=1)
+        warnings.warn("some other FutureWarning", FutureWarning, stacklevel=1)
+    assert [(w.category, str(w.message)[:12]) for w in seen] == [(UserWarning, "`isinstance("),
+                                                                (FutureWarning, "some other F")]
+    logged = caplog.text
+    assert "_C_cpu_kernels" in logged and "_C_mxfp8" not in logged
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quick_paths_of_every_command_print_no_unexpected_warning(tmp_path):
+    """demo → train → eval → pack → run → export → compare on tiny limits; each stderr must be clean."""
+    run = tmp_path / "run"
+    teacher = tmp_path / "demo" / "teacher"
+    config = tmp_path / "tiny.toml"
+    config.write_text(f"""
+model = "minilm"
+data = "rotten_tomatoes"
+out = "{run}"
+teacher = "{teacher}"
+importance = "activation"
+calibration_examples = 8
+batch_size = 8
+max_length = 24
+max_train_examples = 16
+max_eval_examples = 16
+checkpoint_every = 1
+palette = ["full", "depth=3,heads=6,mlp=384"]
+
+[search]
+depths = [3, 6]
+heads = [6, 12]
+mlp = [384, 1536]
+
+[lora]
+rank = 2
+
+[[stages]]
+name = "widths"
+vary_depth = false
+steps = 1
+
+[[stages]]
+name = "widths+depths"
+vary_depth = true
+steps = 1
+fresh_adapters = true
+""")
+    sub = "depth=3,heads=6,mlp=384"
+    steps = {
+        "demo": ["demo", "--compare", "none", "--max-train", "32", "--max-eval", "16", "--epochs", "0.5",
+                 "--out", str(tmp_path / "demo")],
+        "train": ["train", "--config", str(config)],
+        "train --resume": ["train", "--config", str(config), "--resume"],
+        "eval": ["eval", "--config", str(config)],
+        "pack": ["pack", str(run / "supernet"), str(tmp_path / "s.mlfs"), "--dtype", "int8"],
+        "run": ["run", str(tmp_path / "s.mlfs"), "--text", "a gripping film", "--subnet", sub],
+        "export": ["export", "--model", str(run / "supernet"), "--subnet", sub, "--dtypes", "fp32,int8",
+                   "--max-length", "32", "--out", str(tmp_path / "export")],
+        # ONNX Runtime is where the export and quantization noise came from; ExecuTorch is covered by export
+        "compare": ["compare", "--quick", "--model", str(teacher), "--max-test", "16", "--threads", "1",
+                    "--backends", "pytorch,onnxruntime,mlfs", "--dtypes", "fp32,int8",
+                    "--work-dir", str(tmp_path / "compare")],
+    }
+    found = {}
+    for name, args in steps.items():
+        proc = mlfs_edge(*args, cwd=tmp_path)
+        found[name] = unexpected_lines(proc.stderr)
+        if name == "train --resume":
+            assert "resuming from" in proc.stdout and "all 2 stages done" in proc.stdout, proc.stdout
+    assert all(not lines for lines in found.values()), {k: v for k, v in found.items() if v}
+    # the same command with --verbose shows the hidden lines again (and so the check above can fail)
+    verbose = unexpected_lines(mlfs_edge("--verbose", *steps["pack"], cwd=tmp_path).stderr)
+    assert any("torchao" in ln and "Failed to load" in ln for ln in verbose), verbose
+    assert any("register_constant" in ln for ln in verbose), verbose
