@@ -120,6 +120,11 @@ def test_demo_tells_the_whole_story_on_a_tiny_model(tmp_path, tiny_bert_dir):
     assert {r["subnet"] for r in rows} <= {r["name"] for r in palette["rows"]}  # only sub-networks it trained
     assert palette["data"] == str(data)
     assert f"mlfs-edge run {out}" in proc.stdout and "demo guard" in proc.stdout + proc.stderr
+    # clean output: nothing on stderr but progress bars and the guard's own report
+    from test_clean_output import unexpected_lines
+
+    noise = [ln for ln in unexpected_lines(proc.stderr) if not ln.startswith(("demo guard", "int8 ", "L"))]
+    assert noise == [], noise
 
 
 def test_epoch_batches_cover_every_example_once_and_group_lengths():
