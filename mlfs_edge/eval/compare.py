@@ -77,7 +77,7 @@ def load_source(model_dir: str | Path):  # noqa: ANN201
     """
     import mlfs_edge.supernet as supernet
     from mlfs_edge.config import ArchSpec, SearchSpace
-    from mlfs_edge.train.finetune import load_classifier
+    from mlfs_edge.models import load_classifier
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -134,7 +134,7 @@ def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str],
     sub_dir = work_dir / cfg.name
     hf_dir = sub_dir / "hf"
     if not (hf_dir / "config.json").is_file():
-        from mlfs_edge.train.finetune import save_atomically
+        from mlfs_edge.models import save_atomically
 
         save_atomically(sub, tokenizer, hf_dir, {"subnet": cfg.to_dict()})
     jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -443,7 +443,7 @@ def write_outputs(rows: list[dict[str, Any]], json_path: str | Path | None, plot
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     shown = [{"subnet": r["subnet"], "dtype": r["dtype"], "backend": r["backend"], "threads": r["threads"],
               "accuracy %": f"{100 * r['accuracy']:.2f}", "agreement %": f"{100 * r['agreement']:.2f}",
