@@ -45,3 +45,33 @@ def int8_linear_reference(x: torch.Tensor, q_w: torch.Tensor, w_scale: torch.Ten
     if bias is not None:
         y = y + bias.double()
     return y.float().reshape(*shape[:-1], q_w.shape[0])
+
+
+# --- 4-bit group-wise (the llama.cpp Q4_0 family; the engine's "q4" packed weights) --------------
+Q4_GROUP = 32
+
+
+def quantize_q4_groups(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """4-bit symmetric per (output row, group of `group` consecutive inputs), as Q4_0 does it:
+    the group's largest-magnitude value m maps to -8, scale d = m / -8, q = clamp(round(w / d), -8, 7)
+    (a zero group gets d = 1). Returns (q int8 [out, in] in [-8, 7], d float32 [in / group, out]).
+
+    The scales are laid out per group row so that a prefix slice W[:n, :k] (k a multiple of the
+    group) reuses them: the packed file stores them as they come.
+    """
+    if w.ndim != 2:
+        raise ValueError(f"expected a 2-D weight, got shape {tuple(w.shape)}")
+    out_f, in_f = w.shape
+    if in_f % group:
+        raise ValueError(f"4-bit weights need an input width that is a multiple of {group}, got {in_f}")
+    g = w.detach().float().reshape(out_f, in_f // group, group)
+    idx = g.abs().argmax(dim=2, keepdim=True)
+    m = torch.gather(g, 2, idx).squeeze(2)  # signed extreme of each group
+    d = torch.where(m != 0, m / -8.0, torch.ones_like(m))
+    q = torch.clamp(torch.round(g / d[..., None]), -8, 7).to(torch.int8)
+    return q.reshape(out_f, in_f), d.T.contiguous()
+
+
+def dequantize_q4_groups(q: torch.Tensor, d: torch.Tensor, group: int = Q4_GROUP) -> torch.Tensor:
+    out_f, in_f = q.shape
+    return (q.float().reshape(out_f, in_f // group, group) * d.T[..., None]).reshape(out_f, in_f)
