@@ -102,14 +102,16 @@ def test_greedy_generation_identical_to_hf(models, packed, name, which):
     sup = ElasticSupernet(model)
     with torch.no_grad(), sup.activated(cfg):
         # no HF cache: a depth-sliced model's layers keep their original cache indices
-        ref = model.generate(ids[None], attention_mask=mask, max_new_tokens=24, do_sample=False, use_cache=False,
-                             pad_token_id=0, eos_token_id=None)[0, 12:].tolist()
+        ref = model.generate(ids[None], attention_mask=mask, max_new_tokens=24, do_sample=False,
+                             use_cache=False, pad_token_id=0, eos_token_id=None)[0, 12:].tolist()
     assert engine.generate(ids.tolist(), subnet=cfg, max_new_tokens=24, stop_tokens=[]) == ref
     # repetition penalty is HF's rule too
     with torch.no_grad(), sup.activated(cfg):
-        ref_rp = model.generate(ids[None], attention_mask=mask, max_new_tokens=16, do_sample=False, use_cache=False, pad_token_id=0,
-                                eos_token_id=None, repetition_penalty=1.5)[0, 12:].tolist()
-    assert engine.generate(ids.tolist(), subnet=cfg, max_new_tokens=16, stop_tokens=[], repetition_penalty=1.5) == ref_rp
+        ref_rp = model.generate(ids[None], attention_mask=mask, max_new_tokens=16, do_sample=False,
+                                use_cache=False, pad_token_id=0, eos_token_id=None,
+                                repetition_penalty=1.5)[0, 12:].tolist()
+    got_rp = engine.generate(ids.tolist(), subnet=cfg, max_new_tokens=16, stop_tokens=[], repetition_penalty=1.5)
+    assert got_rp == ref_rp
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -132,7 +134,8 @@ def test_tied_head_stored_once(packed):
 
 
 def _tensor_names(path: str) -> list[str]:
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     n = struct.unpack_from("<I", data, 28)[0]
     return [data[256 + 128 * i: 256 + 128 * i + 64].rstrip(b"\0").decode() for i in range(n)]
 
@@ -242,7 +245,8 @@ def test_format_versions(tiny_bert_dir, tmp_path, packed):
     assert np.array_equal(v1.run(ids), Engine.from_bytes(enc).run(ids))
     with pytest.raises(PackedFileError, match="re-pack"):
         Engine.from_bytes(_with_version(enc, 99))
-    dec = open(packed[("llama", "fp32")].path, "rb").read()
+    with open(packed[("llama", "fp32")].path, "rb") as f:
+        dec = f.read()
     assert Engine.from_bytes(dec).kind == "decoder"
 
 
