@@ -11,16 +11,19 @@ ORDER = 60
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="pack a model folder into one .mlfs file for the native engine",
                        description="Write a Hugging Face BERT-family model folder (BertModel or "
-                                   "BertForSequenceClassification, already importance-reordered) as one .mlfs "
+                                   "BertForSequenceClassification, already importance-reordered) or a "
+                                   "Llama-family causal LM folder (Llama, SmolLM2, Qwen2; e.g. the decoder "
+                                   "supernet `mlfs-edge train` writes) as one .mlfs "
                                    "file: the whole supernet, so the engine can run any sub-network of it. "
                                    "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
                                    "has one.",
                        epilog="Example: mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
     p.add_argument("model_dir", help="Hugging Face model folder (config.json + weights)")
     p.add_argument("out", help="output .mlfs file (written atomically)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8", "q4"], default="fp32",
                    help="storage of the Linear weights and word embedding; int8 uses per-output-row "
-                        "symmetric scales (default: %(default)s)")
+                        "symmetric scales, q4 (decoders) 4-bit groups of 32 inputs with one scale each "
+                        "(default: %(default)s)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
                         "first token; a classifier always uses cls")
@@ -44,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     path = pack(model, args.out, dtype=args.dtype, pooling=args.pooling, lora=lora,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
     engine = Engine.load(path)
-    kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
+    if engine.kind == "decoder":
+        a = engine.arch
+        kind = f"decoder, {a.num_heads} heads / {a.num_kv_heads} key-value groups"
+    else:
+        kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
     print(f"wrote {path} ({engine.file_size / 2**20:.1f} MiB, {engine.dtype}, {engine.arch.num_layers} layers, "
           f"{kind}, CRC-32 {engine.checksum:08x})")
     if engine.tokenizer_dir():
