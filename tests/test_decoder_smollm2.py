@@ -26,14 +26,14 @@ def smollm2(tmp_path_factory):
     return model, tokenizer, engine
 
 
-def _news_ids(tokenizer, n: int) -> list[int]:  # noqa: ANN001
+def _news_ids(tokenizer, n: int) -> list[int]:
     from mlfs_edge.data import load_text
     from mlfs_edge.eval.lm import token_stream
 
     return token_stream(tokenizer, load_text("news").test, max_tokens=n)
 
 
-def _subnets(arch) -> dict[str, SubnetConfig]:  # noqa: ANN001
+def _subnets(arch) -> dict[str, SubnetConfig]:
     n, h, f, g = arch.num_layers, arch.num_heads, arch.intermediate, arch.group_size
     per_layer_heads = tuple(h if i % 2 == 0 else 2 * g for i in range(n))
     per_layer_mlp = tuple(f if i % 3 == 0 else f // 2 for i in range(n))
