@@ -84,7 +84,8 @@ def main() -> int:
             ppl.append({"backend": "mlfs", "dtype": dtype, "perplexity": r.perplexity, "tokens": r.tokens,
                         "delta_vs_pytorch_pct": delta, "file_bytes": engine.file_size,
                         "seconds": time.perf_counter() - t0})
-            print(f"perplexity mlfs {dtype:5s} {r.perplexity:.3f} ({delta:+.2f} %)  file {engine.file_size / 2**20:.0f} MiB")
+            mib = engine.file_size / 2**20
+            print(f"perplexity mlfs {dtype:5s} {r.perplexity:.3f} ({delta:+.2f} %)  file {mib:.0f} MiB")
         record["perplexity"] = ppl
     if args.json:
         atomic_write_text(args.json, json.dumps(record, indent=1))
