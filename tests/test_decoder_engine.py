@@ -127,6 +127,24 @@ def test_weight_formats_close_to_fp32(models, packed, name, dtype, min_cos):
     assert sizes["fp32"] > sizes["fp16"] > sizes["int8"] > sizes["q4"]
 
 
+def test_head_dtype_can_differ(models, tmp_path):
+    model = models["qwen2"]  # untied: the embedding table follows the head's dtype too
+    ids = _prompt(24, seed=21).numpy()
+    fp32 = Engine.load(pack(model, tmp_path / "f.mlfs")).logits(ids)
+    mixed = Engine.load(pack(model, tmp_path / "m.mlfs", dtype="q4", head_dtype="fp16"))
+    assert mixed.metadata["head_dtype"] == "fp16"
+    assert {_tensor_dtype(mixed.path, n) for n in ("head.w", "emb.w", "l0.q.w")} == {1, 3}
+    got = mixed.logits(ids)
+    assert float((got * fp32).sum() / np.linalg.norm(got) / np.linalg.norm(fp32)) > 0.95
+
+
+def _tensor_dtype(path: str, name: str) -> int:
+    with open(path, "rb") as f:
+        data = f.read()
+    i = _tensor_names(path).index(name)
+    return struct.unpack_from("<I", data, 256 + 128 * i + 64)[0]
+
+
 def test_tied_head_stored_once(packed):
     names = {t for t in _tensor_names(packed[("llama", "fp32")].path)}
     assert "head.w" in names and "emb.w" not in names

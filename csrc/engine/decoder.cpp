@@ -36,8 +36,14 @@ Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTa
   auto f32 = [&](const std::string& name, std::vector<std::uint64_t> shape) {
     return static_cast<const float*>(file_->require(name, DType::f32, shape).data);
   };
-  head_ = bind_linear(*file_, "head", d.vocab_size, H, wd, false);
-  embed_ = d.tied_embeddings ? head_ : bind_linear(*file_, "emb", d.vocab_size, H, wd, false);
+  // The LM head (and an untied embedding table) may be kept at a higher precision than the layers
+  // (e.g. fp16 in an int8 file, as llama.cpp keeps output.weight): bound in the dtype it is stored in.
+  auto stored = [&](const std::string& name) {
+    const TensorView* t = file_->find(name + ".w");
+    return t != nullptr ? t->dtype : wd;
+  };
+  head_ = bind_linear(*file_, "head", d.vocab_size, H, stored("head"), false);
+  embed_ = d.tied_embeddings ? head_ : bind_linear(*file_, "emb", d.vocab_size, H, stored("emb"), false);
   final_norm_ = f32("norm.w", {H});
   for (std::uint32_t i = 0; i < d.num_layers; ++i) {
     const std::string p = "l" + std::to_string(i) + ".";

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="storage of the Linear weights and word embedding; int8 uses per-output-row "
                         "symmetric scales, q4 (decoders) 4-bit groups of 32 inputs with one scale each "
                         "(default: %(default)s)")
+    p.add_argument("--head-dtype", choices=["fp32", "fp16", "int8", "q4"], default=None,
+                   help="decoders: storage of the LM head / embedding table when it should differ from --dtype "
+                        "(e.g. fp16 in an int8 or q4 file; default: --dtype)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
                         "first token; a classifier always uses cls")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                                 "save_pretrained, e.g. runs/demo/teacher")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
     model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
-    path = pack(model, args.out, dtype=args.dtype, pooling=args.pooling, lora=lora,
+    path = pack(model, args.out, dtype=args.dtype, pooling=args.pooling, lora=lora, head_dtype=args.head_dtype,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
     engine = Engine.load(path)
     if engine.kind == "decoder":

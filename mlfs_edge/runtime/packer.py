@@ -118,7 +118,7 @@ def _store_table(out: dict[str, np.ndarray], name: str, table: torch.Tensor, dty
 def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dtype: str = "fp32",
          lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
          importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
-         source: str | None = None) -> Path:
+         source: str | None = None, head_dtype: str | None = None) -> Path:
     """Write `model` to `path`: a BertModel or BertForSequenceClassification (an encoder file), or a
     Llama-family causal LM (a decoder file: LlamaForCausalLM / Qwen2ForCausalLM, e.g. SmolLM2 or a
     decoder supernet folder written by `mlfs-edge train`), or the folder of either.
@@ -133,6 +133,8 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]};
         read from a supernet folder's mlfs_meta.json when not given.
     tokenizer: a tokenizer (or its folder) to save next to the file, in `tokenizer_dir_for(path)`.
+    head_dtype: decoders: the LM head's (and the embedding table's) storage when it should differ
+        from `dtype` (e.g. "fp16" in an int8 or q4 file); default: `dtype`.
     """
     if dtype not in DTYPE_CODES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CODES)}, got {dtype!r}")
@@ -144,9 +146,11 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         if lora or hasattr(loaded, "peft_config"):
             raise ValueError("unmerged LoRA adapters are packed for encoders only; pack the decoder supernet "
                              "folder `mlfs-edge train` wrote (adapters merged)")
-        return _pack_decoder(loaded, path, dtype, importance_order, tokenizer, src_name)
+        return _pack_decoder(loaded, path, dtype, importance_order, tokenizer, src_name, head_dtype or dtype)
     if dtype == "q4":
         raise ValueError("4-bit (q4) files are for decoders; pack an encoder as fp32, fp16 or int8")
+    if head_dtype is not None:
+        raise ValueError("head_dtype is for decoders (their LM head)")
     encoder, classifier, peft_lora = _split_model(loaded)
     lora = dict(lora if lora is not None else peft_lora)
     config = encoder.config
@@ -271,7 +275,7 @@ def _rope_theta(config: Any) -> float:
 
 
 def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
-                  importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str) -> Path:
+                  importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str, head_dtype: str) -> Path:
     """A Llama-family causal LM (LlamaForCausalLM, Qwen2ForCausalLM; SmolLM2) as a decoder file.
 
     RMSNorm, RoPE (theta; rope_scaling none or linear), grouped-query attention (sub-networks keep
@@ -300,9 +304,11 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
     tied = head is embed or (head.shape == embed.shape and bool(torch.equal(head, embed)))
 
     tensors: dict[str, np.ndarray] = {}
-    _store_linear(tensors, "head.w", head, dtype)
+    if head_dtype not in DTYPE_CODES:
+        raise ValueError(f"head_dtype must be one of {', '.join(DTYPE_CODES)}, got {head_dtype!r}")
+    _store_linear(tensors, "head.w", head, head_dtype)
     if not tied:
-        _store_linear(tensors, "emb.w", embed, dtype)
+        _store_linear(tensors, "emb.w", embed, head_dtype)
     tensors["norm.w"] = _f32(backbone.norm.weight)
     for i, layer in enumerate(backbone.layers):
         att, mlp = layer.self_attn, layer.mlp
@@ -328,6 +334,7 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
         "importance_order": dict(importance_order) if importance_order is not None else None,
         "labels": [],
         "dtype": dtype,
+        "head_dtype": head_dtype,
         "tied_embeddings": tied,
         "rope": {"theta": dims.rope_theta, "linear_factor": dims.rope_linear_factor},
         "eos_token_id": config.eos_token_id,
