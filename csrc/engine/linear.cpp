@@ -29,8 +29,10 @@ void LinearWeights::column(std::size_t n, float* dst) const {
     case DType::q4: {
       const auto* w = static_cast<const std::uint8_t*>(weight) + n / 2;
       const int shift = 4 * static_cast<int>(n % 2);
-      for (std::size_t k = 0; k < in; ++k)
-        dst[k] = w_scale[(k / kernels::kQ4Group) * out + n] * static_cast<float>(((w[k * ldw] >> shift) & 15) - 8);
+      for (std::size_t k = 0; k < in; ++k) {
+        const std::size_t g = (k / kernels::kQ4Group) * out + n;
+        dst[k] = w_scale[g] * static_cast<float>((w[k * ldw] >> shift) & 15) + w_min[g];
+      }
       break;
     }
   }
@@ -60,6 +62,7 @@ LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::
       w.weight = file.require(name + ".w", dtype, {in, kernels::packed_q4_ld(out)}).data;
       w.ldw = kernels::packed_q4_ld(out);
       w.w_scale = f32(name + ".w.scale", {in / kernels::kQ4Group, out});
+      w.w_min = f32(name + ".w.min", {in / kernels::kQ4Group, out});
       break;
     default:
       w.weight = file.require(name + ".w", dtype, {in, out}).data;
@@ -135,7 +138,7 @@ void LinearRunner::run(std::initializer_list<Out> outs, std::size_t n, std::size
         break;
       case DType::q4:
         kt_.gemm_q4(m, nb, k, x, ldx, static_cast<const std::uint8_t*>(w.weight) + n0 / 2, w.ldw, w.w_scale + n0,
-                    w.out, bias, o.y + n0, ldy, o.accumulate);
+                    w.w_min + n0, w.out, bias, o.y + n0, ldy, o.accumulate);
         break;
     }
     if (gelu && !any_lora) kt_.bias_gelu_f32(m, nb, nullptr, o.y + n0, ldy);  // bias is in the GEMM already

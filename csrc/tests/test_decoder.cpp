@@ -122,21 +122,23 @@ void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& n
     ts.push_back(make(name + ".w.scale", DType::f32, {out}, scale));
   } else {
     const std::size_t groups = in / mk::kQ4Group;
-    std::vector<std::int8_t> q(w.size());
-    std::vector<float> scale(groups * out);
+    std::vector<std::uint8_t> q(w.size());
+    std::vector<float> scale(groups * out), mins(groups * out);
     for (std::size_t n = 0; n < out; ++n)
       for (std::size_t g = 0; g < groups; ++g) {
-        float amax = 0.f;
-        for (std::size_t k = g * 32; k < g * 32 + 32; ++k) amax = std::max(amax, std::fabs(w[n * in + k]));
-        const float d = amax > 0.f ? amax / 7.f : 1.f;
+        float lo = w[n * in + g * 32], hi = lo;
+        for (std::size_t k = g * 32; k < g * 32 + 32; ++k) lo = std::min(lo, w[n * in + k]), hi = std::max(hi, w[n * in + k]);
+        const float d = hi > lo ? (hi - lo) / 15.f : 1.f;
         scale[g * out + n] = d;
+        mins[g * out + n] = lo;
         for (std::size_t k = g * 32; k < g * 32 + 32; ++k)
-          q[n * in + k] = static_cast<std::int8_t>(std::fmax(-8.f, std::fmin(7.f, std::nearbyint(w[n * in + k] / d))));
+          q[n * in + k] = static_cast<std::uint8_t>(std::fmax(0.f, std::fmin(15.f, std::nearbyint((w[n * in + k] - lo) / d))));
       }
     std::vector<std::uint8_t> packed(in * mk::packed_q4_ld(out));
     mk::pack_kn_q4(out, in, q.data(), in, packed.data());
     ts.push_back(make(name + ".w", DType::q4, {in, mk::packed_q4_ld(out)}, packed));
     ts.push_back(make(name + ".w.scale", DType::f32, {groups, out}, scale));
+    ts.push_back(make(name + ".w.min", DType::f32, {groups, out}, mins));
   }
 }
 

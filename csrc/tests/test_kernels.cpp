@@ -91,20 +91,20 @@ void test_gemm_q4() {
   const GemmShape shapes[] = {{1, 1, 32, 1, 32},   {1, 17, 32, 17, 64},   {1, 100, 64, 131, 96},
                               {3, 16, 32, 16, 32}, {7, 31, 64, 64, 64},   {13, 129, 96, 200, 128},
                               {1, 576, 576, 1536, 576}, {6, 300, 384, 1536, 384}};
-  std::uniform_int_distribution<int> qd(-8, 7);
+  std::uniform_int_distribution<int> qd(0, 15);
   for (const auto& s : shapes) {
     const std::size_t ldx = s.K_full + 3, ldy = s.N + 5, lds = s.N_full;
     auto x = randn(s.M * ldx);
-    std::vector<int8_t> q(s.N_full * s.K_full);
-    for (auto& v : q) v = static_cast<int8_t>(qd(rng));
+    std::vector<uint8_t> q(s.N_full * s.K_full);
+    for (auto& v : q) v = static_cast<uint8_t>(qd(rng));
     std::vector<uint8_t> Wq(s.K_full * packed_q4_ld(s.N_full));
     pack_kn_q4(s.N_full, s.K_full, q.data(), s.K_full, Wq.data());
-    auto S = randn(s.K_full / 32 * s.N_full, 0.05f);
+    auto S = randn(s.K_full / 32 * s.N_full, 0.05f), Z = randn(s.K_full / 32 * s.N_full, 0.3f);
     // the layout itself: the reference reads what pack wrote
     bool layout_ok = true;
     for (std::size_t n = 0; n < s.N_full; ++n)
       for (std::size_t k = 0; k < s.K_full; ++k)
-        layout_ok &= (((Wq[k * packed_q4_ld(s.N_full) + n / 2] >> (4 * (n % 2))) & 15) - 8) == q[n * s.K_full + k];
+        layout_ok &= ((Wq[k * packed_q4_ld(s.N_full) + n / 2] >> (4 * (n % 2))) & 15) == q[n * s.K_full + k];
     CHECK(layout_ok, "pack_kn_q4 N=%zu K=%zu", s.N_full, s.K_full);
     auto bias = randn(s.N_full);
     auto y0 = randn(s.M * ldy);
@@ -112,12 +112,12 @@ void test_gemm_q4() {
       for (bool with_bias : {false, true}) {
         const float* b = with_bias ? bias.data() : nullptr;
         std::vector<float> want = y0;
-        ref::gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), lds, b, want.data(),
-                     ldy, accumulate);
+        ref::gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), Z.data(), lds, b,
+                     want.data(), ldy, accumulate);
         for (Isa isa : supported_isas()) {
           std::vector<float> got = y0;
-          table_for(isa).gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), lds, b,
-                                 got.data(), ldy, accumulate);
+          table_for(isa).gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), Z.data(),
+                                 lds, b, got.data(), ldy, accumulate);
           const double tol = 2e-6 * std::sqrt(static_cast<double>(s.K) + 1.0) * 4;
           CHECK(max_rel_err(got, want) <= tol, "gemm_q4 isa=%s M=%zu N=%zu K=%zu acc=%d bias=%d err=%g",
                 isa_name(isa), s.M, s.N, s.K, accumulate, with_bias, max_rel_err(got, want));
@@ -125,7 +125,8 @@ void test_gemm_q4() {
             const std::size_t n0 = 16;
             std::vector<float> part = y0;
             table_for(isa).gemm_q4(s.M, s.N - n0, s.K, x.data(), ldx, Wq.data() + n0 / 2, packed_q4_ld(s.N_full),
-                                   S.data() + n0, lds, b ? b + n0 : nullptr, part.data() + n0, ldy, accumulate);
+                                   S.data() + n0, Z.data() + n0, lds, b ? b + n0 : nullptr, part.data() + n0, ldy,
+                                   accumulate);
             bool same = true;
             for (std::size_t i = 0; i < s.M; ++i)
               for (std::size_t n = n0; n < s.N; ++n)

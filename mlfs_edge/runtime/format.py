@@ -28,7 +28,7 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
 
 Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "KN4" with
-.w.scale [in / 32, out]; see csrc/include/mlfs/kernels.h):
+.w.scale and .w.min [in / 32, out]; see csrc/include/mlfs/kernels.h):
     head.w                              the LM head W [vocab, hidden]; with tied embeddings it is
                                         also the embedding table (one copy), else emb.w holds it
     norm.w, l{i}.{attn_norm,mlp_norm}.w fp32 RMSNorm weights

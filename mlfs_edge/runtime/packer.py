@@ -91,11 +91,12 @@ def _f32(t: torch.Tensor) -> np.ndarray:
 def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
     """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
     transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales,
-    q4 quantised per group of 32 inputs ("KN4") + fp32 scales [in / 32, out]."""
+    q4 quantised per group of 32 inputs ("KN4") + fp32 scales and minimums [in / 32, out]."""
     if dtype == "q4":
-        q, d = quantize_q4_groups(weight.detach().float())
+        q, d, lo = quantize_q4_groups(weight.detach().float())
         out[name] = _core.pack_weight_q4(q.numpy())
         out[name + ".scale"] = d.numpy().astype(np.float32)
+        out[name + ".min"] = lo.numpy().astype(np.float32)
     elif dtype == "int8":
         q, scale = quantize_per_row(weight.detach().float())
         out[name] = _core.pack_weight(q.numpy())
@@ -343,7 +344,7 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
         "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
         "tokenizer_source": tok_source,
         "quant_scheme": {"int8": "int8 symmetric per output row (mlfs_edge.quant.scheme)",
-                         "q4": f"4-bit symmetric per group of {Q4_GROUP} inputs, Q4_0 family "
+                         "q4": f"4-bit per group of {Q4_GROUP} inputs with scale and minimum, Q4_1 family "
                                "(mlfs_edge.quant.scheme.quantize_q4_groups)"}.get(dtype),
     }
     data = encode(dims, tensors, metadata)

@@ -16,7 +16,8 @@ namespace mlfs {
 
 // One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
 // fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
-// with per-output scales, q4 "KN4" (ldw = ceil(out / 2) bytes per input, scales [in / 32, out]);
+// with per-output scales, q4 "KN4" (ldw = ceil(out / 2) bytes per input, scales and minimums
+// [in / 32, out]);
 // bias; and an optional unmerged LoRA adapter stored transposed too: At [in, rank] and
 // Bt [rank, out], y += scale * (x At) Bt.
 struct LinearWeights {
@@ -24,6 +25,7 @@ struct LinearWeights {
   const void* weight = nullptr;
   std::size_t ldw = 0;
   const float* w_scale = nullptr;  // int8: [out]; q4: [in / 32, out] with leading dimension `out`
+  const float* w_min = nullptr;    // q4: the groups' minimums, like w_scale
   const float* bias = nullptr;
   std::size_t out = 0, in = 0;
   const float* lora_at = nullptr;
@@ -36,7 +38,7 @@ struct LinearWeights {
   void column(std::size_t n, float* dst) const;
 };
 
-// Binds `name`.w (+ .w.scale for int8/q4, + .b when `with_bias`, + LoRA when present); checks dtype
+// Binds `name`.w (+ .w.scale for int8/q4, .w.min for q4, + .b when `with_bias`, + LoRA when present); checks dtype
 // and shape, PackedFileError otherwise.
 LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::uint64_t out, std::uint64_t in,
                           DType dtype, bool with_bias);

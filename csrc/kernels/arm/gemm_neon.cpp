@@ -41,8 +41,9 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
 }
 
 void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, size_t lds, const float* bias, float* y, size_t ldy, bool accumulate) {
-  run_q4_gemm<Neon, 4>(M, N, K, x, ldx, Wq, ldw, scale, lds, bias, y, ldy, accumulate);
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  run_q4_gemm<Neon, 4>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

@@ -57,15 +57,14 @@ struct Avx2 {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(staged)));
   }
   static void store(float* y, const Mask& m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
-  // 8 nibbles = 4 bytes: split low/high, interleave into column order, widen, subtract 8.
+  // 8 nibbles = 4 bytes: split low/high, interleave into column order, widen.
   static Vec load_q4(const uint8_t* p, const Mask& m) {
     std::uint32_t raw = 0;
     std::memcpy(&raw, p, m.count == kBlock ? 4 : (m.count + 1) / 2);
     const __m128i b = _mm_cvtsi32_si128(static_cast<int>(raw));
     const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-    const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)), _mm256_set1_epi32(8));
-    return _mm256_cvtepi32_ps(q);
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
   }
 };
 
@@ -145,8 +144,9 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
 }
 
 void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, size_t lds, const float* bias, float* y, size_t ldy, bool accumulate) {
-  run_q4_gemm<Avx2, 2>(M, N, K, x, ldx, Wq, ldw, scale, lds, bias, y, ldy, accumulate);
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  run_q4_gemm<Avx2, 2>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
