@@ -60,7 +60,10 @@ struct Avx2 {
   // 8 nibbles = 4 bytes: split low/high, interleave into column order, widen.
   static Vec load_q4(const uint8_t* p, const Mask& m) {
     std::uint32_t raw = 0;
-    std::memcpy(&raw, p, m.count == kBlock ? 4 : (m.count + 1) / 2);
+    if (m.count == kBlock)
+      std::memcpy(&raw, p, 4);  // a constant size: one 32-bit load, not a memcpy call per block
+    else
+      std::memcpy(&raw, p, (m.count + 1) / 2);
     const __m128i b = _mm_cvtsi32_si128(static_cast<int>(raw));
     const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
