@@ -4,8 +4,8 @@
    (depth only, width only, per-layer widths): top-1 agreement and max relative difference over
    `--positions` consecutive news tokens.
 2. Held-out perplexity (mlfs_edge.eval.lm's recipe: blocks of `--block` tokens of the test split's
-   first `--ppl-tokens` tokens) of PyTorch fp32 and of the engine in fp32 / fp16 / int8 / q4, with
-   the file sizes.
+   first `--ppl-tokens` tokens) of PyTorch fp32 and of the engine in fp32 / fp16 / int8 / q4 (and
+   int8 / q4 with the LM head kept fp16), with the file sizes.
 
     .venv/bin/python benchmarks/decoder_parity.py --json benchmarks/results/decoder_parity.json
 """
@@ -62,6 +62,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         engines = {d: Engine.load(pack(model, Path(tmp) / f"smollm2-{d}.mlfs", dtype=d))
                    for d in ("fp32", "fp16", "int8", "q4")}
+        # the same layers with the LM head (= tied embeddings) kept fp16, as llama.cpp keeps output.weight
+        mixed = {f"{d}+fp16 head": Engine.load(pack(model, Path(tmp) / f"smollm2-{d}-h16.mlfs", dtype=d,
+                                                    head_dtype="fp16")) for d in ("int8", "q4")}
         ids = token_stream(tokenizer, test_docs, max_tokens=args.positions)
         rows = []
         for name, cfg in subnets(engines["fp32"].arch).items():
@@ -77,7 +80,7 @@ def main() -> int:
                 "seconds": time.perf_counter() - t0}]
         print(f"perplexity pytorch fp32 {ref.perplexity:.3f} ({ref.tokens} tokens)")
         ppl_ids = token_stream(tokenizer, test_docs, max_tokens=args.ppl_tokens)
-        for dtype, engine in engines.items():
+        for dtype, engine in {**engines, **mixed}.items():
             t0 = time.perf_counter()
             r = engine_perplexity(engine, ppl_ids, args.block, threads=args.threads)
             delta = 100 * (r.perplexity / ref.perplexity - 1)

@@ -114,9 +114,9 @@ KvCache Decoder::make_cache(const SubnetSpec& subnet, DType dtype) const {
   return KvCache(std::move(widths), dtype, dims_.max_positions);
 }
 
-// Rotate the first `heads` heads of rows [0, n) (positions start..) by RoPE, rotate_half style:
-// pairs (i, i + dh/2), with the fp32 cos/sin tables of this call.
-void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t /*start*/, std::size_t n) const {
+// Rotate the first `heads` heads of rows [0, n) by RoPE, rotate_half style: pairs (i, i + dh/2),
+// with this call's fp32 cos/sin tables (row t = position start + t).
+void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const {
   const std::size_t dh = dims_.head_dim, half = dh / 2;
   for (std::size_t t = 0; t < n; ++t) {
     const float* c = ws_->cos.data() + t * half;
@@ -229,8 +229,8 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
     // Q, then K and V (different widths under GQA); the activations are quantised once per call.
     lin_.run({{&L.q, w.q.data()}}, qd, H, w.xn.data(), H, n, qd, threads);
     lin_.run({{&L.k, w.k.data()}, {&L.v, w.v.data()}}, kvd, H, w.xn.data(), H, n, kvd, threads);
-    rope(w.q.data(), qd, heads, start, n);
-    rope(w.k.data(), kvd, heads / group_size(), start, n);
+    rope(w.q.data(), qd, heads, n);
+    rope(w.k.data(), kvd, heads / group_size(), n);
     cache.write(slot, start, n, w.k.data(), kvd, w.v.data(), kvd, kt_);
     attention(slot, heads, start, n, cache, threads);
     // o_proj and down_proj accumulate into the residual stream x: the residual add is their epilogue.
@@ -291,6 +291,7 @@ Generation::Generation(std::shared_ptr<Decoder> decoder, std::vector<std::int32_
 }
 
 std::int64_t Generation::next() {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (done_) return -1;
   const std::size_t held = cache_.length();
   const std::size_t fresh = history_.size() - held;  // the prompt (or a rolled-back tail), else 1 token
@@ -307,6 +308,7 @@ std::int64_t Generation::next() {
 }
 
 void Generation::rollback(std::size_t position) {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (position < 1 || position > history_.size())
     throw std::invalid_argument("rollback position " + std::to_string(position) + " must be in 1.." +
                                 std::to_string(history_.size()));

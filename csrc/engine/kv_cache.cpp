@@ -71,7 +71,10 @@ void KvCache::write(std::size_t slot, std::size_t pos0, std::size_t n, const flo
 void KvCache::read_head(std::size_t slot, std::size_t head, std::size_t head_dim, std::size_t n, float* kt, float* v,
                         const kernels::KernelTable& kt_table) const {
   const std::size_t c0 = head * head_dim;
-  float tmp[512];  // one fp16 key row converted (head_dim <= 512, checked by the decoder)
+  float tmp[512];  // one fp16 key row converted
+  if (head_dim > 512 || c0 + head_dim > widths_[slot])
+    throw std::invalid_argument("KV cache: head " + std::to_string(head) + " of " + std::to_string(head_dim) +
+                                " columns is outside the slot (or head_dim > 512)");
   for (std::size_t p = 0; p < n; ++p) {
     const float* krow;
     if (dtype_ == DType::f32) {

@@ -56,7 +56,7 @@ class Decoder {
  private:
   struct Workspace;
   void attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, KvCache& cache, int threads);
-  void rope(float* x, std::size_t ld, std::size_t heads, std::size_t start, std::size_t n) const;
+  void rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const;
 
   std::shared_ptr<const PackedFile> file_;
   ModelDims dims_;
@@ -108,6 +108,7 @@ class Generation {
   KvCache cache_;
   std::vector<std::int32_t> history_;
   std::vector<float> logits_;
+  std::mutex mutex_;  // next() / rollback() from several threads (the GIL is released) take turns
   std::size_t prompt_len_ = 0, generated_ = 0;
   bool done_ = false;
   double prefill_s_ = 0.0, decode_s_ = 0.0;
