@@ -25,9 +25,9 @@ import torch
 from mlfs_edge.assets import smollm2_path
 from mlfs_edge.config import SubnetConfig, layers_for_depth
 from mlfs_edge.data import load_text
+from mlfs_edge.eval.engine_lm import engine_perplexity, logit_agreement, torch_logits
 from mlfs_edge.eval.lm import perplexity, token_stream
 from mlfs_edge.runtime import Engine, pack
-from mlfs_edge.runtime.decoder_check import engine_perplexity, logit_agreement, torch_logits
 from mlfs_edge.runtime.format import atomic_write_text
 
 

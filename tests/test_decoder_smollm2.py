@@ -47,7 +47,7 @@ def _subnets(arch) -> dict[str, SubnetConfig]:
 
 @pytest.mark.parametrize("which", ["full", "depth", "width", "per_layer"])
 def test_logits_match_pytorch_on_news(smollm2, which):
-    from mlfs_edge.runtime.decoder_check import logit_agreement, torch_logits
+    from mlfs_edge.eval.engine_lm import logit_agreement, torch_logits
 
     model, tokenizer, engine = smollm2
     cfg = _subnets(engine.arch)[which]

@@ -1,4 +1,5 @@
-"""Decoder engine vs PyTorch: the measurements the parity test and benchmarks/decoder_parity.py share.
+"""Decoder engine vs PyTorch: the measurements the parity test and benchmarks/decoder_parity.py
+share (an evaluation module: it reads the engine, the engine never reads it).
 
 `logit_agreement` compares next-token logits position by position; `engine_perplexity` is
 `mlfs_edge.eval.lm.perplexity`'s recipe (non-overlapping blocks, every token but a block's first
