@@ -43,6 +43,12 @@ def test_one_input(data: bytes) -> None:
         engine = Engine.from_bytes(data)
     except PackedFileError:
         return
+    if engine.kind == "decoder":
+        if engine.max_positions < 2:
+            return
+        out = engine.generate([0], max_new_tokens=1, stop_tokens=[])
+        assert len(out) == 1 and 0 <= out[0] < engine.arch.vocab_size
+        return
     seq = min(4, engine.max_positions)
     ids = np.zeros((1, seq), np.int64)
     out = engine.run(ids, np.ones_like(ids))
@@ -50,9 +56,10 @@ def test_one_input(data: bytes) -> None:
 
 
 def make_seed_corpus(folder: Path) -> None:
-    """A few tiny valid packed files (fp32 / fp16 / int8, encoder and classifier), a few KB each."""
+    """A few tiny valid packed files (fp32 / fp16 / int8, encoder and classifier; decoders fp32 / int8
+    / q4), a few KB each."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, LlamaConfig, LlamaForCausalLM
 
     from mlfs_edge.runtime import pack
 
@@ -63,6 +70,10 @@ def make_seed_corpus(folder: Path) -> None:
     for dtype in ("fp32", "fp16", "int8"):
         pack(BertModel(BertConfig(**cfg)), folder / f"seed-{dtype}.mlfs", dtype=dtype)
     pack(BertForSequenceClassification(BertConfig(num_labels=2, **cfg)), folder / "seed-cls.mlfs", dtype="int8")
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8))
+    for dtype in ("fp32", "int8", "q4"):
+        pack(llama, folder / f"seed-decoder-{dtype}.mlfs", dtype=dtype)
 
 
 def main() -> None:

@@ -10,18 +10,9 @@
 
 namespace mlfs {
 
-namespace {
-
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
-
-}  // namespace
-
 struct Engine::Workspace {
   std::size_t tokens = 0, seq = 0, slots = 0;
-  std::vector<float> x, q, k, v, ctx, tmp, ff, lora, pooled, pooled2;
-  std::vector<std::int8_t> qact;  // per-token int8 activations, rows of ldq bytes
-  std::vector<float> qscale;      // their per-token scales
-  std::vector<std::int32_t> qsum; // their per-token sums (VNNI compensation)
+  std::vector<float> x, q, k, v, ctx, tmp, ff, pooled, pooled2;
   std::vector<float> scores, kt;  // per thread slot: [seq, seq] and one head's K^T [head_dim, seq]
   std::vector<float> row;         // one dequantised embedding row
   std::vector<float> mask_bias;   // [tokens]: 0 for attended keys, a large negative for padding
@@ -30,8 +21,8 @@ struct Engine::Workspace {
 
   std::size_t bytes() const {
     auto f = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
-    return f(x) + f(q) + f(k) + f(v) + f(ctx) + f(tmp) + f(ff) + f(lora) + f(pooled) + f(pooled2) + f(qact) +
-           f(qscale) + f(qsum) + f(scores) + f(kt) + f(row) + f(mask_bias) + f(ids) + f(mask);
+    return f(x) + f(q) + f(k) + f(v) + f(ctx) + f(tmp) + f(ff) + f(pooled) + f(pooled2) + f(scores) + f(kt) +
+           f(row) + f(mask_bias) + f(ids) + f(mask);
   }
 };
 
@@ -43,33 +34,11 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
   auto f32 = [&](const std::string& name, std::vector<std::uint64_t> shape) {
     return static_cast<const float*>(file_->require(name, DType::f32, shape).data);
   };
-  // A Linear W [out, in] in the kernels' layout for `dtype`, its bias and (int8) scales, and its LoRA.
-  auto bind_linear = [&](const std::string& name, std::uint64_t out, std::uint64_t in, DType dtype) {
-    LinearWeights w;
-    w.dtype = dtype;
-    w.out = out;
-    w.in = in;
-    if (dtype == DType::i8) {
-      const std::uint64_t k4 = kernels::packed_k4(in);
-      w.weight = file_->require(name + ".w", dtype, {k4 / 4, 4 * out}).data;
-      w.ldw = 4 * out;
-      w.w_scale = f32(name + ".w.scale", {out});
-    } else {
-      w.weight = file_->require(name + ".w", dtype, {in, out}).data;
-      w.ldw = out;
-    }
-    w.bias = f32(name + ".b", {out});
-    if (const TensorView* at = file_->find(name + ".lora_at")) {
-      const std::uint64_t rank = at->cols();
-      if (at->dtype != DType::f32 || at->shape.size() != 2 || rank > in)
-        throw PackedFileError(file_->path() + ": tensor '" + at->name + "' must be fp32 [" + std::to_string(in) +
-                              ", rank]");
-      w.lora_at = f32(name + ".lora_at", {in, rank});
-      w.lora_bt = f32(name + ".lora_bt", {rank, out});
-      w.lora_scale = *f32(name + ".lora_s", {1});
-      w.lora_rank = rank;
-      has_lora_ = true;
-    }
+  if (d.kind != ModelKind::encoder)
+    throw PackedFileError(file_->path() + ": a decoder (causal LM) file; generate text with it instead of run()");
+  auto bind = [&](const std::string& name, std::uint64_t out, std::uint64_t in, DType dtype) {
+    LinearWeights w = bind_linear(*file_, name, out, in, dtype, /*with_bias=*/true);
+    has_lora_ = has_lora_ || w.lora_at != nullptr;
     return w;
   };
 
@@ -82,29 +51,29 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
   for (std::uint32_t i = 0; i < d.num_layers; ++i) {
     const std::string p = "l" + std::to_string(i) + ".";
     LayerWeights L;
-    L.q = bind_linear(p + "q", H, H, wd);
-    L.k = bind_linear(p + "k", H, H, wd);
-    L.v = bind_linear(p + "v", H, H, wd);
-    L.o = bind_linear(p + "o", H, H, wd);
-    L.ff1 = bind_linear(p + "ff1", I, H, wd);
-    L.ff2 = bind_linear(p + "ff2", H, I, wd);
+    L.q = bind(p + "q", H, H, wd);
+    L.k = bind(p + "k", H, H, wd);
+    L.v = bind(p + "v", H, H, wd);
+    L.o = bind(p + "o", H, H, wd);
+    L.ff1 = bind(p + "ff1", I, H, wd);
+    L.ff2 = bind(p + "ff2", H, I, wd);
     L.ln1_w = f32(p + "ln1.w", {H});
     L.ln1_b = f32(p + "ln1.b", {H});
     L.ln2_w = f32(p + "ln2.w", {H});
     L.ln2_b = f32(p + "ln2.b", {H});
     layers_.push_back(L);
   }
-  if (d.pooling == Pooling::cls) pooler_ = bind_linear("pooler", H, H, wd);
+  if (d.pooling == Pooling::cls) pooler_ = bind("pooler", H, H, wd);
   if (d.num_labels) {
     if (d.pooling != Pooling::cls && d.pooling != Pooling::mean)
       throw PackedFileError(file_->path() + ": unknown pooling");
-    classifier_ = bind_linear("cls", d.num_labels, H, DType::f32);
+    classifier_ = bind("cls", d.num_labels, H, DType::f32);
   }
 }
 
 Engine::~Engine() = default;
 
-std::size_t Engine::workspace_bytes() const { return ws_->bytes(); }
+std::size_t Engine::workspace_bytes() const { return ws_->bytes() + lin_.bytes(); }
 
 void Engine::validate(const SubnetSpec& subnet) const {
   if (subnet.empty()) throw std::invalid_argument("a sub-network must keep at least one layer");
@@ -180,91 +149,11 @@ void Engine::ensure_workspace(std::size_t tokens, std::size_t seq, int threads) 
     for (const LinearWeights* lw : {&L.q, &L.k, &L.v, &L.o, &L.ff1, &L.ff2}) max_rank = std::max(max_rank, lw->lora_rank);
   for (auto* buf : {&w.x, &w.q, &w.k, &w.v, &w.ctx, &w.tmp, &w.pooled, &w.pooled2}) buf->assign(T * H, 0.f);
   w.ff.assign(T * I, 0.f);
-  w.lora.assign(T * std::max<std::size_t>(max_rank, 1), 0.f);
-  w.qact.assign(T * quant_ld(), 0);
-  w.qscale.assign(T, 0.f);
-  w.qsum.assign(T, 0);
+  lin_.reserve(T, std::max(H, I), max_rank);
   w.scores.assign(w.slots * S * S, 0.f);
   w.kt.assign(w.slots * dims_.head_dim * S, 0.f);
   w.row.assign(H, 0.f);
   w.mask_bias.assign(T, 0.f);
-}
-
-std::size_t Engine::quant_ld() const {
-  return kernels::packed_k4(std::max<std::size_t>(dims_.hidden, dims_.intermediate));
-}
-
-// Row-wise work this small costs less than waking the other threads for it (a parallel region is a
-// barrier; a forward pass should have few of them).
-int Engine::row_threads(std::size_t elements, int threads) const {
-  return elements < (std::size_t{1} << 18) ? 1 : threads;
-}
-
-void Engine::quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads) {
-  Workspace& w = *ws_;
-  const std::size_t ldq = quant_ld();
-  threads = row_threads(m * k, threads);
-  const std::size_t rows = std::max<std::size_t>(1, (m + threads - 1) / threads);
-  pool_.parallel_for((m + rows - 1) / rows, threads, [&](std::size_t task, int) {
-    const std::size_t r0 = task * rows, r1 = std::min(m, r0 + rows);
-    kt_.quantize_rows_i8(r1 - r0, k, x + r0 * ldx, ldx, w.qact.data() + r0 * ldq, ldq, w.qscale.data() + r0,
-                         w.qsum.data() + r0);
-  });
-}
-
-// For each output o: o.y[:m, :n] = x[:m, :k] · o.w[:n, :k]^T + bias[:n] (+ s · (x · A[:, :k]^T) · B[:n, :]^T
-// with LoRA), then GELU if asked. All outputs share x (Q, K and V do: one int8 quantisation feeds
-// them) and run in ONE parallel region, split over (output, block of 16 columns); 16 keeps every
-// ISA's register tile whole. The slices are strides into the full weights.
-void Engine::linear(std::initializer_list<LinearOut> outs, std::size_t n, std::size_t k, const float* x,
-                    std::size_t ldx, std::size_t m, std::size_t ldy, int threads, bool gelu) {
-  Workspace& ws = *ws_;
-  const LinearOut* first = outs.begin();
-  const std::size_t n_outs = outs.size();
-  bool any_lora = false;
-  for (const LinearOut& o : outs) any_lora = any_lora || o.w->lora_at != nullptr;
-  if (first->w->dtype == DType::i8) quantize_activations(x, ldx, m, k, threads);
-  const std::size_t ldq = quant_ld();
-  // `threads` column blocks per output: every thread gets one block of each output, balanced.
-  const std::size_t per_out = round_up((n + threads - 1) / threads, 16);
-  const std::size_t blocks_per_out = (n + per_out - 1) / per_out;
-  pool_.parallel_for(n_outs * blocks_per_out, threads, [&](std::size_t task, int) {
-    const LinearOut& o = first[task / blocks_per_out];
-    const LinearWeights& w = *o.w;
-    const std::size_t n0 = (task % blocks_per_out) * per_out, nb = std::min(n, n0 + per_out) - n0;
-    const float* bias = w.bias ? w.bias + n0 : nullptr;
-    switch (w.dtype) {
-      case DType::f32:
-        kt_.gemm_f32(m, nb, k, 1.f, x, ldx, static_cast<const float*>(w.weight) + n0, w.ldw, bias, o.y + n0, ldy,
-                     false);
-        break;
-      case DType::f16:
-        kt_.gemm_f16(m, nb, k, x, ldx, static_cast<const std::uint16_t*>(w.weight) + n0, w.ldw, bias, o.y + n0,
-                     ldy, false);
-        break;
-      case DType::i8:
-        kt_.gemm_i8(m, nb, k, ws.qact.data(), ldq, ws.qscale.data(), ws.qsum.data(),
-                    static_cast<const std::int8_t*>(w.weight) + 4 * n0, w.ldw, w.w_scale + n0, bias, o.y + n0, ldy,
-                    false);
-        break;
-    }
-    if (gelu && !any_lora) kt_.bias_gelu_f32(m, nb, nullptr, o.y + n0, ldy);  // bias is in the GEMM already
-  });
-  if (!any_lora) return;
-  // Low-rank path beside the sliced base: t = x · At[:k, :], then y[:, :n] += s · t · Bt[:, :n].
-  for (const LinearOut& o : outs) {
-    const LinearWeights& w = *o.w;
-    if (w.lora_at == nullptr) continue;
-    const std::size_t r = w.lora_rank;
-    float* t = ws.lora.data();
-    kt_.gemm_f32(m, r, k, 1.f, x, ldx, w.lora_at, r, nullptr, t, r, false);
-    pool_.parallel_for(blocks_per_out, threads, [&](std::size_t task, int) {
-      const std::size_t n0 = task * per_out, nb = std::min(n, n0 + per_out) - n0;
-      kt_.gemm_f32(m, nb, r, w.lora_scale, t, r, w.lora_bt + n0, w.out, nullptr, o.y + n0, ldy, true);
-    });
-  }
-  if (gelu)
-    for (const LinearOut& o : outs) kt_.bias_gelu_f32(m, n, nullptr, o.y, ldy);
 }
 
 // Multi-head attention over the first `heads` heads; tasks are (batch row, head) pairs.
@@ -326,13 +215,13 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   for (const LayerSlice& s : subnet) {
     const LayerWeights& L = layers_[s.layer];
     const std::size_t hd = s.heads * dh, f = s.mlp;
-    linear({{&L.q, w.q.data()}, {&L.k, w.k.data()}, {&L.v, w.v.data()}}, hd, H, w.x.data(), H, T, H, threads);
+    lin_.run({{&L.q, w.q.data()}, {&L.k, w.k.data()}, {&L.v, w.v.data()}}, hd, H, w.x.data(), H, T, H, threads);
     attention(batch, seq, s.heads, threads);
-    linear({{&L.o, w.tmp.data()}}, H, hd, w.ctx.data(), H, T, H, threads);
+    lin_.run({{&L.o, w.tmp.data()}}, H, hd, w.ctx.data(), H, T, H, threads);
     layer_norm(w.tmp.data(), w.x.data(), L.ln1_w, L.ln1_b);
     std::swap(w.x, w.tmp);
-    linear({{&L.ff1, w.ff.data()}}, f, H, w.x.data(), H, T, I, threads, /*gelu=*/true);
-    linear({{&L.ff2, w.tmp.data()}}, H, f, w.ff.data(), I, T, H, threads);
+    lin_.run({{&L.ff1, w.ff.data()}}, f, H, w.x.data(), H, T, I, threads, /*gelu=*/true);
+    lin_.run({{&L.ff2, w.tmp.data()}}, H, f, w.ff.data(), I, T, H, threads);
     layer_norm(w.tmp.data(), w.x.data(), L.ln2_w, L.ln2_b);
     std::swap(w.x, w.tmp);
   }
@@ -355,11 +244,11 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   } else {
     for (std::size_t b = 0; b < batch; ++b)
       std::copy_n(w.x.data() + b * seq * H, H, w.pooled2.data() + b * H);
-    linear({{&pooler_, pooled}}, H, H, w.pooled2.data(), H, batch, H, threads);
+    lin_.run({{&pooler_, pooled}}, H, H, w.pooled2.data(), H, batch, H, threads);
     for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::tanh(pooled[i]);
   }
   if (dims_.num_labels) {
-    linear({{&classifier_, out}}, dims_.num_labels, H, pooled, H, batch, dims_.num_labels, 1);
+    lin_.run({{&classifier_, out}}, dims_.num_labels, H, pooled, H, batch, dims_.num_labels, 1);
   } else {
     std::copy_n(pooled, batch * H, out);
   }

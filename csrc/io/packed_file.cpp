@@ -23,7 +23,12 @@ constexpr std::size_t kNameSize = 64, kMaxDims = 4;
 constexpr std::uint32_t kMaxDim = 1u << 24;
 constexpr std::uint32_t kMaxTensors = 1u << 20;
 
-static_assert(kPackHeaderSize >= kOffDims + 12 * 4, "header too small for the dims block");
+// Version 2 fields after the v1 dims block: kind, num_kv_heads, rope_theta, rope_linear_factor, flags.
+constexpr std::size_t kOffKind = kOffDims + 48, kOffKvHeads = kOffKind + 4, kOffRopeTheta = kOffKind + 8;
+constexpr std::size_t kOffRopeFactor = kOffKind + 12, kOffFlags = kOffKind + 16;
+constexpr std::uint32_t kFlagTied = 1u, kFlagQkvBias = 2u;
+
+static_assert(kPackHeaderSize >= kOffFlags + 4, "header too small for the dims block");
 
 template <typename T>
 T load_le(const std::uint8_t* p) {
@@ -83,6 +88,7 @@ const char* dtype_name(DType dtype) {
     case DType::f32: return "fp32";
     case DType::f16: return "fp16";
     case DType::i8: return "int8";
+    case DType::q4: return "q4";
   }
   return "unknown";
 }
@@ -92,6 +98,7 @@ std::size_t dtype_size(DType dtype) {
     case DType::f32: return 4;
     case DType::f16: return 2;
     case DType::i8: return 1;
+    case DType::q4: return 1;  // shapes of q4 tensors count bytes
   }
   return 0;
 }
@@ -156,10 +163,10 @@ void PackedFile::parse(bool verify_checksum) {
                                            : "corrupt header: bad endianness marker"));
   }
   const auto version = load_le<std::uint32_t>(h + kOffVersion);
-  if (version != kPackFormatVersion)
+  if (version < kPackOldestVersion || version > kPackFormatVersion)
     throw PackedFileError(where + "unsupported format version " + std::to_string(version) +
-                          " (this build reads version " + std::to_string(kPackFormatVersion) +
-                          "); re-pack the model with `mlfs-edge pack`");
+                          " (this build reads versions " + std::to_string(kPackOldestVersion) + ".." +
+                          std::to_string(kPackFormatVersion) + "); re-pack the model with `mlfs-edge pack`");
   const auto declared = load_le<std::uint64_t>(h + kOffFileSize);
   if (declared != size_)
     throw PackedFileError(where + (size_ < declared ? "truncated: " : "unexpected trailing data: ") +
@@ -209,10 +216,31 @@ void PackedFile::parse(bool verify_checksum) {
       throw PackedFileError(where + "corrupt header: model dimension #" + std::to_string(i) + " is " +
                             std::to_string(dim(i)));
   if (dims_.num_labels > kMaxDim) throw PackedFileError(where + "corrupt header: bad label count");
-  if (std::uint64_t{dims_.num_heads} * dims_.head_dim != dims_.hidden)
+  if (version >= 2) {
+    const auto kind = load_le<std::uint32_t>(h + kOffKind);
+    if (kind > 1) throw PackedFileError(where + "corrupt header: unknown model kind " + std::to_string(kind));
+    dims_.kind = static_cast<ModelKind>(kind);
+    dims_.num_kv_heads = load_le<std::uint32_t>(h + kOffKvHeads);
+    dims_.rope_theta = load_le<float>(h + kOffRopeTheta);
+    dims_.rope_linear_factor = load_le<float>(h + kOffRopeFactor);
+    const auto flags = load_le<std::uint32_t>(h + kOffFlags);
+    if (flags & ~(kFlagTied | kFlagQkvBias)) throw PackedFileError(where + "corrupt header: unknown flags");
+    dims_.tied_embeddings = (flags & kFlagTied) != 0;
+    dims_.qkv_bias = (flags & kFlagQkvBias) != 0;
+  }
+  if (dims_.kind == ModelKind::decoder) {
+    if (dims_.num_kv_heads == 0 || dims_.num_heads % dims_.num_kv_heads != 0)
+      throw PackedFileError(where + "corrupt header: heads not a whole number of key/value groups");
+    if (!(dims_.rope_theta > 0.f && dims_.rope_theta < 1e9f) ||
+        !(dims_.rope_linear_factor >= 1.f && dims_.rope_linear_factor < 1e6f))
+      throw PackedFileError(where + "corrupt header: RoPE settings out of range");
+    if (dims_.num_labels != 0) throw PackedFileError(where + "corrupt header: a decoder has no classifier");
+  } else if (std::uint64_t{dims_.num_heads} * dims_.head_dim != dims_.hidden) {
     throw PackedFileError(where + "corrupt header: heads x head_dim != hidden");
+  }
   if (pooling > 1) throw PackedFileError(where + "corrupt header: unknown pooling code " + std::to_string(pooling));
-  if (wdtype > 2) throw PackedFileError(where + "corrupt header: unknown weight dtype " + std::to_string(wdtype));
+  if (wdtype > 3 || (wdtype == 3 && dims_.kind != ModelKind::decoder))
+    throw PackedFileError(where + "corrupt header: unknown weight dtype " + std::to_string(wdtype));
   if (!(dims_.layer_norm_eps > 0.f && dims_.layer_norm_eps < 1.f))
     throw PackedFileError(where + "corrupt header: layer_norm_eps out of range");
   dims_.pooling = static_cast<Pooling>(pooling);
@@ -233,7 +261,7 @@ void PackedFile::parse(bool verify_checksum) {
     const std::string tw = where + "tensor '" + t.name + "': ";
     const auto code = load_le<std::uint32_t>(e + 64);
     const auto ndim = load_le<std::uint32_t>(e + 68);
-    if (code > 2) throw PackedFileError(tw + "unknown dtype code " + std::to_string(code));
+    if (code > 3) throw PackedFileError(tw + "unknown dtype code " + std::to_string(code));
     if (ndim < 1 || ndim > kMaxDims) throw PackedFileError(tw + "bad rank " + std::to_string(ndim));
     t.dtype = static_cast<DType>(code);
     std::uint64_t count = 1;

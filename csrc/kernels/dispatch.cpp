@@ -9,9 +9,9 @@ namespace mlfs::kernels {
 namespace {
 
 KernelTable scalar_table() {
-  return KernelTable{Isa::scalar,         &ref::dot_f32,       &ref::gemm_f32,
-                     &ref::gemm_f16,      &ref::quantize_rows_i8, &ref::gemm_i8,
-                     &ref::bias_gelu_f32, &ref::layernorm_f32, &ref::softmax_f32,
+  return KernelTable{Isa::scalar,         &ref::dot_f32,         &ref::gemm_f32,      &ref::gemm_f16,
+                     &ref::quantize_rows_i8, &ref::gemm_i8,       &ref::gemm_q4,       &ref::bias_gelu_f32,
+                     &ref::layernorm_f32, &ref::softmax_f32,     &ref::rmsnorm_f32,   &ref::silu_mul_f32,
                      &ref::f32_to_f16,    &ref::f16_to_f32};
 }
 
@@ -26,6 +26,9 @@ KernelTable make_table(Isa isa) {
       t.gemm_f32 = &avx2::gemm_f32;
       t.gemm_f16 = &avx2::gemm_f16;
       t.gemm_i8 = &avx2::gemm_i8;
+      t.gemm_q4 = &avx2::gemm_q4;
+      t.rmsnorm_f32 = &avx2::rmsnorm_f32;
+      t.silu_mul_f32 = &avx2::silu_mul_f32;
       t.quantize_rows_i8 = &avx2::quantize_rows_i8;
       t.bias_gelu_f32 = &avx2::bias_gelu_f32;
       t.layernorm_f32 = &avx2::layernorm_f32;
@@ -39,6 +42,9 @@ KernelTable make_table(Isa isa) {
       t.gemm_f32 = &avx512::gemm_f32;
       t.gemm_f16 = &avx512::gemm_f16;
       t.gemm_i8 = &avx512::gemm_i8;
+      t.gemm_q4 = &avx512::gemm_q4;
+      t.rmsnorm_f32 = &avx512::rmsnorm_f32;
+      t.silu_mul_f32 = &avx512::silu_mul_f32;
       t.quantize_rows_i8 = &avx512::quantize_rows_i8;
       t.bias_gelu_f32 = &avx512::bias_gelu_f32;
       t.layernorm_f32 = &avx512::layernorm_f32;
@@ -52,6 +58,9 @@ KernelTable make_table(Isa isa) {
       t.gemm_f32 = &neon::gemm_f32;
       t.gemm_f16 = &neon::gemm_f16;
       t.gemm_i8 = &neon::gemm_i8;
+      t.gemm_q4 = &neon::gemm_q4;
+      t.rmsnorm_f32 = &neon::rmsnorm_f32;
+      t.silu_mul_f32 = &neon::silu_mul_f32;
       t.quantize_rows_i8 = &neon::quantize_rows_i8;
       t.bias_gelu_f32 = &neon::bias_gelu_f32;
       t.layernorm_f32 = &neon::layernorm_f32;

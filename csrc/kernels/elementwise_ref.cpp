@@ -103,6 +103,24 @@ void softmax_f32(size_t M, size_t N, float* x, size_t ldx, const float* mask, fl
   }
 }
 
+void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, float* out,
+                 size_t ldo) {
+  for (size_t i = 0; i < M; ++i) {
+    double ss = 0.0;
+    for (size_t n = 0; n < N; ++n) ss += static_cast<double>(x[i * ldx + n]) * x[i * ldx + n];
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(N) + eps);
+    for (size_t n = 0; n < N; ++n) out[i * ldo + n] = static_cast<float>(x[i * ldx + n] * inv * gamma[n]);
+  }
+}
+
+void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu) {
+  for (size_t i = 0; i < M; ++i)
+    for (size_t n = 0; n < N; ++n) {
+      const double g = gate[i * ldg + n];
+      gate[i * ldg + n] = static_cast<float>(g / (1.0 + std::exp(-g)) * up[i * ldu + n]);
+    }
+}
+
 void f32_to_f16(size_t n, const float* src, uint16_t* dst) {
   for (size_t i = 0; i < n; ++i) dst[i] = f32_to_f16_scalar(src[i]);
 }

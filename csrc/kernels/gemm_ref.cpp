@@ -78,4 +78,20 @@ void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const f
     }
 }
 
+void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  for (size_t i = 0; i < M; ++i)
+    for (size_t n = 0; n < N; ++n) {
+      double acc = 0.0;
+      for (size_t k = 0; k < K; ++k) {
+        const int q = (Wq[k * ldw + n / 2] >> (4 * (n % 2))) & 15;
+        const size_t g = (k / kQ4Group) * lds + n;
+        acc += static_cast<double>(x[i * ldx + k]) * (static_cast<double>(scale[g]) * q + zero[g]);
+      }
+      double v = acc + (bias ? bias[n] : 0.0);
+      store(&y[i * ldy + n], static_cast<float>(v), accumulate);
+    }
+}
+
 }  // namespace mlfs::kernels::ref

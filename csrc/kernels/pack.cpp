@@ -30,6 +30,16 @@ void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out)
     for (size_t k = 0; k < K; ++k) out[(k / 4) * (4 * N) + n * 4 + k % 4] = W[n * ld_in + k];
 }
 
+void pack_kn_q4(size_t N, size_t K, const uint8_t* q, size_t ld_in, uint8_t* out) {
+  const size_t ldo = packed_q4_ld(N);
+  std::memset(out, 0, K * ldo);
+  for (size_t n = 0; n < N; ++n)
+    for (size_t k = 0; k < K; ++k) {
+      const auto nib = static_cast<uint8_t>(q[n * ld_in + k] & 15);
+      out[k * ldo + n / 2] |= static_cast<uint8_t>(nib << (4 * (n % 2)));
+    }
+}
+
 void transpose_f32(size_t rows, size_t cols, const float* in, size_t ldi, float* out, size_t ldo) {
   transpose(rows, cols, in, ldi, out, ldo);
 }

@@ -160,6 +160,41 @@ struct VecMath {
     }
   }
 
+  static void rmsnorm(std::size_t M, std::size_t N, const float* x, std::size_t ldx, const float* gamma, float eps,
+                      float* out, std::size_t ldo) {
+    for (std::size_t i = 0; i < M; ++i) {
+      const float* row = x + i * ldx;
+      F sq = splat(0.f);
+      std::size_t n = 0;
+      for (; n + W <= N; n += W) sq += load(row + n) * load(row + n);
+      if (n < N) {
+        const F t = load_partial(row + n, N - n, 0.f);
+        sq += t * t;
+      }
+      const float inv = 1.0f / std::sqrt(hsum(sq) / static_cast<float>(N) + eps);
+      float* o = out + i * ldo;
+      for (n = 0; n + W <= N; n += W) store(o + n, load(row + n) * inv * load(gamma + n));
+      if (n < N) store_partial(o + n, N - n, load_partial(row + n, N - n, 0.f) * inv * load_partial(gamma + n, N - n, 0.f));
+    }
+  }
+
+  // silu(v) * u without overflow: e = exp(-|v|) <= 1, silu = v / (1 + e) for v >= 0, v e / (1 + e) below.
+  static F silu_mul(F v, F u) {
+    const I neg = v < 0.f;
+    const F e = exp_nonpositive(select(neg, v, -v));
+    return select(neg, v * e, v) / (1.0f + e) * u;
+  }
+
+  static void silu_mul(std::size_t M, std::size_t N, float* gate, std::size_t ldg, const float* up, std::size_t ldu) {
+    for (std::size_t i = 0; i < M; ++i) {
+      float* g = gate + i * ldg;
+      const float* u = up + i * ldu;
+      std::size_t n = 0;
+      for (; n + W <= N; n += W) store(g + n, silu_mul(load(g + n), load(u + n)));
+      if (n < N) store_partial(g + n, N - n, silu_mul(load_partial(g + n, N - n, 0.f), load_partial(u + n, N - n, 0.f)));
+    }
+  }
+
   static void softmax(std::size_t M, std::size_t N, float* x, std::size_t ldx, const float* mask, float scale) {
     for (std::size_t i = 0; i < M; ++i) {
       float* row = x + i * ldx;

@@ -4,3 +4,4 @@
 
 void register_kernels(pybind11::module_& m);
 void register_engine(pybind11::module_& m);
+void register_decoder(pybind11::module_& m);

@@ -50,4 +50,5 @@ PYBIND11_MODULE(_core, m) {
 
   register_kernels(m);
   register_engine(m);
+  register_decoder(m);
 }

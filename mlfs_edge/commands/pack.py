@@ -10,7 +10,9 @@ ORDER = 60
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="pack a model folder into one .mlfs file for the native engine",
                        description="Write a Hugging Face BERT-family model folder (BertModel or "
-                                   "BertForSequenceClassification, already importance-reordered) as one .mlfs "
+                                   "BertForSequenceClassification, already importance-reordered) or a "
+                                   "Llama-family causal LM folder (Llama, SmolLM2, Qwen2; e.g. the decoder "
+                                   "supernet `mlfs-edge train` writes) as one .mlfs "
                                    "file: the whole supernet, so the engine can run any sub-network of it. "
                                    "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
                                    "has one.",
@@ -22,9 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", nargs="?", default=None,
                    help="output .mlfs file, written atomically (default for a run: RUN/supernet-DTYPE.mlfs, where "
                         "`mlfs-edge run RUN` finds it)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8", "q4"], default="fp32",
                    help="storage of the Linear weights and word embedding; int8 uses per-output-row "
-                        "symmetric scales (default: %(default)s)")
+                        "symmetric scales, q4 (decoders) 4-bit groups of 32 inputs with one scale each "
+                        "(default: %(default)s)")
+    p.add_argument("--head-dtype", choices=["fp32", "fp16", "int8", "q4"], default=None,
+                   help="decoders: storage of the LM head / embedding table when it should differ from --dtype "
+                        "(e.g. fp16 in an int8 or q4 file; default: --dtype)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
                         "first token; a classifier always uses cls")
@@ -54,15 +60,22 @@ def run(args: argparse.Namespace) -> int:
                                 "save_pretrained, e.g. runs/demo/teacher")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
     model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
-    path = pack(model, out, dtype=args.dtype, pooling=args.pooling, lora=lora,
+    path = pack(model, out, dtype=args.dtype, pooling=args.pooling, lora=lora, head_dtype=args.head_dtype,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
     engine = Engine.load(path)
-    kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
+    if engine.kind == "decoder":
+        a = engine.arch
+        kind = f"decoder, {a.num_heads} heads / {a.num_kv_heads} key-value groups"
+    else:
+        kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
     print(f"wrote {path} ({engine.file_size / 2**20:.1f} MiB, {engine.dtype}, {engine.arch.num_layers} layers, "
           f"{kind}, CRC-32 {engine.checksum:08x})")
     if engine.tokenizer_dir():
         print(f"tokenizer saved to {engine.tokenizer_dir()}")
     target = args.model_dir if run_dir is not None and args.out is None else path
-    print(f"Next: mlfs-edge run {target} --text 'some text' [--subnet depth=3,heads=6,mlp=768 | --budget-ms 5]")
+    if engine.kind == "decoder":
+        print(f"Next: mlfs-edge generate {path} --prompt 'Once upon a time' [--subnet depth=24]")
+    else:
+        print(f"Next: mlfs-edge run {target} --text 'some text' [--subnet depth=3,heads=6,mlp=768 | --budget-ms 5]")
     return 0
 

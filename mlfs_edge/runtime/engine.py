@@ -1,4 +1,10 @@
-"""``Engine``: the Python face of the C++ engine (mlfs_edge._core.Engine) over one ``.mlfs`` file.
+"""``Engine``: the Python face of the C++ engine over one ``.mlfs`` file — an encoder
+(mlfs_edge._core.Engine: ``run``) or a decoder (mlfs_edge._core.Decoder: ``generate``, ``stream``,
+``logits``), told apart by the file's model kind.
+
+Decoders: prompts are token ids (a list or a 1-D int64/int32 array); ``generate`` returns the new
+ids, ``stream`` yields them as they are produced (the GIL is released while each one is computed)
+and reports prefill / decode tokens per second afterwards.
 
 Inputs are numpy arrays used in place (no copy): ``input_ids`` and ``attention_mask`` of shape
 [batch, seq], both int64 or both int32 (what tokenizers and torch produce; other dtypes are rejected
@@ -15,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import numpy as np
 from mlfs_edge import _core
 from mlfs_edge.assets import cache_dir
 from mlfs_edge.config import ArchSpec, SubnetConfig
-from mlfs_edge.runtime.format import atomic_write_text
+from mlfs_edge.runtime.format import HEADER_SIZE, atomic_write_text, model_kind
 
 PackedFileError = _core.PackedFileError
 
@@ -46,6 +52,7 @@ class Engine:
 
     def __init__(self, core: Any) -> None:
         self._core = core
+        self.kind = "decoder" if isinstance(core, _core.Decoder) else "encoder"
         self.metadata = _parse_metadata(core.metadata_json)
         self.arch = _arch_from(self.metadata, core.dims)
 
@@ -55,14 +62,18 @@ class Engine:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"packed model {path} does not exist (write one with `mlfs-edge pack`)")
-        return cls(_core.Engine.load(str(path), verify_checksum))
+        with open(path, "rb") as f:
+            kind = model_kind(f.read(HEADER_SIZE))
+        core = _core.Decoder if kind == "decoder" else _core.Engine
+        return cls(core.load(str(path), verify_checksum))
 
     @classmethod
     def from_bytes(cls, data: bytes, verify_checksum: bool = True) -> Engine:
         """Load a packed file held in memory (same validation as ``load``)."""
         if not isinstance(data, bytes):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        return cls(_core.Engine.from_bytes(data, verify_checksum))
+        core = _core.Decoder if model_kind(data[:HEADER_SIZE]) == "decoder" else _core.Engine
+        return cls(core.from_bytes(data, verify_checksum))
 
     # --- what the file holds ----------------------------------------------------------------------
     @property
@@ -75,7 +86,7 @@ class Engine:
 
     @property
     def pooling(self) -> str:
-        return self._core.dims["pooling"]
+        return self._core.dims.get("pooling", "")
 
     @property
     def file_size(self) -> int:
@@ -91,7 +102,7 @@ class Engine:
 
     @property
     def output_dim(self) -> int:
-        return self._core.output_dim
+        return self._core.output_dim if self.kind == "encoder" else self.arch.vocab_size
 
     @property
     def max_positions(self) -> int:
@@ -111,6 +122,9 @@ class Engine:
         return path if path.is_dir() else None
 
     def __repr__(self) -> str:
+        if self.kind == "decoder":
+            return (f"Engine({self.path!r}, decoder, dtype={self.dtype}, layers={self.arch.num_layers}, "
+                    f"hidden={self.arch.hidden}, heads={self.arch.num_heads}/{self.arch.num_kv_heads} kv)")
         return (f"Engine({self.path!r}, dtype={self.dtype}, layers={self.arch.num_layers}, "
                 f"hidden={self.arch.hidden}, pooling={self.pooling}, labels={self.labels})")
 
@@ -126,10 +140,58 @@ class Engine:
             attention_mask = np.ones_like(input_ids)
         elif not isinstance(attention_mask, np.ndarray):
             raise TypeError(f"attention_mask must be a numpy array, got {type(attention_mask).__name__}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if self.kind != "encoder":
+            raise ValueError(f"{self.path} is a decoder (causal LM): use generate() / stream() / logits()")
+        _check_threads(threads)
         layers = self._layers(subnet)
         return self._core.run(input_ids, attention_mask, layers, threads, out)
+
+    # --- decoders -----------------------------------------------------------------------------
+    def _require_decoder(self) -> None:
+        if self.kind != "decoder":
+            raise ValueError(f"{self.path} is an encoder: use run(); generation needs a decoder file")
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.metadata.get("eos_token_id")
+        ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        return [int(i) for i in ids]
+
+    def logits(self, ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None, threads: int = 1,
+               cache_dtype: str = "fp32") -> np.ndarray:
+        """float32 [n, vocab]: the next-token logits at every position of `ids` (one prefill)."""
+        self._require_decoder()
+        _check_threads(threads)
+        return self._core.logits(_token_array(ids), self._layers(subnet), threads, cache_dtype)
+
+    def stream(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
+               max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, seed: int = 0, stop_tokens: Iterable[int] | None = None,
+               threads: int = 1, cache_dtype: str = "fp32") -> TokenStream:
+        """An iterator over the new token ids of `subnet` continuing `prompt_ids`, computed one at a
+        time in C++ (greedy at temperature 0, else temperature / top-k / top-p sampling, seeded).
+        Stops after `max_new_tokens`, after a stop token (default: the model's end-of-sequence ids;
+        the stop token is yielded) or at the model's last position. Everything is validated before
+        the first token: ValueError for prompts longer than the model's positions, ids outside the
+        vocabulary, max_new_tokens < 1 or past the positions, a sub-network that does not fit."""
+        self._require_decoder()
+        _check_threads(threads)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer (0 = off), got {top_k!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        stops = self.eos_token_ids if stop_tokens is None else [int(t) for t in stop_tokens]
+        core = self._core.start(_token_array(prompt_ids), self._layers(subnet), min(max_new_tokens, 2**62),
+                                float(temperature), top_k, float(top_p), float(repetition_penalty), seed, stops,
+                                cache_dtype, threads)
+        return TokenStream(core)
+
+    def generate(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
+                 max_new_tokens: int = 32, **kwargs: Any) -> list[int]:
+        """The new token ids (see ``stream`` for the arguments)."""
+        return list(self.stream(prompt_ids, subnet=subnet, max_new_tokens=max_new_tokens, **kwargs))
 
     def _layers(self, subnet: SubnetConfig | None) -> list[tuple[int, int, int]]:
         if subnet is None:
@@ -203,6 +265,77 @@ class Engine:
         return candidates[best]
 
 
+class TokenStream:
+    """Iterator over the tokens of one generation (``Engine.stream``); after (or during) iteration
+    it tells the prefill / decode throughput and can roll back (speculative decoding)."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        token = self._core.next()
+        if token < 0:
+            raise StopIteration
+        return int(token)
+
+    @property
+    def tokens(self) -> list[int]:
+        """The prompt followed by every token generated so far."""
+        return list(self._core.tokens)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._core.prompt_tokens
+
+    @property
+    def generated(self) -> int:
+        return self._core.generated
+
+    @property
+    def prefill_tok_s(self) -> float:
+        s = self._core.prefill_seconds
+        return self.prompt_tokens / s if s > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens per second after the first (whose time counts as the prefill's)."""
+        s = self._core.decode_seconds
+        return (self.generated - 1) / s if s > 0 else 0.0
+
+    @property
+    def cache_bytes(self) -> int:
+        return self._core.cache_bytes
+
+    def rollback(self, position: int) -> None:
+        """Forget the tokens at positions >= `position`; iteration continues from there."""
+        self._core.rollback(position)
+
+
+def _check_threads(threads: object) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+
+
+def _token_array(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Token ids as a C-contiguous 1-D int64 array (int32 arrays pass as they are)."""
+    if isinstance(ids, np.ndarray):
+        if ids.dtype not in (np.int64, np.int32):
+            raise TypeError(f"token ids must be int64 or int32, got {ids.dtype}")
+        if ids.ndim != 1:
+            raise ValueError(f"token ids must be 1-D, got shape {ids.shape}")
+        return np.ascontiguousarray(ids)
+    try:
+        arr = np.asarray(list(ids), dtype=np.int64)
+    except (OverflowError, TypeError, ValueError) as e:
+        raise ValueError(f"token ids must be integers: {e}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"token ids must be a flat list, got shape {arr.shape}")
+    return arr
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -228,8 +361,9 @@ def _arch_from(meta: dict[str, Any], dims: dict[str, Any]) -> ArchSpec:
     except (KeyError, TypeError) as e:
         raise PackedFileError(f"corrupt metadata: no valid 'arch' record ({e})") from None
     header = (dims["num_layers"], dims["hidden"], dims["num_heads"], dims["head_dim"], dims["intermediate"],
-              dims["vocab_size"])
-    recorded = (arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size)
-    if header != recorded or arch.num_kv_heads != arch.num_heads:
+              dims["vocab_size"], dims.get("num_kv_heads", dims["num_heads"]))
+    recorded = (arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size,
+                arch.num_kv_heads)
+    if header != recorded:
         raise PackedFileError(f"corrupt metadata: arch {recorded} disagrees with the header {header}")
     return arch

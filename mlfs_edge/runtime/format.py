@@ -6,7 +6,10 @@ spec; both must change together (bump ``FORMAT_VERSION``).
 Layout (all integers little-endian)::
 
     [0, 256)        header: magic "MLFSPACK", format version, endianness marker 0x01020304,
-                    file size, CRC-32, tensor count, directory and metadata offsets, model dims
+                    file size, CRC-32, tensor count, directory and metadata offsets, model dims;
+                    version 2 adds the model kind (encoder / decoder) and the decoder's fields
+                    (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias).
+                    Version 1 files (encoders) still load.
     [256, ...)      tensor directory: one 128-byte entry per tensor
                     (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
     metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
@@ -23,6 +26,13 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
     pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+
+Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "KN4" with
+.w.scale and .w.min [in / 32, out]; see csrc/include/mlfs/kernels.h):
+    head.w                              the LM head W [vocab, hidden]; with tied embeddings it is
+                                        also the embedding table (one copy), else emb.w holds it
+    norm.w, l{i}.{attn_norm,mlp_norm}.w fp32 RMSNorm weights
+    l{i}.{q,k,v,o,gate,up,down}.w       (+ l{i}.{q,k,v}.b fp32 with the q/k/v-bias flag, Qwen2)
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"MLFSPACK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ENDIAN_MARKER = 0x01020304
 HEADER_SIZE = 256
 DIR_ENTRY_SIZE = 128
@@ -49,17 +59,22 @@ MAX_DIMS = 4
 ALIGN = 64
 CHECKSUM_OFFSET = 24  # byte offset of the u32 CRC-32 in the header
 
-DTYPE_CODES = {"fp32": 0, "fp16": 1, "int8": 2}
-NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8}
+DTYPE_CODES = {"fp32": 0, "fp16": 1, "int8": 2, "q4": 3}
+NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.uint8}  # q4 tensors are their bytes
 POOLING_CODES = {"mean": 0, "cls": 1}
+KIND_CODES = {"encoder": 0, "decoder": 1}
+FLAG_TIED, FLAG_QKV_BIAS = 1, 2
+KIND_OFFSET = 104  # byte offset of the model kind (version 2)
 
 # magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
 # num_layers, hidden, num_heads, head_dim, intermediate, vocab, max_positions, type_vocab,
-# num_labels, pooling, weight_dtype, layer_norm_eps
-_HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f")
+# num_labels, pooling, weight_dtype, layer_norm_eps, kind, num_kv_heads, rope_theta,
+# rope_linear_factor, flags
+_HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f" + "II" + "ff" + "I")
 _DIR_ENTRY = struct.Struct(f"<{NAME_SIZE}sII{MAX_DIMS}QQQ8x")  # padded to 128 bytes
 assert _HEADER.size <= HEADER_SIZE and _DIR_ENTRY.size == DIR_ENTRY_SIZE
 assert struct.calcsize("<8sIIQ") == CHECKSUM_OFFSET
+assert struct.calcsize("<8sIIQIIQQQ" + "I" * 11 + "f") == KIND_OFFSET
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,14 @@ class ModelDims:
     type_vocab_size: int
     num_labels: int  # 0: no classifier, the engine returns the pooled embedding
     pooling: str  # "mean" (over the attention mask) | "cls" (pooler dense + tanh on the first token)
-    dtype: str  # "fp32" | "fp16" | "int8": the Linear weights and the word embedding
-    layer_norm_eps: float
+    dtype: str  # "fp32" | "fp16" | "int8" | "q4" (decoders): the Linear weights and the word embedding
+    layer_norm_eps: float  # LayerNorm (encoder) or RMSNorm (decoder) epsilon
+    kind: str = "encoder"  # "encoder" | "decoder"
+    num_kv_heads: int = 0  # decoder: key/value heads (grouped-query attention)
+    rope_theta: float = 10000.0
+    rope_linear_factor: float = 1.0  # rope_scaling {"type": "linear", "factor": f}; 1 = none
+    tied_embeddings: bool = False
+    qkv_bias: bool = False
 
 
 def _aligned(n: int) -> int:
@@ -104,7 +125,7 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
         if not raw or len(raw) >= NAME_SIZE or not all(0x21 <= c <= 0x7E for c in raw):
             raise ValueError(f"tensor name {name!r} must be 1..{NAME_SIZE - 1} printable ASCII characters")
         if arr.dtype not in reverse_codes:
-            raise ValueError(f"tensor {name}: dtype {arr.dtype} cannot be packed (fp32, fp16 or int8)")
+            raise ValueError(f"tensor {name}: dtype {arr.dtype} cannot be packed (fp32, fp16, int8 or q4 bytes)")
         if not 1 <= arr.ndim <= MAX_DIMS:
             raise ValueError(f"tensor {name}: {arr.ndim} dimensions, the format holds 1..{MAX_DIMS}")
         data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -122,10 +143,23 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
         MAGIC, FORMAT_VERSION, ENDIAN_MARKER, file_size, 0, len(tensors), dir_offset, meta_offset, len(meta),
         dims.num_layers, dims.hidden, dims.num_heads, dims.head_dim, dims.intermediate, dims.vocab_size,
         dims.max_positions, dims.type_vocab_size, dims.num_labels, POOLING_CODES[dims.pooling],
-        DTYPE_CODES[dims.dtype], dims.layer_norm_eps)
+        DTYPE_CODES[dims.dtype], dims.layer_norm_eps, KIND_CODES[dims.kind], dims.num_kv_heads, dims.rope_theta,
+        dims.rope_linear_factor, (FLAG_TIED if dims.tied_embeddings else 0) | (FLAG_QKV_BIAS if dims.qkv_bias else 0))
     buf[:len(header)] = header
     struct.pack_into("<I", buf, CHECKSUM_OFFSET, checksum(buf))
     return bytes(buf)
+
+
+def model_kind(header: bytes) -> str:
+    """"encoder" or "decoder" from the first bytes of a packed file (version 1 files are encoders);
+    the C++ reader validates everything else when the file is loaded."""
+    if len(header) < HEADER_SIZE or header[:8] != MAGIC:
+        return "encoder"  # not a packed file at all: the loader's own error message says why
+    version = struct.unpack_from("<I", header, 8)[0]
+    if version < 2:
+        return "encoder"
+    code = struct.unpack_from("<I", header, KIND_OFFSET)[0]
+    return "decoder" if code == KIND_CODES["decoder"] else "encoder"
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> Path:

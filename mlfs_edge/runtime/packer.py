@@ -1,4 +1,5 @@
-"""Pack a (reordered) BERT-family supernet into one ``.mlfs`` file for the C++ engine.
+"""Pack a (reordered) supernet into one ``.mlfs`` file for the C++ engine: a BERT-family encoder,
+or a Llama-family decoder (Llama, SmolLM2, Qwen2-style q/k/v bias; see `_pack_decoder`).
 
 The engine runs any sub-network by striding into these buffers, so the file holds the *full*
 supernet once. Linear weights (and the word embedding) are stored in the chosen dtype — fp32, fp16,
@@ -23,7 +24,7 @@ import torch
 from mlfs_edge import _core
 from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
-from mlfs_edge.quant.scheme import quantize_per_row
+from mlfs_edge.quant.scheme import Q4_GROUP, quantize_per_row, quantize_q4_groups
 from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
 from mlfs_edge.supernet.lora import LoraAdapter, adapters_of
 
@@ -47,12 +48,14 @@ def tokenizer_dir_for(path: str | os.PathLike) -> Path:
 def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
     if not isinstance(model, str | os.PathLike):
         return model
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = Path(model)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(path)
+    if ArchSpec.from_hf_config(config).family == "llama":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     cls = AutoModelForSequenceClassification if is_classifier else AutoModel
     return cls.from_pretrained(path, attn_implementation="eager").eval()
@@ -87,8 +90,14 @@ def _f32(t: torch.Tensor) -> np.ndarray:
 
 def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
     """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
-    transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales."""
-    if dtype == "int8":
+    transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales,
+    q4 quantised per group of 32 inputs ("KN4") + fp32 scales and minimums [in / 32, out]."""
+    if dtype == "q4":
+        q, d, lo = quantize_q4_groups(weight.detach().float())
+        out[name] = _core.pack_weight_q4(q.numpy())
+        out[name + ".scale"] = d.numpy().astype(np.float32)
+        out[name + ".min"] = lo.numpy().astype(np.float32)
+    elif dtype == "int8":
         q, scale = quantize_per_row(weight.detach().float())
         out[name] = _core.pack_weight(q.numpy())
         out[name + ".scale"] = scale.numpy().astype(np.float32)
@@ -110,22 +119,40 @@ def _store_table(out: dict[str, np.ndarray], name: str, table: torch.Tensor, dty
 def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dtype: str = "fp32",
          lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
          importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
-         source: str | None = None) -> Path:
-    """Write `model` (a BertModel or BertForSequenceClassification, or its folder) to `path`.
+         source: str | None = None, head_dtype: str | None = None) -> Path:
+    """Write `model` to `path`: a BertModel or BertForSequenceClassification (an encoder file), or a
+    Llama-family causal LM (a decoder file: LlamaForCausalLM / Qwen2ForCausalLM, e.g. SmolLM2 or a
+    decoder supernet folder written by `mlfs-edge train`), or the folder of either.
 
-    dtype: "fp32" | "fp16" | "int8" for the Linear weights and the word embedding.
+    dtype: "fp32" | "fp16" | "int8" for the Linear weights and the word embedding; decoders also
+        "q4" (4-bit groups of 32 inputs, mlfs_edge.quant.scheme.quantize_q4_groups).
     lora: {module path ("encoder.layer.0.attention.self.query"): (A [r, in], B [out, r], scale)};
         taken from the model itself when it is a peft model. Stored unmerged unless merge_lora.
     pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head) or
         "mean" (over the attention mask; default for a plain encoder).
     importance_order: the permutations applied to heads/channels when the supernet was reordered,
-        recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]}.
+        recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]};
+        read from a supernet folder's mlfs_meta.json when not given.
     tokenizer: a tokenizer (or its folder) to save next to the file, in `tokenizer_dir_for(path)`.
+    head_dtype: decoders: the LM head's (and the embedding table's) storage when it should differ
+        from `dtype` (e.g. "fp16" in an int8 or q4 file); default: `dtype`.
     """
     if dtype not in DTYPE_CODES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CODES)}, got {dtype!r}")
     src_name = source or (str(model) if isinstance(model, str | os.PathLike) else type(model).__name__)
-    encoder, classifier, peft_lora = _split_model(_load(model))
+    if importance_order is None and isinstance(model, str | os.PathLike):
+        importance_order = _supernet_order(Path(model))
+    loaded = _load(model)
+    if ArchSpec.from_hf_config(getattr(loaded, "config", None)).family == "llama":
+        if lora or hasattr(loaded, "peft_config"):
+            raise ValueError("unmerged LoRA adapters are packed for encoders only; pack the decoder supernet "
+                             "folder `mlfs-edge train` wrote (adapters merged)")
+        return _pack_decoder(loaded, path, dtype, importance_order, tokenizer, src_name, head_dtype or dtype)
+    if dtype == "q4":
+        raise ValueError("4-bit (q4) files are for decoders; pack an encoder as fp32, fp16 or int8")
+    if head_dtype is not None:
+        raise ValueError("head_dtype is for decoders (their LM head)")
+    encoder, classifier, peft_lora = _split_model(loaded)
     lora = dict(lora if lora is not None else peft_lora)
     config = encoder.config
     arch = ArchSpec.from_hf_config(config)
@@ -203,6 +230,122 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         "source": src_name,
         "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
         "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
+    }
+    data = encode(dims, tensors, metadata)
+    if tokenizer is not None:
+        _save_tokenizer(tokenizer, tokenizer_dir_for(path))
+    return write_atomically(path, data)
+
+
+def _supernet_order(folder: Path) -> dict[str, Any] | None:
+    """The importance order a supernet folder records (mlfs_meta.json), for provenance."""
+    import json
+
+    meta_path = folder / "mlfs_meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        order = json.loads(meta_path.read_text()).get("supernet", {}).get("order")
+    except (OSError, ValueError):
+        return None
+    return order if isinstance(order, dict) else None
+
+
+def _rope_linear_factor(config: Any) -> float:
+    """1.0 without rope_scaling, its factor for "linear"; anything else is refused here, at pack time."""
+    scaling = getattr(config, "rope_scaling", None)
+    if not scaling:
+        return 1.0
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "default":
+        return 1.0
+    if kind != "linear":
+        raise ValueError(f"rope_scaling {kind!r} is not supported by the engine (none and 'linear' are)")
+    factor = float(scaling["factor"])
+    if factor < 1.0:
+        raise ValueError(f"rope_scaling linear factor {factor} must be >= 1")
+    return factor
+
+
+def _rope_theta(config: Any) -> float:
+    theta = getattr(config, "rope_theta", None)
+    if theta is None:  # newer transformers keep it in rope_parameters
+        params = getattr(config, "rope_parameters", None) or {}
+        theta = params.get("rope_theta", 10000.0)
+    return float(theta)
+
+
+def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
+                  importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str, head_dtype: str) -> Path:
+    """A Llama-family causal LM (LlamaForCausalLM, Qwen2ForCausalLM; SmolLM2) as a decoder file.
+
+    RMSNorm, RoPE (theta; rope_scaling none or linear), grouped-query attention (sub-networks keep
+    whole key/value groups), SwiGLU (gate/up sliced on rows, down on columns), optional q/k/v biases
+    (Qwen2) and an untied LM head; with tied embeddings the LM head is stored once and the engine
+    reads embedding rows out of it.
+    """
+    config = model.config
+    arch = ArchSpec.from_hf_config(config)
+    backbone = model.model
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise ValueError(f"hidden_act {config.hidden_act!r} is not supported: the engine implements SwiGLU with SiLU")
+    if getattr(config, "mlp_bias", False):
+        raise ValueError("MLP biases (mlp_bias=True) are not supported by the engine")
+    if dtype == "q4" and (arch.hidden % Q4_GROUP or arch.intermediate % Q4_GROUP
+                          or (arch.num_heads * arch.head_dim) % Q4_GROUP):
+        raise ValueError(f"a 4-bit file needs hidden, intermediate and heads x head_dim that are multiples of "
+                         f"{Q4_GROUP}; this model has {arch.hidden}, {arch.intermediate}, "
+                         f"{arch.num_heads * arch.head_dim}")
+    layer0 = backbone.layers[0].self_attn
+    qkv_bias = layer0.q_proj.bias is not None
+    if layer0.o_proj.bias is not None:
+        raise ValueError("an o_proj bias (Llama attention_bias=True) is not supported; q/k/v biases (Qwen2) are")
+    head = model.lm_head.weight
+    embed = backbone.embed_tokens.weight
+    tied = head is embed or (head.shape == embed.shape and bool(torch.equal(head, embed)))
+
+    tensors: dict[str, np.ndarray] = {}
+    if head_dtype not in DTYPE_CODES:
+        raise ValueError(f"head_dtype must be one of {', '.join(DTYPE_CODES)}, got {head_dtype!r}")
+    _store_linear(tensors, "head.w", head, head_dtype)
+    if not tied:
+        _store_linear(tensors, "emb.w", embed, head_dtype)
+    tensors["norm.w"] = _f32(backbone.norm.weight)
+    for i, layer in enumerate(backbone.layers):
+        att, mlp = layer.self_attn, layer.mlp
+        for short, lin in (("q", att.q_proj), ("k", att.k_proj), ("v", att.v_proj), ("o", att.o_proj),
+                           ("gate", mlp.gate_proj), ("up", mlp.up_proj), ("down", mlp.down_proj)):
+            _store_linear(tensors, f"l{i}.{short}.w", lin.weight, dtype)
+            if short in ("q", "k", "v") and qkv_bias:
+                tensors[f"l{i}.{short}.b"] = _f32(lin.bias)
+        tensors[f"l{i}.attn_norm.w"] = _f32(layer.input_layernorm.weight)
+        tensors[f"l{i}.mlp_norm.w"] = _f32(layer.post_attention_layernorm.weight)
+
+    dims = ModelDims(arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate,
+                     arch.vocab_size, config.max_position_embeddings, 1, 0, "mean", dtype, float(config.rms_norm_eps),
+                     kind="decoder", num_kv_heads=arch.num_kv_heads, rope_theta=_rope_theta(config),
+                     rope_linear_factor=_rope_linear_factor(config), tied_embeddings=tied, qkv_bias=qkv_bias)
+    path = Path(path)
+    tok_source = str(tokenizer) if isinstance(tokenizer, str | os.PathLike) else (
+        getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None)
+    metadata = {
+        "kind": "decoder",
+        "arch": arch.__dict__,
+        "model_type": config.model_type,
+        "importance_order": dict(importance_order) if importance_order is not None else None,
+        "labels": [],
+        "dtype": dtype,
+        "head_dtype": head_dtype,
+        "tied_embeddings": tied,
+        "rope": {"theta": dims.rope_theta, "linear_factor": dims.rope_linear_factor},
+        "eos_token_id": config.eos_token_id,
+        "bos_token_id": config.bos_token_id,
+        "source": source,
+        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
+        "tokenizer_source": tok_source,
+        "quant_scheme": {"int8": "int8 symmetric per output row (mlfs_edge.quant.scheme)",
+                         "q4": f"4-bit per group of {Q4_GROUP} inputs with scale and minimum, Q4_1 family "
+                               "(mlfs_edge.quant.scheme.quantize_q4_groups)"}.get(dtype),
     }
     data = encode(dims, tensors, metadata)
     if tokenizer is not None:

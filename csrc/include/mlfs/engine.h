@@ -8,12 +8,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "mlfs/kernels.h"
+#include "mlfs/linear.h"
 #include "mlfs/packed_file.h"
 #include "mlfs/thread_pool.h"
 
@@ -25,23 +25,6 @@ struct LayerSlice {
   std::uint32_t mlp = 0;    // the first `mlp` MLP channels
 };
 using SubnetSpec = std::vector<LayerSlice>;
-
-// One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
-// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
-// with per-output scales; bias; and an optional unmerged LoRA adapter stored transposed too:
-// At [in, rank] and Bt [rank, out], y += scale * (x At) Bt.
-struct LinearWeights {
-  DType dtype = DType::f32;
-  const void* weight = nullptr;
-  std::size_t ldw = 0;
-  const float* w_scale = nullptr;  // int8 only
-  const float* bias = nullptr;
-  std::size_t out = 0, in = 0;
-  const float* lora_at = nullptr;
-  const float* lora_bt = nullptr;
-  std::size_t lora_rank = 0;
-  float lora_scale = 0.f;
-};
 
 struct LayerWeights {
   LinearWeights q, k, v, o, ff1, ff2;
@@ -79,15 +62,6 @@ class Engine {
   struct Workspace;
   void forward(const std::int32_t* ids, const std::uint8_t* mask, std::size_t batch, std::size_t seq,
                const SubnetSpec& subnet, int threads, float* out);
-  struct LinearOut {
-    const LinearWeights* w;
-    float* y;
-  };
-  void linear(std::initializer_list<LinearOut> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
-              std::size_t m, std::size_t ldy, int threads, bool gelu = false);
-  int row_threads(std::size_t elements, int threads) const;
-  void quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
-  std::size_t quant_ld() const;  // row stride of the int8 activation buffer
   void attention(std::size_t batch, std::size_t seq, std::size_t heads, int threads);
   void ensure_workspace(std::size_t tokens, std::size_t seq, int threads);
 
@@ -104,6 +78,7 @@ class Engine {
 
   std::mutex run_mutex_;
   ThreadPool pool_;
+  LinearRunner lin_{pool_, kt_};
   std::unique_ptr<Workspace> ws_;
 };
 

@@ -20,6 +20,14 @@
 //   element (k, n) = Wq[(k / 4) * ldw + n * 4 + k % 4], ldw = 4 * N_full bytes per K-group.
 //   One 64-byte load = 16 output columns x 4 k, exactly one `vpdpbusd`/`sdot` operand. The slice
 //   (k < K, n < N) is the same pointer with the same ldw; column n0 is Wq + 4 * n0.
+// - q4 "KN4": 4-bit group-wise with a scale and a minimum per group (the llama.cpp Q4_1 family,
+//   mlfs_edge/quant/scheme.py quantize_q4_groups): K is cut into groups of 32 consecutive inputs;
+//   every (group g, output n) has an fp32 scale S[g * lds + n] and minimum Z[g * lds + n]
+//   (lds = N_full) and 32 unsigned 4-bit values q in [0, 15], W(k, n) = S * q + Z.
+//   Nibbles are stored per input row like the fp16 KN layout, two outputs per byte:
+//   q(k, n) = (Wq[k * ldw + n / 2] >> (4 * (n % 2))) & 15, ldw = ceil(N_full / 2) bytes.
+//   The slice (k < K, n < N) is the same pointer with the same ldw and lds as long as K is a
+//   multiple of 32 (whole groups); column n0 (even) is Wq + n0 / 2, S + n0 and Z + n0.
 // - LoRA adapters (peft's A [r_full, K_full], B [N_full, r_full]) are stored transposed in the f32
 //   KN layout too: At [K_full, r_full] and Bt [r_full, N_full]. The low-rank path is two f32 GEMMs
 //   with a small temp t [M, r] (caller's scratch, ldt >= r):
@@ -85,6 +93,12 @@ using GemmI8Fn = void (*)(size_t M, size_t N, size_t K, const int8_t* xq, size_t
                           const float* w_scale, const float* bias, float* y, size_t ldy,
                           bool accumulate);
 
+// Same as GemmF16Fn with 4-bit group-wise weights (the q4 "KN4" layout above; K a multiple of 32,
+// n0 of a column sub-range even), dequantised to fp32 on load; fp32 accumulation.
+using GemmQ4Fn = void (*)(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq,
+                          size_t ldw, const float* scale, const float* zero, size_t lds,
+                          const float* bias, float* y, size_t ldy, bool accumulate);
+
 // In place, for i < M, n < N: y[i, n] = gelu(y[i, n] + bias[n]) with the exact erf GELU of BERT,
 // gelu(v) = 0.5 * v * (1 + erf(v / sqrt(2))). bias nullable (then 0). The GEMM epilogue of the MLP's
 // first projection, run after the base GEMM and the LoRA path have both written y.
@@ -103,6 +117,15 @@ using LayerNormF32Fn = void (*)(size_t M, size_t N, const float* x, size_t ldx,
 using SoftmaxF32Fn = void (*)(size_t M, size_t N, float* x, size_t ldx, const float* mask,
                               float scale);
 
+// For i < M (Llama's RMSNorm, as transformers computes it in fp32):
+//   out[i, n] = x[i, n] / sqrt(mean_n(x[i, :N]^2) + eps) * gamma[n].  out may alias x.
+using RmsNormF32Fn = void (*)(size_t M, size_t N, const float* x, size_t ldx, const float* gamma,
+                              float eps, float* out, size_t ldo);
+
+// SwiGLU's epilogue, for i < M, n < N: gate[i, n] = silu(gate[i, n]) * up[i, n],
+// silu(v) = v / (1 + exp(-v)).
+using SiluMulF32Fn = void (*)(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu);
+
 // dst[i] = fp16(src[i]), round to nearest even (overflow -> inf, NaN stays NaN), i < n.
 using F32ToF16Fn = void (*)(size_t n, const float* src, uint16_t* dst);
 // dst[i] = float(src[i]) exactly, i < n.
@@ -115,9 +138,12 @@ struct KernelTable {
   GemmF16Fn gemm_f16;
   QuantizeRowsI8Fn quantize_rows_i8;
   GemmI8Fn gemm_i8;
+  GemmQ4Fn gemm_q4;
   BiasGeluF32Fn bias_gelu_f32;
   LayerNormF32Fn layernorm_f32;
   SoftmaxF32Fn softmax_f32;
+  RmsNormF32Fn rmsnorm_f32;
+  SiluMulF32Fn silu_mul_f32;
   F32ToF16Fn f32_to_f16;
   F16ToF32Fn f16_to_f32;
 };
@@ -137,6 +163,11 @@ void pack_kn_f16(size_t N, size_t K, const uint16_t* W, size_t ld_in, uint16_t* 
 // K4N layout of an int8 W [N, K]: out has packed_i8_size(N, K) bytes, ldw = 4 * N; the padding
 // columns K..round_up(K, 4) are zero.
 void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out);
+// q4 "KN4" of group-quantised W [N, K] (q in [0, 15], row-major with ld_in): out has
+// K * packed_q4_ld(N) bytes. The scales and minimums [K / 32, N] need no packing (already S, Z).
+inline constexpr size_t kQ4Group = 32;
+inline size_t packed_q4_ld(size_t N) { return (N + 1) / 2; }
+void pack_kn_q4(size_t N, size_t K, const uint8_t* q, size_t ld_in, uint8_t* out);
 // out[k * ldo + n] = in[n * ldi + k] for n < rows, k < cols (attention's K^T, if the engine wants
 // Q.K^T as an NN gemm_f32).
 void transpose_f32(size_t rows, size_t cols, const float* in, size_t ldi, float* out, size_t ldo);
@@ -158,7 +189,13 @@ float f16_to_f32_scalar(uint16_t h);
   void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale, \
                const int32_t* x_sum, const int8_t* Wq, size_t ldw, const float* w_scale,          \
                const float* bias, float* y, size_t ldy, bool accumulate);                         \
+  void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq,       \
+               size_t ldw, const float* scale, const float* zero, size_t lds, const float* bias,    \
+               float* y, size_t ldy, bool accumulate);                                            \
   void bias_gelu_f32(size_t M, size_t N, const float* bias, float* y, size_t ldy);                \
+  void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, \
+                   float* out, size_t ldo);                                                       \
+  void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu);    \
   void layernorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* residual,      \
                      size_t ldr, const float* gamma, const float* beta, float eps, float* out,    \
                      size_t ldo);                                                                 \

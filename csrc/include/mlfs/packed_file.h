@@ -3,7 +3,8 @@
 // Layout (little-endian; the writer is mlfs_edge/runtime/format.py, keep both in step):
 //   [0, 256)   header: magic "MLFSPACK", format version, endianness marker 0x01020304, file size,
 //              CRC-32 (zlib polynomial, over the whole file with its own 4 bytes read as 0),
-//              tensor count, directory / metadata offsets, model dims
+//              tensor count, directory / metadata offsets, model dims; version 2 adds the model
+//              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -21,14 +22,19 @@
 
 namespace mlfs {
 
-enum class DType : std::uint32_t { f32 = 0, f16 = 1, i8 = 2 };
+// q4: 4-bit group-wise weights, two per byte (the "KN4" layout of mlfs/kernels.h); a q4 tensor's
+// shape counts bytes.
+enum class DType : std::uint32_t { f32 = 0, f16 = 1, i8 = 2, q4 = 3 };
+enum class ModelKind : std::uint32_t { encoder = 0, decoder = 1 };
 enum class Pooling : std::uint32_t { mean = 0, cls = 1 };
 
 const char* dtype_name(DType dtype);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
-inline constexpr std::uint32_t kPackFormatVersion = 1;
+inline constexpr std::uint32_t kPackFormatVersion = 2;
+// Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
+inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;
 inline constexpr std::size_t kPackHeaderSize = 256;
 inline constexpr std::size_t kPackDirEntrySize = 128;
@@ -41,7 +47,14 @@ struct ModelDims {
   std::uint32_t num_labels = 0;  // 0: no classifier head
   Pooling pooling = Pooling::mean;
   DType weight_dtype = DType::f32;
-  float layer_norm_eps = 1e-12f;
+  float layer_norm_eps = 1e-12f;  // LayerNorm (encoder) or RMSNorm (decoder) epsilon
+  // Version 2:
+  ModelKind kind = ModelKind::encoder;
+  std::uint32_t num_kv_heads = 0;   // decoder: key/value heads (grouped-query attention)
+  float rope_theta = 10000.f;       // decoder: RoPE base
+  float rope_linear_factor = 1.f;   // decoder: rope_scaling "linear" factor (positions / factor); 1 = none
+  bool tied_embeddings = false;     // decoder: the LM head is the embedding table (one copy, "head.w")
+  bool qkv_bias = false;            // decoder: q/k/v projections carry biases (Qwen2)
 };
 
 struct TensorView {

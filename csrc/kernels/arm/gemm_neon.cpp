@@ -40,6 +40,12 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
   run_float_gemm<Neon, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
+void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  run_q4_gemm<Neon, 4>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
+}
+
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
              const int32_t* /*x_sum: signed x signed, no offset*/, const int8_t* Wq, size_t ldw,
              const float* w_scale, const float* bias, float* y, size_t ldy, bool accumulate) {
@@ -84,6 +90,15 @@ void bias_gelu_f32(size_t M, size_t N, const float* bias, float* y, size_t ldy) 
 void layernorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* residual, size_t ldr,
                    const float* gamma, const float* beta, float eps, float* out, size_t ldo) {
   V::layernorm(M, N, x, ldx, residual, ldr, gamma, beta, eps, out, ldo);
+}
+
+void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, float* out,
+                 size_t ldo) {
+  V::rmsnorm(M, N, x, ldx, gamma, eps, out, ldo);
+}
+
+void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu) {
+  V::silu_mul(M, N, gate, ldg, up, ldu);
 }
 
 void softmax_f32(size_t M, size_t N, float* x, size_t ldx, const float* mask, float scale) {

@@ -62,6 +62,11 @@ struct Neon {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(tmp)));
   }
   static void store(float* y, Mask count, Vec v, bool accumulate) { store_block(y, count, v, accumulate); }
+  static Vec load_q4(const uint8_t* p, Mask count) {
+    float tmp[kBlock];
+    q4_stage(p, count, tmp);
+    return vld1q_f32(tmp);
+  }
 };
 
 // One K4N block of 4 columns is 16 bytes: [c0 k0..3][c1 k0..3][c2 k0..3][c3 k0..3].

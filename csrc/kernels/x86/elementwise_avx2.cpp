@@ -15,6 +15,15 @@ void layernorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* 
   V::layernorm(M, N, x, ldx, residual, ldr, gamma, beta, eps, out, ldo);
 }
 
+void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, float* out,
+                 size_t ldo) {
+  V::rmsnorm(M, N, x, ldx, gamma, eps, out, ldo);
+}
+
+void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu) {
+  V::silu_mul(M, N, gate, ldg, up, ldu);
+}
+
 void softmax_f32(size_t M, size_t N, float* x, size_t ldx, const float* mask, float scale) {
   V::softmax(M, N, x, ldx, mask, scale);
 }

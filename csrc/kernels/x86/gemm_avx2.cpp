@@ -57,6 +57,18 @@ struct Avx2 {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(staged)));
   }
   static void store(float* y, const Mask& m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
+  // 8 nibbles = 4 bytes: split low/high, interleave into column order, widen.
+  static Vec load_q4(const uint8_t* p, const Mask& m) {
+    std::uint32_t raw = 0;
+    if (m.count == kBlock)
+      std::memcpy(&raw, p, 4);  // a constant size: one 32-bit load, not a memcpy call per block
+    else
+      std::memcpy(&raw, p, (m.count + 1) / 2);
+    const __m128i b = _mm_cvtsi32_si128(static_cast<int>(raw));
+    const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+  }
 };
 
 struct I8Tile {
@@ -132,6 +144,12 @@ void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t 
 void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
               size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
   run_float_gemm<Avx2, 2>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
+}
+
+void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  run_q4_gemm<Avx2, 2>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

@@ -38,6 +38,15 @@ struct Avx512 {
   static Vec load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static Vec load(const uint16_t* p, Mask m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
   static void store(float* y, Mask m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
+  // 16 nibbles = 8 bytes: split low/high, interleave back into column order, widen.
+  // A partial block loads only the bytes its columns need (masked).
+  static Vec load_q4(const uint8_t* p, Mask m) {
+    const __mmask16 bytes = m == 0xFFFF ? 0xFF : static_cast<__mmask16>((1u << ((__builtin_popcount(m) + 1) / 2)) - 1u);
+    const __m128i b = _mm_maskz_loadu_epi8(bytes, p);
+    const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+  }
 };
 
 // acc += u8(w) . s8(x) in groups of 4 bytes. Inline asm because GCC 12 does not keep a loop-carried
@@ -117,6 +126,12 @@ void gemm_f32(size_t M, size_t N, size_t K, float alpha, const float* x, size_t 
 void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint16_t* Wt,
               size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
   run_float_gemm<Avx512, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
+}
+
+void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
+             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+             bool accumulate) {
+  run_q4_gemm<Avx512, 4>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

@@ -1,0 +1,322 @@
+// Decoder forward (Llama family) and the generation loop. Every matrix product and row operation
+// goes through the kernel table; this file lays out buffers, slices, the KV cache and threads.
+#include "mlfs/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace mlfs {
+
+struct Decoder::Workspace {
+  std::size_t tokens = 0, positions = 0, slots = 0;
+  std::vector<float> x, xn, q, k, v, ctx, gate, up, last;
+  std::vector<float> kt, vt, scores;  // per thread slot: K^T [dh, positions], V [positions, dh], [tokens, positions]
+  std::vector<float> cos, sin;        // RoPE tables [tokens, dh / 2]
+
+  std::size_t bytes() const {
+    auto f = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
+    return f(x) + f(xn) + f(q) + f(k) + f(v) + f(ctx) + f(gate) + f(up) + f(last) + f(kt) + f(vt) + f(scores) +
+           f(cos) + f(sin);
+  }
+};
+
+Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTable& table)
+    : file_(std::move(file)), dims_(file_->dims()), kt_(table), ws_(std::make_unique<Workspace>()) {
+  const ModelDims& d = dims_;
+  if (d.kind != ModelKind::decoder)
+    throw PackedFileError(file_->path() + ": an encoder file; run() it, generation needs a decoder (causal LM)");
+  if (d.head_dim % 2 != 0 || d.head_dim > 512)
+    throw PackedFileError(file_->path() + ": head_dim must be even and at most 512 (RoPE, attention scratch)");
+  const DType wd = d.weight_dtype;
+  const std::uint64_t H = d.hidden, I = d.intermediate, dh = d.head_dim;
+  const std::uint64_t qd = std::uint64_t{d.num_heads} * dh, kvd = std::uint64_t{d.num_kv_heads} * dh;
+  auto f32 = [&](const std::string& name, std::vector<std::uint64_t> shape) {
+    return static_cast<const float*>(file_->require(name, DType::f32, shape).data);
+  };
+  // The LM head (and an untied embedding table) may be kept at a higher precision than the layers
+  // (e.g. fp16 in an int8 file, as llama.cpp keeps output.weight): bound in the dtype it is stored in.
+  auto stored = [&](const std::string& name) {
+    const TensorView* t = file_->find(name + ".w");
+    return t != nullptr ? t->dtype : wd;
+  };
+  head_ = bind_linear(*file_, "head", d.vocab_size, H, stored("head"), false);
+  embed_ = d.tied_embeddings ? head_ : bind_linear(*file_, "emb", d.vocab_size, H, stored("emb"), false);
+  final_norm_ = f32("norm.w", {H});
+  for (std::uint32_t i = 0; i < d.num_layers; ++i) {
+    const std::string p = "l" + std::to_string(i) + ".";
+    DecoderLayerWeights L;
+    L.q = bind_linear(*file_, p + "q", qd, H, wd, d.qkv_bias);
+    L.k = bind_linear(*file_, p + "k", kvd, H, wd, d.qkv_bias);
+    L.v = bind_linear(*file_, p + "v", kvd, H, wd, d.qkv_bias);
+    L.o = bind_linear(*file_, p + "o", H, qd, wd, false);
+    L.gate = bind_linear(*file_, p + "gate", I, H, wd, false);
+    L.up = bind_linear(*file_, p + "up", I, H, wd, false);
+    L.down = bind_linear(*file_, p + "down", H, I, wd, false);
+    L.attn_norm = f32(p + "attn_norm.w", {H});
+    L.mlp_norm = f32(p + "mlp_norm.w", {H});
+    layers_.push_back(L);
+  }
+  // transformers: inv_freq = 1 / theta^(arange(0, dh, 2) / dh) in fp32, divided by the linear factor.
+  for (std::uint32_t i = 0; i < dh / 2; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(dh);
+    inv_freq_.push_back(1.0f / std::pow(d.rope_theta, e) / d.rope_linear_factor);
+  }
+}
+
+Decoder::~Decoder() = default;
+
+std::size_t Decoder::workspace_bytes() const { return ws_->bytes() + lin_.bytes(); }
+
+void Decoder::validate(const SubnetSpec& subnet) const {
+  if (subnet.empty()) throw std::invalid_argument("a sub-network must keep at least one layer");
+  const std::size_t g = group_size();
+  for (std::size_t i = 0; i < subnet.size(); ++i) {
+    const LayerSlice& s = subnet[i];
+    const std::string at = "sub-network layer entry " + std::to_string(i) + " (layer " + std::to_string(s.layer) + "): ";
+    if (s.layer >= dims_.num_layers)
+      throw std::invalid_argument(at + "layer index out of range, the model has " + std::to_string(dims_.num_layers) +
+                                  " layers");
+    if (i > 0 && s.layer <= subnet[i - 1].layer) throw std::invalid_argument(at + "layers must be strictly increasing");
+    if (s.heads < 1 || s.heads > dims_.num_heads)
+      throw std::invalid_argument(at + std::to_string(s.heads) + " heads, must be 1.." + std::to_string(dims_.num_heads));
+    if (s.heads % g != 0)
+      throw std::invalid_argument(at + std::to_string(s.heads) + " heads is not a whole number of key/value groups (" +
+                                  std::to_string(g) + " query heads per group)");
+    if (s.mlp < 1 || s.mlp > dims_.intermediate)
+      throw std::invalid_argument(at + "MLP width " + std::to_string(s.mlp) + ", must be 1.." +
+                                  std::to_string(dims_.intermediate));
+    if (dims_.weight_dtype == DType::q4 && (s.mlp % kernels::kQ4Group != 0 || (s.heads * dims_.head_dim) % kernels::kQ4Group != 0))
+      throw std::invalid_argument(at + "a 4-bit file slices only widths that are multiples of its 32-input groups; "
+                                  "MLP width " + std::to_string(s.mlp) + " and attention width " +
+                                  std::to_string(s.heads * dims_.head_dim) + " must both be");
+  }
+}
+
+template <typename Index>
+void Decoder::validate_ids(const Index* ids, std::size_t n) const {
+  for (std::size_t t = 0; t < n; ++t) {
+    const auto id = static_cast<std::int64_t>(ids[t]);
+    if (id < 0 || id >= static_cast<std::int64_t>(dims_.vocab_size))
+      throw std::invalid_argument("token id " + std::to_string(id) + " at position " + std::to_string(t) +
+                                  " is outside the vocabulary [0, " + std::to_string(dims_.vocab_size) + ")");
+  }
+}
+template void Decoder::validate_ids<std::int32_t>(const std::int32_t*, std::size_t) const;
+template void Decoder::validate_ids<std::int64_t>(const std::int64_t*, std::size_t) const;
+
+KvCache Decoder::make_cache(const SubnetSpec& subnet, DType dtype) const {
+  validate(subnet);
+  std::vector<std::size_t> widths;
+  for (const LayerSlice& s : subnet) widths.push_back(s.heads / group_size() * dims_.head_dim);
+  return KvCache(std::move(widths), dtype, dims_.max_positions);
+}
+
+// Rotate the first `heads` heads of rows [0, n) by RoPE, rotate_half style: pairs (i, i + dh/2),
+// with this call's fp32 cos/sin tables (row t = position start + t).
+void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const {
+  const std::size_t dh = dims_.head_dim, half = dh / 2;
+  for (std::size_t t = 0; t < n; ++t) {
+    const float* c = ws_->cos.data() + t * half;
+    const float* s = ws_->sin.data() + t * half;
+    for (std::size_t h = 0; h < heads; ++h) {
+      float* v = x + t * ld + h * dh;
+      for (std::size_t i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+// Causal grouped-query attention of the n new tokens (positions start..start+n) of one layer slot:
+// one task per key/value head; its K^T and V over all held positions are read once from the cache
+// and serve every query head of its group (scores = Q K^T as a GEMM, softmax over the visible
+// prefix of each row, ctx = P V).
+void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, KvCache& cache,
+                        int threads) {
+  Workspace& w = *ws_;
+  const std::size_t dh = dims_.head_dim, g = group_size(), kv_heads = heads / g, total = start + n;
+  const std::size_t qd = heads * dh;
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  pool_.parallel_for(kv_heads, std::min<int>(threads, static_cast<int>(kv_heads)), [&](std::size_t kvh, int tslot) {
+    float* kt = w.kt.data() + static_cast<std::size_t>(tslot) * dh * w.positions;
+    float* vt = w.vt.data() + static_cast<std::size_t>(tslot) * dh * w.positions;
+    float* sc = w.scores.data() + static_cast<std::size_t>(tslot) * w.tokens * w.positions;
+    cache.read_head(slot, kvh, dh, total, kt, vt, kt_);
+    for (std::size_t j = 0; j < g; ++j) {
+      const std::size_t head = kvh * g + j;
+      kt_.gemm_f32(n, total, dh, 1.f, w.q.data() + head * dh, qd, kt, total, nullptr, sc, total, false);
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t visible = start + i + 1;
+        kt_.softmax_f32(1, visible, sc + i * total, total, nullptr, scale);
+        std::fill(sc + i * total + visible, sc + (i + 1) * total, 0.f);
+      }
+      kt_.gemm_f32(n, dh, total, 1.f, sc, total, vt, dh, nullptr, w.ctx.data() + head * dh, qd, false);
+    }
+  });
+}
+
+void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, const SubnetSpec& subnet, int threads,
+                      float* logits, bool all_logits) {
+  if (n == 0) throw std::invalid_argument("forward needs at least one token");
+  if (threads < 1 || threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
+  if (cache.slots() != subnet.size()) throw std::invalid_argument("the KV cache was made for another sub-network");
+  for (std::size_t i = 0; i < subnet.size(); ++i)
+    if (cache.width(i) != subnet[i].heads / group_size() * dims_.head_dim)
+      throw std::invalid_argument("the KV cache was made for another sub-network");
+  std::lock_guard<std::mutex> lock(mutex_);
+  const std::size_t start = cache.length(), total = start + n;
+  cache.reserve(total);  // throws past max_positions
+  const std::size_t H = dims_.hidden, I = dims_.intermediate, dh = dims_.head_dim, V = dims_.vocab_size;
+  const std::size_t QD = std::size_t{dims_.num_heads} * dh, KVD = std::size_t{dims_.num_kv_heads} * dh;
+
+  // Workspace: grows to the largest call seen (activations by tokens, attention scratch by positions).
+  pool_.reserve(threads);
+  Workspace& w = *ws_;
+  const std::size_t slots = static_cast<std::size_t>(pool_.capacity());
+  if (n > w.tokens || total > w.positions || slots > w.slots) {
+    w.tokens = std::max(w.tokens, n);
+    w.positions = std::max(w.positions, (total + 255) / 256 * 256);  // in chunks: not once per token
+    w.slots = std::max(w.slots, slots);
+    const std::size_t T = w.tokens;
+    w.x.assign(T * H, 0.f);
+    w.xn.assign(T * H, 0.f);
+    w.q.assign(T * QD, 0.f);
+    w.k.assign(T * KVD, 0.f);
+    w.v.assign(T * KVD, 0.f);
+    w.ctx.assign(T * QD, 0.f);
+    w.gate.assign(T * I, 0.f);
+    w.up.assign(T * I, 0.f);
+    w.kt.assign(w.slots * dh * w.positions, 0.f);
+    w.vt.assign(w.slots * dh * w.positions, 0.f);
+    w.scores.assign(w.slots * T * w.positions, 0.f);
+    w.cos.assign(T * dh / 2, 0.f);
+    w.sin.assign(T * dh / 2, 0.f);
+    std::size_t max_rank = 0;
+    for (const auto& L : layers_)
+      for (const LinearWeights* lw : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+        max_rank = std::max(max_rank, lw->lora_rank);
+    lin_.reserve(T, std::max({H, I, QD}), max_rank);
+  }
+  // RoPE tables for positions start..start+n: fp32 angle = position * inv_freq, as transformers.
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t i = 0; i < dh / 2; ++i) {
+      const float angle = static_cast<float>(start + t) * inv_freq_[i];
+      w.cos[t * dh / 2 + i] = std::cos(angle);
+      w.sin[t * dh / 2 + i] = std::sin(angle);
+    }
+  for (std::size_t t = 0; t < n; ++t) embed_.column(static_cast<std::size_t>(ids[t]), w.x.data() + t * H);
+
+  const float eps = dims_.layer_norm_eps;
+  auto rmsnorm = [&](const float* x, const float* gamma, float* out, std::size_t rows) {
+    const int nt = row_threads(rows * H, threads);
+    const std::size_t per = std::max<std::size_t>(1, (rows + nt - 1) / nt);
+    pool_.parallel_for((rows + per - 1) / per, nt, [&](std::size_t task, int) {
+      const std::size_t r0 = task * per, r1 = std::min(rows, r0 + per);
+      kt_.rmsnorm_f32(r1 - r0, H, x + r0 * H, H, gamma, eps, out + r0 * H, H);
+    });
+  };
+
+  for (std::size_t slot = 0; slot < subnet.size(); ++slot) {
+    const LayerSlice& s = subnet[slot];
+    const DecoderLayerWeights& L = layers_[s.layer];
+    const std::size_t heads = s.heads, qd = heads * dh, kvd = heads / group_size() * dh, f = s.mlp;
+    rmsnorm(w.x.data(), L.attn_norm, w.xn.data(), n);
+    // Q, then K and V (different widths under GQA); the activations are quantised once per call.
+    lin_.run({{&L.q, w.q.data()}}, qd, H, w.xn.data(), H, n, qd, threads);
+    lin_.run({{&L.k, w.k.data()}, {&L.v, w.v.data()}}, kvd, H, w.xn.data(), H, n, kvd, threads);
+    rope(w.q.data(), qd, heads, n);
+    rope(w.k.data(), kvd, heads / group_size(), n);
+    cache.write(slot, start, n, w.k.data(), kvd, w.v.data(), kvd, kt_);
+    attention(slot, heads, start, n, cache, threads);
+    // o_proj and down_proj accumulate into the residual stream x: the residual add is their epilogue.
+    lin_.run({{&L.o, w.x.data(), true}}, H, qd, w.ctx.data(), qd, n, H, threads);
+    rmsnorm(w.x.data(), L.mlp_norm, w.xn.data(), n);
+    lin_.run({{&L.gate, w.gate.data()}, {&L.up, w.up.data()}}, f, H, w.xn.data(), H, n, f, threads);
+    {
+      const int nt = row_threads(n * f, threads);
+      const std::size_t per = std::max<std::size_t>(1, (n + nt - 1) / nt);
+      pool_.parallel_for((n + per - 1) / per, nt, [&](std::size_t task, int) {
+        const std::size_t r0 = task * per, r1 = std::min(n, r0 + per);
+        kt_.silu_mul_f32(r1 - r0, f, w.gate.data() + r0 * f, f, w.up.data() + r0 * f, f);
+      });
+    }
+    lin_.run({{&L.down, w.x.data(), true}}, H, f, w.gate.data(), f, n, H, threads);
+  }
+  cache.set_length(total);
+
+  // Final norm and the LM head: every row (scoring a text) or only the last (generating).
+  const std::size_t rows = all_logits ? n : 1;
+  const float* xs = w.x.data() + (all_logits ? 0 : (n - 1) * H);
+  rmsnorm(xs, final_norm_, w.xn.data(), rows);
+  lin_.run({{&head_, logits}}, V, H, w.xn.data(), H, rows, V, threads);
+}
+
+// --- Generation ----------------------------------------------------------------------------------
+
+namespace {
+SubnetSpec checked(const Decoder& d, SubnetSpec subnet) {
+  d.validate(subnet);
+  return subnet;
+}
+}  // namespace
+
+Generation::Generation(std::shared_ptr<Decoder> decoder, std::vector<std::int32_t> prompt, SubnetSpec subnet,
+                       GenerationParams params)
+    : decoder_(std::move(decoder)),
+      subnet_(checked(*decoder_, std::move(subnet))),
+      params_(std::move(params)),
+      sampler_(params_.sampling),
+      cache_(decoder_->make_cache(subnet_, params_.cache_dtype)),
+      history_(std::move(prompt)) {
+  const ModelDims& d = decoder_->dims();
+  if (history_.empty()) throw std::invalid_argument("the prompt must hold at least one token");
+  decoder_->validate_ids(history_.data(), history_.size());
+  if (history_.size() >= d.max_positions)
+    throw std::invalid_argument("the prompt has " + std::to_string(history_.size()) + " tokens; the model holds " +
+                                std::to_string(d.max_positions) + " positions, leaving no room to generate");
+  if (params_.max_new_tokens == 0) throw std::invalid_argument("max_new_tokens must be at least 1");
+  if (params_.max_new_tokens > d.max_positions - history_.size())
+    throw std::invalid_argument("max_new_tokens " + std::to_string(params_.max_new_tokens) + " with a " +
+                                std::to_string(history_.size()) + "-token prompt exceeds the model's " +
+                                std::to_string(d.max_positions) + " positions");
+  for (std::int32_t t : params_.stop_tokens) decoder_->validate_ids(&t, 1);
+  if (params_.threads < 1 || params_.threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
+  prompt_len_ = history_.size();
+  logits_.resize(d.vocab_size);
+}
+
+std::int64_t Generation::next() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (done_) return -1;
+  const std::size_t held = cache_.length();
+  const std::size_t fresh = history_.size() - held;  // the prompt (or a rolled-back tail), else 1 token
+  const auto t0 = std::chrono::steady_clock::now();
+  decoder_->forward(history_.data() + held, fresh, cache_, subnet_, params_.threads, logits_.data(), false);
+  const std::int32_t token = sampler_.sample(logits_.data(), logits_.size(), history_);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (held == 0 ? prefill_s_ : decode_s_) += dt;
+  history_.push_back(token);
+  ++generated_;
+  const bool stop = std::find(params_.stop_tokens.begin(), params_.stop_tokens.end(), token) != params_.stop_tokens.end();
+  done_ = stop || generated_ >= params_.max_new_tokens || history_.size() >= decoder_->dims().max_positions;
+  return token;
+}
+
+void Generation::rollback(std::size_t position) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (position < 1 || position > history_.size())
+    throw std::invalid_argument("rollback position " + std::to_string(position) + " must be in 1.." +
+                                std::to_string(history_.size()));
+  history_.resize(position);
+  // The last kept token is recomputed: its logits pick the next token.
+  cache_.truncate(position - 1);
+  generated_ = position > prompt_len_ ? position - prompt_len_ : 0;
+  done_ = false;
+}
+
+}  // namespace mlfs

@@ -1,0 +1,82 @@
+// One Linear layer of a packed supernet, bound to the file, and the runner both forwards (encoder
+// and decoder) use for every projection: one place for weight binding, dtype dispatch, int8
+// activation quantisation, the LoRA path and the split of a layer's columns over threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "mlfs/kernels.h"
+#include "mlfs/packed_file.h"
+#include "mlfs/thread_pool.h"
+
+namespace mlfs {
+
+// One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
+// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
+// with per-output scales, q4 "KN4" (ldw = ceil(out / 2) bytes per input, scales and minimums
+// [in / 32, out]);
+// bias; and an optional unmerged LoRA adapter stored transposed too: At [in, rank] and
+// Bt [rank, out], y += scale * (x At) Bt.
+struct LinearWeights {
+  DType dtype = DType::f32;
+  const void* weight = nullptr;
+  std::size_t ldw = 0;
+  const float* w_scale = nullptr;  // int8: [out]; q4: [in / 32, out] with leading dimension `out`
+  const float* w_min = nullptr;    // q4: the groups' minimums, like w_scale
+  const float* bias = nullptr;
+  std::size_t out = 0, in = 0;
+  const float* lora_at = nullptr;
+  const float* lora_bt = nullptr;
+  std::size_t lora_rank = 0;
+  float lora_scale = 0.f;
+
+  // Element (k, n) of W^T dequantised into dst[k] for k < in: row n of W (the embedding row of a
+  // token when W is a tied LM head / an embedding table stored in a Linear layout).
+  void column(std::size_t n, float* dst) const;
+};
+
+// Binds `name`.w (+ .w.scale for int8/q4, .w.min for q4, + .b when `with_bias`, + LoRA when present); checks dtype
+// and shape, PackedFileError otherwise.
+LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::uint64_t out, std::uint64_t in,
+                          DType dtype, bool with_bias);
+
+class LinearRunner {
+ public:
+  LinearRunner(ThreadPool& pool, const kernels::KernelTable& kt) : pool_(pool), kt_(kt) {}
+
+  // Scratch for up to `rows` input rows of width <= max_in and LoRA ranks <= max_rank (grows only).
+  void reserve(std::size_t rows, std::size_t max_in, std::size_t max_rank);
+  std::size_t bytes() const;
+
+  struct Out {
+    const LinearWeights* w;
+    float* y;
+    bool accumulate = false;  // y += x W^T + b (the residual add of a pre-norm block)
+  };
+  // For each output o: o.y[:m, :n] (=|+=) x[:m, :k] . o.w[:n, :k]^T + bias[:n] (+ LoRA), then GELU
+  // if `gelu`. All outputs share x (Q, K and V do: one int8 quantisation feeds them) and run in ONE
+  // parallel region, split over (output, block of 16 columns); 16 keeps every ISA's register tile
+  // whole (and the q4 column offsets even). The slices are strides into the full weights.
+  void run(std::initializer_list<Out> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
+           std::size_t m, std::size_t ldy, int threads, bool gelu = false);
+
+ private:
+  void quantize(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
+
+  ThreadPool& pool_;
+  const kernels::KernelTable& kt_;
+  std::size_t rows_ = 0, ldq_ = 0, rank_ = 0;
+  std::vector<std::int8_t> qact_;  // per-row int8 activations, rows of ldq_ bytes
+  std::vector<float> qscale_;      // their per-row scales
+  std::vector<std::int32_t> qsum_; // their per-row sums (VNNI compensation)
+  std::vector<float> lora_;        // [rows, rank] low-rank temp
+};
+
+// Row-wise work this small costs less than waking the other threads for it (a parallel region is a
+// barrier; a forward pass should have few of them).
+inline int row_threads(std::size_t elements, int threads) { return elements < (std::size_t{1} << 18) ? 1 : threads; }
+
+}  // namespace mlfs
