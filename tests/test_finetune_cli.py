@@ -92,14 +92,39 @@ def test_data_command_and_bad_data_path(capsys, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.integration
-def test_demo_command_runs_end_to_end_on_the_real_model(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlfs_edge.cli", "demo", "--out", str(tmp_path), "--epochs", "1",
-         "--max-train", "96", "--max-eval", "64", "--compare", "none"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "test acc" in proc.stdout and (tmp_path / "teacher" / "config.json").exists()
-    assert "[1/1]" in proc.stdout and not (tmp_path / "compare.json").exists()  # the comparison was skipped
+def test_demo_tells_the_whole_story_on_a_tiny_model(tmp_path, tiny_bert_dir):
+    """The demo's six steps on a tiny BERT and a user's CSV (`make demo` runs the real one in CI):
+    teacher → MLFS → palette → packed file → budget pick → int8/fp16/fp32 on four backends, then the
+    artefacts and next commands of *this* run folder."""
+    from test_mlfs import tiny_config, write_toml
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"warm funny lovely story {i},yay\ncold boring tired story {i},nay\n"
+                                             for i in range(200)))
+    cfg = tiny_config(tmp_path, tiny_bert_dir, data)
+    cfg["palette"] = ["full", "depth=3,heads=2,mlp=32", "depth=2,heads=2,mlp=32"]
+    config = write_toml(tmp_path / "tiny.toml", cfg)
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "mlfs_edge.cli", "demo", "--config", str(config), "--out", str(out),
+                           "--compare-test", "20", "--no-guard"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for step in range(1, 7):
+        assert f"[{step}/6]" in proc.stdout
+    assert "picked L" in proc.stdout and "demo done" in proc.stdout
+    for name in ("teacher/config.json", "supernet/config.json", "run_config.json", "palette.json", "palette.png",
+                 "supernet-int8.mlfs", "compare.json", "compare.png"):
+        assert (out / name).is_file(), name
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert {r["backend"] for r in rows} == {"pytorch", "executorch", "onnxruntime", "mlfs"}
+    palette = json.loads((out / "palette.json").read_text())
+    assert {r["subnet"] for r in rows} <= {r["name"] for r in palette["rows"]}  # only sub-networks it trained
+    assert palette["data"] == str(data)
+    assert f"mlfs-edge run {out}" in proc.stdout and "demo guard" in proc.stdout + proc.stderr
+    # clean output: nothing on stderr but progress bars and the guard's own report
+    from test_clean_output import unexpected_lines
+
+    noise = [ln for ln in unexpected_lines(proc.stderr) if not ln.startswith(("demo guard", "int8 ", "L"))]
+    assert noise == [], noise
 
 
 def test_epoch_batches_cover_every_example_once_and_group_lengths():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from mlfs_edge.commands._common import DEFAULT_RUN_DIR
+from mlfs_edge.commands._common import DEFAULT_RUN_DIR, add_data_args
 
 ORDER = 80
-SUPERNET = DEFAULT_RUN_DIR / "mlfs_minilm_rt" / "supernet"  # `mlfs-edge train --config configs/mlfs_minilm_rt.toml`
-TEACHER = DEFAULT_RUN_DIR / "demo" / "teacher"  # `mlfs-edge demo`
+# Without --model: the first of these that exists (the demo's MLFS run, the shipped config's run,
+# a bare teacher); the command prints which one it took.
+DEFAULT_MODELS = (DEFAULT_RUN_DIR / "demo" / "supernet", DEFAULT_RUN_DIR / "mlfs_minilm_rt" / "supernet",
+                  DEFAULT_RUN_DIR / "demo" / "teacher")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "cached under --work-dir, so a re-run only measures.",
                        epilog="example: mlfs-edge compare --quick --json runs/compare.json --plot runs/compare.png")
     p.add_argument("--model", default=None,
-                   help="fine-tuned classifier or trained supernet folder (default: the MLFS supernet "
-                        f"{SUPERNET} when it has been trained, else the demo teacher {TEACHER})")
+                   help="a training run folder, a trained supernet folder or a fine-tuned classifier (default: the "
+                        f"first that exists of {', '.join(map(str, DEFAULT_MODELS))})")
     p.add_argument("--subnets", nargs="+", default=None, metavar="SPEC",
                    help="sub-networks ('full', 'depth=4,heads=6,mlp=768', JSON or a file); default: 3 of the "
                         "search space (largest, middle, smallest)")
@@ -39,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, metavar="PATH", help="write the Pareto plot (PNG)")
     p.add_argument("--work-dir", default=str(DEFAULT_RUN_DIR / "compare"),
                    help="where exports are built and cached (default: %(default)s)")
+    add_data_args(p, "rotten_tomatoes", from_run=True)
     p.set_defaults(func=run)
 
 
@@ -56,16 +60,30 @@ def run(args: argparse.Namespace) -> int:
         threads = tuple(int(t) for t in _csv(args.threads))
     except ValueError:
         raise ValueError(f"--threads takes integers like 1,2; got {args.threads!r}") from None
+    from mlfs_edge.commands._common import check_labels, data_for, model_folder
+
+    if args.model is None:
+        found = [m for m in DEFAULT_MODELS if (m / "config.json").is_file()]
+        if not found:
+            raise ValueError("no model to compare: run `mlfs-edge demo` or `mlfs-edge train` first, or pass --model")
+        model = str(found[0])
+    else:
+        model = str(model_folder(args.model))
+    if not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"{model} is not a model folder (no config.json): give a training run folder "
+                                "(`mlfs-edge demo` writes runs/demo), a supernet or a fine-tuned classifier")
+    data = data_for(model, args)
+    check_labels(model, data.load().label_names, data.data)
     settings = CompareSettings(dtypes=_csv(args.dtypes), backends=_csv(args.backends), threads=threads,
-                               latency_runs=args.runs, max_test=args.max_test).validate()
-    model = args.model or str(SUPERNET if (SUPERNET / "config.json").is_file() else TEACHER)
-    print(f"[compare] model: {model}")
+                               latency_runs=args.runs, max_test=args.max_test, data=data.data,
+                               text_column=data.text_column, label_column=data.label_column).validate()
+    print(f"[compare] model: {model}; test data: {data.data} ({data.why})")
     t0 = time.perf_counter()
     rows = run_compare(model, args.subnets, args.work_dir, settings, quick=args.quick)
     wall = time.perf_counter() - t0
     print(table(rows))
     print(f"\n{len(rows)} rows in {wall:.0f} s. Latency: median of {settings.latency_runs if not args.quick else 5} "
           "runs, batch 1, 128 tokens; machine load from other processes adds noise, compare ratios within a run.")
-    write_outputs(rows, args.json, args.plot, {"model": model, "quick": args.quick, "wall_s": wall,
+    write_outputs(rows, args.json, args.plot, {"model": model, "data": data.data, "quick": args.quick, "wall_s": wall,
                                                "machine": platform.processor() or platform.machine()})
     return 0

@@ -12,60 +12,76 @@ ORDER = 42
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a palette of sub-networks of a trained supernet (JSON, table, plot)",
-        description="For every sub-network of the config's palette: test accuracy (causal_lm: held-out "
+        description="For every sub-network of the run's palette: test accuracy (causal_lm: held-out "
                     "perplexity) when sliced from the MLFS supernet and when sliced from the teacher (the "
-                    "pretrained LM) without MLFS training, and its parameter count. "
-                    "Writes <out>/palette.json, <out>/palette.md and <out>/palette.png.")
-    p.add_argument("--config", required=True, help="the training config used by `mlfs-edge train`")
-    p.add_argument("--quick", action="store_true", help="evaluate the --quick run")
-    p.add_argument("--palette", nargs="+", default=None, help="sub-network specs instead of the config's palette")
+                    "pretrained LM) without MLFS training, and its parameter count. The data, columns and "
+                    "palette are the ones the run recorded (run_config.json) unless overridden here. "
+                    "Writes <run>/palette.json, <run>/palette.md and <run>/palette.png.",
+        epilog="Examples: mlfs-edge eval runs/mine  |  mlfs-edge eval --config configs/mlfs_minilm_rt.toml  |  "
+               "mlfs-edge eval runs/mine --data other.csv --text-column review --label-column stars")
+    p.add_argument("run", nargs="?", default=None,
+                   help="the run folder (the --out of `mlfs-edge train`) or the supernet folder inside it")
+    p.add_argument("--config", default=None,
+                   help="the training config instead of a run folder (its `out` is the run); with a run folder, "
+                        "it must be the config the run was trained with")
+    p.add_argument("--quick", action="store_true", help="with --config: evaluate its --quick run")
+    p.add_argument("--palette", nargs="+", default=None, help="sub-network specs instead of the run's palette")
     p.add_argument("--json", default=None, help="also write the result JSON here (e.g. benchmarks/results/...)")
-    p.add_argument("--out", default=None, help="override the config's output folder")
+    p.add_argument("--out", default=None, help="with --config: override the config's output folder")
     p.add_argument("--rank", type=int, default=None,
                    help="LoRA rank to evaluate at, for a supernet trained with [lora] elastic_ranks (default: full)")
+    p.add_argument("--data", default=None, metavar="NAME|PATH",
+                   help="evaluate on this data instead of the run's (a bundled name or a .csv/.jsonl/.parquet "
+                        "file; causal_lm: a text corpus); its test split is used")
+    p.add_argument("--text-column", default=None, help="text column of --data (default: the run's)")
+    p.add_argument("--label-column", default=None, help="label column of --data (default: the run's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from dataclasses import replace
 
-    from mlfs_edge.train.mlfs import SUMMARY, MLFSConfig
+    from mlfs_edge.train.run_folder import resolve_run
 
-    cfg = MLFSConfig.from_toml(args.config, quick=args.quick, out=args.out)
-    out = Path(cfg.out)
-    summary_path = out / SUMMARY
-    if not summary_path.is_file():
-        raise ValueError(f"no trained supernet in {out}: run `mlfs-edge train --config {args.config}"
-                         f"{' --quick' if args.quick else ''}` first")
-    summary = json.loads(summary_path.read_text())
-    evaluate = _lm_palette if summary.get("task") == "causal_lm" else _classification_palette
+    found = resolve_run(args.run, args.config, quick=args.quick, out=args.out)
+    summary = found.summary()
+    overrides = {"data": args.data, "text_column": args.text_column, "label_column": args.label_column}
+    cfg = replace(found.config, **{k: v for k, v in overrides.items() if v is not None})
+    out = found.folder
+    print(f"[eval] run {out}: {cfg.model} on {cfg.data}" + (" (--data override)" if args.data else ""))
+    evaluate = _lm_palette if summary.get("task") == "causal_lm" else classification_palette
     record, table, message = evaluate(args, cfg, summary)
-    _write(out, record, table, args.json)
+    write_palette(out, record, table, args.json)
     print(table)
     copy = f"; copies: {args.json} and {Path(args.json).with_suffix('.png')}" if args.json else ""
     print(f"\n{message}. Written: {out}/palette.json, palette.md, palette.png{copy}")
     return 0
 
 
-def _command(args: argparse.Namespace) -> str:
-    """The commands that reproduce a result, recorded in its JSON."""
+def _command(args: argparse.Namespace, cfg: Any) -> str:
+    """The command that reproduces a result, recorded in its JSON."""
     import shlex
-    import sys
 
-    evaluate = shlex.join(["mlfs-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else "mlfs-edge eval"
-    return f"mlfs-edge train --config {args.config}{' --quick' if args.quick else ''} && {evaluate}"
+    from mlfs_edge.train.run_folder import open_run
+
+    argv = getattr(args, "argv", [])
+    evaluate = shlex.join(["mlfs-edge", *argv]) if argv[:1] == ["eval"] else \
+        f"mlfs-edge eval {shlex.quote(str(cfg.out))}"
+    train = open_run(cfg.out).command
+    return f"{train} && {evaluate}" if train else evaluate
 
 
-def _common(args: argparse.Namespace, summary: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+def _common(args: argparse.Namespace, cfg: Any, summary: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """The record fields both tasks share."""
-    return {"command": _command(args), "rows": result["rows"], "mlfs_wall_s": summary["mlfs_wall_s"],
+    return {"command": _command(args, cfg), "data": cfg.data, "rows": result["rows"],
+            "mlfs_wall_s": summary["mlfs_wall_s"],
             "mlfs_cpu_s": summary.get("mlfs_cpu_s"),  # process CPU seconds: steadier on a shared machine
             "full_finetune_wall_s": summary["full_finetune_wall_s"],  # None for causal_lm (no stage 0)
             "trainable_fraction": summary["trainable_fraction"], "trainable_params": summary.get("trainable_params"),
             "steps": summary["steps"], "lora_rank": result["lora_rank"]}
 
 
-def _write(out: Path, record: dict[str, Any], table: str, json_path: str | None) -> None:
+def write_palette(out: Path, record: dict[str, Any], table: str, json_path: str | None) -> None:
     """<out>/palette.json and palette.md; with --json a copy of the JSON there, and the plot beside it."""
     import json
     import shutil
@@ -80,7 +96,8 @@ def _write(out: Path, record: dict[str, Any], table: str, json_path: str | None)
         shutil.copyfile(out / "palette.png", Path(json_path).with_suffix(".png"))
 
 
-def _classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
+def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
+    from mlfs_edge.commands._common import check_labels
     from mlfs_edge.data import load_classification
     from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.supernet.palette import evaluate_palette, plot_palette
@@ -88,9 +105,10 @@ def _classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[st
 
     out = Path(cfg.out)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
+    check_labels(out / SUPERNET_DIR, data.label_names, data.name)
     result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples,
                               rank=args.rank)
-    record = {**_common(args, summary, result), "teacher_accuracy": result["teacher_accuracy"],
+    record = {**_common(args, cfg, summary, result), "teacher_accuracy": result["teacher_accuracy"],
               "test_examples": result["test_examples"]}
     table = markdown_table([{
         "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
@@ -114,7 +132,7 @@ def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> 
     corpus = load_lm_text(cfg.data, cfg.text_column)
     result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
                                  cfg.max_eval_tokens, rank=args.rank)
-    record = {**_common(args, summary, result), "task": "causal_lm", "model": cfg.model, "data": cfg.data,
+    record = {**_common(args, cfg, summary, result), "task": "causal_lm", "model": cfg.model,
               "split": "test", "teacher": summary["teacher"], "teacher_perplexity": result["teacher_perplexity"],
               "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
               "train_tokens": summary["steps"] * cfg.batch_size * cfg.block_size}

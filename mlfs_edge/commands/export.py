@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the size; it is faster only on CPUs with native fp16 (ARMv8.2+), slower on x86.",
                        epilog="example: mlfs-edge export --subnet depth=4,heads=6,mlp=768 --dtypes fp32,int8 --out "
                               "runs/export")
-    p.add_argument("--model", default=str(DEFAULT_RUN_DIR / "demo" / "teacher"),
-                   help="fine-tuned classifier or trained supernet folder (default: %(default)s)")
+    p.add_argument("--model", default=str(DEFAULT_RUN_DIR / "demo"),
+                   help="a training run folder (its supernet), a trained supernet folder or a fine-tuned classifier "
+                        "(default: %(default)s, the demo's run)")
     p.add_argument("--subnet", default="full", help="sub-network: 'full', 'depth=4,heads=6,mlp=768', JSON or a "
                                                     ".json/.toml file (default: %(default)s)")
     p.add_argument("--dtypes", default="fp32,fp16,int8", help="comma-separated from fp32, fp16, int8 "
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train sentences used to calibrate int8 static (default: %(default)s)")
     p.add_argument("--name", default=None, help="file name stem (default: the sub-network's name)")
     p.add_argument("--out", default=str(DEFAULT_RUN_DIR / "export"), help="output folder (default: %(default)s)")
-    add_data_args(p, "rotten_tomatoes")
+    add_data_args(p, "rotten_tomatoes", from_run=True)
     p.set_defaults(func=run)
 
 
@@ -45,20 +46,22 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from mlfs_edge.data import load_classification
+    from mlfs_edge.commands._common import data_for, model_folder
     from mlfs_edge.eval.compare import load_source, parse_subnets
     from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.export import ExportConfig, Manifest, export_pte
     from mlfs_edge.supernet import extract
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    model_dir = model_folder(args.model)
     calibration: tuple[str, ...] = ()
     if "int8" in dtypes and args.int8_mode == "static":
-        calibration = tuple(load_classification(args.data, args.text_column, args.label_column)
-                            .train.texts[:args.calibration])
+        data = data_for(model_dir, args)
+        print(f"[export] int8 static: calibrating on {args.calibration} training sentences of {data.data} ({data.why})")
+        calibration = tuple(data.load().train.texts[:args.calibration])
     base = ExportConfig(output=args.output, max_length=args.max_length, int8_mode=args.int8_mode,
                         calibration_texts=calibration)
-    model, tokenizer, space = load_source(args.model)
+    model, tokenizer, space = load_source(model_dir)
     cfg = parse_subnets([args.subnet], space)[0]
     sub = extract(model, cfg)
     for dtype in dtypes:  # check every dtype before the first (slow) export

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 ORDER = 60
 
@@ -15,9 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "file: the whole supernet, so the engine can run any sub-network of it. "
                                    "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
                                    "has one.",
-                       epilog="Example: mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
-    p.add_argument("model_dir", help="Hugging Face model folder (config.json + weights)")
-    p.add_argument("out", help="output .mlfs file (written atomically)")
+                       epilog="Examples: mlfs-edge pack runs/demo --dtype int8  (a run folder: writes "
+                              "runs/demo/supernet-int8.mlfs)  |  "
+                              "mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
+    p.add_argument("model_dir", help="a training run folder (its supernet is packed) or a Hugging Face model "
+                                     "folder (config.json + weights)")
+    p.add_argument("out", nargs="?", default=None,
+                   help="output .mlfs file, written atomically (default for a run: RUN/supernet-DTYPE.mlfs, where "
+                        "`mlfs-edge run RUN` finds it)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="storage of the Linear weights and word embedding; int8 uses per-output-row "
                         "symmetric scales (default: %(default)s)")
@@ -32,16 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlfs_edge.commands._common import model_folder
     from mlfs_edge.runtime import Engine, pack
     from mlfs_edge.supernet.palette import unmerged_supernet
+    from mlfs_edge.train.run_folder import find_run_folder
 
-    model_dir = Path(args.model_dir)
+    model_dir = model_folder(args.model_dir)
+    run_dir = find_run_folder(model_dir)
+    out = args.out
+    if out is None:
+        if run_dir is None:
+            raise ValueError(f"give the output file: mlfs-edge pack {args.model_dir} OUT.mlfs")
+        rank = f"-rank{args.lora_rank}" if args.lora_rank is not None else ""
+        out = run_dir / f"{model_dir.name}-{args.dtype}{rank}.mlfs"
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); give a folder written by "
                                 "save_pretrained, e.g. runs/demo/teacher")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
     model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
-    path = pack(model, args.out, dtype=args.dtype, pooling=args.pooling, lora=lora,
+    path = pack(model, out, dtype=args.dtype, pooling=args.pooling, lora=lora,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
     engine = Engine.load(path)
     kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
@@ -49,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
           f"{kind}, CRC-32 {engine.checksum:08x})")
     if engine.tokenizer_dir():
         print(f"tokenizer saved to {engine.tokenizer_dir()}")
+    target = args.model_dir if run_dir is not None and args.out is None else path
+    print(f"Next: mlfs-edge run {target} --text 'some text' [--subnet depth=3,heads=6,mlp=768 | --budget-ms 5]")
     return 0
 

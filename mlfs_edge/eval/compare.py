@@ -49,6 +49,8 @@ class CompareSettings:
     latency_runs: int = 20
     max_test: int | None = None  # None: the whole test split
     data: str = "rotten_tomatoes"
+    text_column: str = "text"
+    label_column: str = "label"
 
     def validate(self) -> CompareSettings:
         for d in self.dtypes:
@@ -326,6 +328,9 @@ def _load_backend(backend: str, dtype: str, path: str,
 
 def _run_worker(job: dict[str, Any], timeout_s: float = 1200) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Each worker sets its backend's thread count itself. An inherited OMP_NUM_THREADS=1 also makes
+    # ExecuTorch 1.5's threadpool hang in its first fp16 XNNPACK forward after a reset to 1 thread.
+    env.pop("OMP_NUM_THREADS", None)
     proc = subprocess.run([sys.executable, "-m", "mlfs_edge.eval.compare", "--worker"], input=json.dumps(job),
                           capture_output=True, text=True, env=env, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -368,7 +373,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
     cfgs = parse_subnets(subnets, space) if subnets else default_palette(space)
     if quick:
         cfgs = cfgs[-1:] if not subnets else cfgs[:1]  # the palette's smallest: the fastest to export
-    data = load_classification(settings.data)
+    data = load_classification(settings.data, settings.text_column, settings.label_column)
     test = data.test.subset(settings.max_test)
     backends = list(settings.backends)
     if "mlfs" in backends:

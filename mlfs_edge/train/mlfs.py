@@ -503,8 +503,9 @@ class TrainState:
 
 
 def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
-               stop_after: int | None = None) -> dict[str, Any]:
+               stop_after: int | None = None, command: str = "") -> dict[str, Any]:
     """Run (or resume) all stages; returns the summary also written to <out>/mlfs_train.json.
+    `command` (the command line that started it) is recorded in <out>/run_config.json.
 
     `stop_after` ends the run after that many global steps (with a checkpoint), as a kill would:
     tests use it to check that resuming continues bit-for-bit.
@@ -512,6 +513,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
     from accelerate import Accelerator
 
     from mlfs_edge.train.finetune import seed_everything
+    from mlfs_edge.train.run_folder import record_run
 
     cfg.validate()
     task = cfg.resolved_task()
@@ -525,6 +527,8 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         raise ValueError(f"{found} lacks {', '.join(missing)}: it was not written by `mlfs-edge train`; delete it "
                          "to train from the start")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.is_main_process:  # before the first step: an interrupted run knows its config too
+        record_run(cfg, command)
     setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
     model, tokenizer = setup.model, setup.tokenizer
 
