@@ -59,8 +59,10 @@ $(VENV)/.built: $(NATIVE_SRC) $(VENV)/.deps
 
 build: $(VENV)/.built
 
+# ruff, then the import contract (.importlinter): each floor of the package imports only the floors below.
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check mlfs_edge tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 # Native unit tests: every ISA kernel against the scalar reference.
 test-native: $(VENV)/.deps

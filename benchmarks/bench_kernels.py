@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mlfs_edge.eval.report import markdown_table
+from mlfs_edge.report import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "build" / "native" / "bench_kernels"

@@ -25,15 +25,16 @@ import torch
 
 from mlfs_edge.assets import minilm_path
 from mlfs_edge.data import load_classification
-from mlfs_edge.eval.metrics import evaluate_classifier
-from mlfs_edge.eval.report import markdown_table
+from mlfs_edge.metrics import evaluate_classifier
+from mlfs_edge.models import load_classifier
+from mlfs_edge.report import markdown_table
 from mlfs_edge.runtime import Engine, pack
 from mlfs_edge.runtime.format import atomic_write_text
-from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier, load_classifier
+from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier
 
 
 class EngineAsClassifier(torch.nn.Module):
-    """Lets mlfs_edge.eval.metrics evaluate the engine exactly as it evaluates a torch classifier."""
+    """Lets mlfs_edge.metrics evaluate the engine exactly as it evaluates a torch classifier."""
 
     def __init__(self, engine: Engine, threads: int) -> None:
         super().__init__()

@@ -41,9 +41,9 @@ def main() -> None:
 
     from mlfs_edge.config import SubnetConfig
     from mlfs_edge.data import load_classification
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.runtime import Engine, pack
-    from mlfs_edge.supernet.palette import load_supernet, supernet_meta, unmerged_supernet
+    from mlfs_edge.supernet.folder import load_supernet, supernet_meta, unmerged_supernet
 
     lora = supernet_meta(args.supernet)["lora"]
     ranks = sorted({*lora.get("elastic_ranks", []), lora["rank"]})

@@ -40,8 +40,8 @@ def main() -> None:
 
     from mlfs_edge.data import load_classification
     from mlfs_edge.eval.compare import load_source, parse_subnets
-    from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.export import EncoderForExport, ExportConfig, Manifest, PteModel, export_pte
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.supernet import extract
 
     data = load_classification("rotten_tomatoes")

@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 def worker(config: str, mode: str, scale: float, out: str) -> dict[str, Any]:
     """One variant: train (cut-down stages), then measure the frozen base and the accuracy."""
     from mlfs_edge.data import load_classification
-    from mlfs_edge.supernet.palette import evaluate_palette
+    from mlfs_edge.eval.palette import evaluate_palette
     from mlfs_edge.train.mlfs import SUPERNET_DIR, MLFSConfig, train_mlfs
 
     cfg = MLFSConfig.from_toml(config)
@@ -62,9 +62,9 @@ def frozen_base_bytes(config: str, mode: str) -> int:
     from torch import nn
 
     from mlfs_edge.data import load_classification
+    from mlfs_edge.models import load_classifier
     from mlfs_edge.supernet.lora import add_lora
     from mlfs_edge.supernet.quantized import SlicedQuantLinear, quantize_frozen_base
-    from mlfs_edge.train.finetune import load_classifier
     from mlfs_edge.train.mlfs import MLFSConfig
 
     cfg = MLFSConfig.from_toml(config)
@@ -96,7 +96,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     results = []
     for mode in args.modes.split(","):

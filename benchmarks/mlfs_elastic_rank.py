@@ -36,8 +36,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from mlfs_edge.data import load_classification
-    from mlfs_edge.eval.report import markdown_table
-    from mlfs_edge.supernet.palette import evaluate_palette
+    from mlfs_edge.eval.palette import evaluate_palette
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.train.mlfs import SUPERNET_DIR, MLFSConfig, finished_run, train_mlfs
 
     cfg = MLFSConfig.from_toml(args.config)

@@ -30,7 +30,7 @@ import torch
 
 from mlfs_edge.assets import resolve_model_path
 from mlfs_edge.config import SubnetConfig
-from mlfs_edge.eval.report import markdown_table
+from mlfs_edge.report import markdown_table
 from mlfs_edge.supernet import ElasticSupernet, extract, reorder_by_importance
 from mlfs_edge.supernet.lora import add_lora
 

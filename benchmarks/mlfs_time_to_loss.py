@@ -60,7 +60,7 @@ def main() -> None:
     from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.config import SubnetConfig
     from mlfs_edge.data import TREC_LABEL_WORDS, load_classification, load_text
-    from mlfs_edge.eval.lm import token_blocks, token_stream
+    from mlfs_edge.lm import token_blocks, token_stream
     from mlfs_edge.prune.retrain import LabelWordTask, batch_order
     from mlfs_edge.supernet import extract, reorder_by_importance
     from mlfs_edge.supernet.arch import arch_of

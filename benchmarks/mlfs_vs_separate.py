@@ -40,11 +40,11 @@ def main() -> None:
 
     from mlfs_edge.config import ArchSpec, SubnetConfig
     from mlfs_edge.data import load_classification
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.models import load_classifier
     from mlfs_edge.prune.retrain import ClassifierTask, RetrainConfig, retrain
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.supernet import reorder_by_importance
     from mlfs_edge.supernet.extract import extract
-    from mlfs_edge.train.finetune import load_classifier
     from mlfs_edge.train.mlfs import SUMMARY, MLFSConfig, calibration_batches
 
     cfg = MLFSConfig.from_toml(args.config)

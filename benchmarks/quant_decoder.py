@@ -41,9 +41,9 @@ def main() -> None:
 
     from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.data import load_text
-    from mlfs_edge.eval.lm import perplexity
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.lm import perplexity
     from mlfs_edge.quant import config_for, model_size_bytes, quantize
+    from mlfs_edge.report import markdown_table
 
     path = resolve_model_path(args.model)
     base = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()

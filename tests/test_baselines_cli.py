@@ -11,7 +11,7 @@ from mlfs_edge.prune.baselines import default_config, mlfs_rows
 
 @pytest.fixture
 def tiny_teacher_dir(tiny_bert_dir, tmp_path):
-    from mlfs_edge.train.finetune import load_classifier
+    from mlfs_edge.models import load_classifier
 
     torch.manual_seed(0)
     model, tok = load_classifier(tiny_bert_dir, 2, ["negative", "positive"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlfs_edge.data import Split
-from mlfs_edge.eval.lm import (
+from mlfs_edge.lm import (
     encode_prompt_answer,
     evaluate_label_words,
     format_prompt,

@@ -228,7 +228,7 @@ def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teache
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from mlfs_edge.config import SubnetConfig
-    from mlfs_edge.supernet.palette import load_supernet
+    from mlfs_edge.supernet.folder import load_supernet
 
     cfg_path = write_toml(tmp_path / "tiny.toml", tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher)))
     assert main(["train", "--config", str(cfg_path), "--no-progress"]) == 0
@@ -263,8 +263,8 @@ def test_elastic_rank_train_eval_slice(tmp_path, tiny_bert_dir, toy_csv, tiny_te
     from transformers import AutoModelForSequenceClassification
 
     from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.supernet.folder import load_supernet
     from mlfs_edge.supernet.lora import ADAPTERS_FILE
-    from mlfs_edge.supernet.palette import load_supernet
 
     cfg = tiny_config(tmp_path, tiny_bert_dir, toy_csv, str(tiny_teacher), lora={"rank": 4, "elastic_ranks": [1, 2]})
     cfg_path = write_toml(tmp_path / "elastic.toml", cfg)

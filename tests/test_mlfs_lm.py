@@ -203,7 +203,7 @@ def test_lm_resume_after_a_kill_is_bit_for_bit(tmp_path, tiny_llama_dir, toy_tex
 def test_lm_train_eval_slice_commands(tmp_path, tiny_llama_dir, toy_text, capsys):
     from transformers import AutoModelForCausalLM
 
-    from mlfs_edge.supernet.palette import load_supernet
+    from mlfs_edge.supernet.folder import load_supernet
 
     cfg_path = write_toml(tmp_path / "tiny_lm.toml", lm_config(tmp_path, tiny_llama_dir, toy_text))
     assert main(["train", "--config", str(cfg_path), "--quick", "--no-progress"]) == 0

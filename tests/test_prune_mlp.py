@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_lm_eval import tiny_llama
 
+from mlfs_edge.models import load_classifier
 from mlfs_edge.prune.mlp import kept_channels, mlp_channel_order, prune_mlp
-from mlfs_edge.train.finetune import load_classifier
 
 
 def _mlp_modules(model):

@@ -8,6 +8,7 @@ import torch
 from test_lm_eval import tiny_llama, word_tokenizer
 
 from mlfs_edge.data import Split
+from mlfs_edge.models import load_classifier
 from mlfs_edge.prune.losses import answer_ce_loss, kd_loss
 from mlfs_edge.prune.retrain import (
     METHODS,
@@ -19,7 +20,6 @@ from mlfs_edge.prune.retrain import (
     method_loss,
     retrain,
 )
-from mlfs_edge.train.finetune import load_classifier
 
 TEXTS = [f"good great fine film {i}" for i in range(12)] + [f"bad awful dull film {i}" for i in range(12)]
 LABELS = [1] * 12 + [0] * 12

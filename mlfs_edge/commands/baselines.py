@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.prune.baselines import default_config, plot_baselines, run_baselines
+    from mlfs_edge.report import markdown_table
 
     if args.threads is not None:
         if args.threads < 1:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlfs_edge.data import BUILTIN_CLASSIFICATION, BUILTIN_TEXT, load_classification, load_text
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     rows = []
     for name in [args.data] if args.data else list(BUILTIN_CLASSIFICATION):

@@ -162,7 +162,7 @@ def _budget(packed: Path, palette: dict[str, Any], fraction: float, texts: list[
     from transformers import AutoTokenizer
 
     from mlfs_edge.config import SubnetConfig
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.runtime import Engine
 
     engine = Engine.load(packed)

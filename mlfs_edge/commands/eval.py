@@ -99,8 +99,8 @@ def write_palette(out: Path, record: dict[str, Any], table: str, json_path: str 
 def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
     from mlfs_edge.commands._common import check_labels
     from mlfs_edge.data import load_classification
-    from mlfs_edge.eval.report import markdown_table
-    from mlfs_edge.supernet.palette import evaluate_palette, plot_palette
+    from mlfs_edge.eval.palette import evaluate_palette, plot_palette
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.train.mlfs import SUPERNET_DIR
 
     out = Path(cfg.out)
@@ -124,8 +124,8 @@ def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str
 def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
     """Decoders: held-out perplexity instead of accuracy (no stage 0: the pretrained LM is the teacher)."""
     from mlfs_edge.data import load_lm_text
-    from mlfs_edge.eval.report import markdown_table
-    from mlfs_edge.supernet.palette_lm import evaluate_lm_palette, plot_lm_palette
+    from mlfs_edge.eval.palette_lm import evaluate_lm_palette, plot_lm_palette
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.train.mlfs import SUPERNET_DIR
 
     out = Path(cfg.out)

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from mlfs_edge.commands._common import data_for, model_folder
     from mlfs_edge.eval.compare import load_source, parse_subnets
-    from mlfs_edge.eval.report import markdown_table
     from mlfs_edge.export import ExportConfig, Manifest, export_pte
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.supernet import extract
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import mlfs_edge
     from mlfs_edge import _core
     from mlfs_edge.assets import asset_report, cache_dir
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     feats = _core.cpu_features()
     print(f"mlfs_edge {mlfs_edge.__version__}  (native core for {_core.arch()})")

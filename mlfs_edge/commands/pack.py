@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlfs_edge.commands._common import model_folder
     from mlfs_edge.runtime import Engine, pack
-    from mlfs_edge.supernet.palette import unmerged_supernet
+    from mlfs_edge.supernet.folder import unmerged_supernet
     from mlfs_edge.train.run_folder import find_run_folder
 
     model_dir = model_folder(args.model_dir)

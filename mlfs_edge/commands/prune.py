@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
     import transformers
 
     from mlfs_edge.assets import resolve_model_path
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.models import save_atomically
     from mlfs_edge.prune.baselines import layer_params
     from mlfs_edge.prune.mlp import kept_channels, prune_mlp
-    from mlfs_edge.train.finetune import save_atomically
+    from mlfs_edge.report import markdown_table
 
     path = resolve_model_path(args.model)
     config = transformers.AutoConfig.from_pretrained(path)

@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mlfs_edge.data import load_classification
     from mlfs_edge.eval.compare import load_source, parse_subnets
-    from mlfs_edge.eval.metrics import evaluate_classifier
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.metrics import evaluate_classifier
     from mlfs_edge.quant import config_for, model_size_bytes, quantize
+    from mlfs_edge.report import markdown_table
     from mlfs_edge.supernet import extract
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]

@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mlfs_edge.commands._common import model_folder
     from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.models import save_atomically
     from mlfs_edge.supernet.extract import extract
-    from mlfs_edge.supernet.palette import load_supernet
-    from mlfs_edge.train.finetune import save_atomically
+    from mlfs_edge.supernet.folder import load_supernet
 
     source = args.run or args.supernet
     if source is None or (args.run and args.supernet):

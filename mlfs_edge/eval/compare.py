@@ -77,7 +77,7 @@ def load_source(model_dir: str | Path):  # noqa: ANN201
     """
     import mlfs_edge.supernet as supernet
     from mlfs_edge.config import ArchSpec, SearchSpace
-    from mlfs_edge.train.finetune import load_classifier
+    from mlfs_edge.models import load_classifier
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -134,7 +134,7 @@ def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str],
     sub_dir = work_dir / cfg.name
     hf_dir = sub_dir / "hf"
     if not (hf_dir / "config.json").is_file():
-        from mlfs_edge.train.finetune import save_atomically
+        from mlfs_edge.models import save_atomically
 
         save_atomically(sub, tokenizer, hf_dir, {"subnet": cfg.to_dict()})
     jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -218,7 +218,8 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     threads = job["threads"]
-    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"], job.get("subnet"))
+    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"], job.get("subnet"),
+                                               max(threads))
     set_threads(max(threads))
     preds = []
     for ids in job["inputs"]:
@@ -261,9 +262,10 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int) -
     return inputs, window
 
 
-def _load_backend(backend: str, dtype: str, path: str,
-                  subnet: dict[str, Any] | None = None) -> tuple[Any, Any, int]:
-    """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact; numpy in and out."""
+def _load_backend(backend: str, dtype: str, path: str, subnet: dict[str, Any] | None = None,
+                  threads: int = 1) -> tuple[Any, Any, int]:
+    """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact; numpy in and out.
+    `threads`: the count to start with (ExecuTorch can take no other: see below)."""
     if backend == "onnxruntime":
         import onnxruntime as ort
 
@@ -317,12 +319,20 @@ def _load_backend(backend: str, dtype: str, path: str,
 
         from mlfs_edge.export import PteModel
 
+        # ExecuTorch 1.5's threadpool may only be resized before a program is loaded: its XNNPACK
+        # delegate keeps the pool it was loaded with, and a resize afterwards corrupts the heap (seen
+        # here: hangs, segfaults and malloc aborts in fp16 programs). One process per thread count.
+        _unsafe_reset_threadpool(threads)
         pte = PteModel(path, load_tokenizer=False)
 
         def predict_pte(ids: Any, mask: Any) -> Any:
             return pte.forward(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
 
-        return predict_pte, _unsafe_reset_threadpool, pte.size_bytes
+        def fixed_threads(n: int) -> None:
+            if n != threads:
+                raise ValueError(f"an ExecuTorch worker runs at the {threads} thread(s) it was loaded with, not {n}")
+
+        return predict_pte, fixed_threads, pte.size_bytes
     raise ValueError(f"backend {backend!r} cannot be measured here")
 
 
@@ -395,9 +405,17 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
         ordered = sorted(jobs.items(), key=lambda kv: (kv[0] != ("pytorch", "fp32"), BACKENDS.index(kv[0][0]),
                                                        DTYPES.index(kv[0][1])))
         for (backend, dtype), job in tqdm(ordered, desc=f"measure {cfg.name}", disable=not progress):
-            result = _run_worker({**job, "backend": backend, "dtype": dtype, "inputs": inputs,
-                                  "latency_ids": window, "threads": list(settings.threads),
-                                  "runs": settings.latency_runs})
+            # ExecuTorch fixes its thread count at load: one worker per count, predictions in the first
+            per_process = [[n] for n in settings.threads] if backend == "executorch" else [list(settings.threads)]
+            result: dict[str, Any] = {}
+            for i, threads in enumerate(per_process):
+                part = _run_worker({**job, "backend": backend, "dtype": dtype, "inputs": inputs if i == 0 else [],
+                                    "latency_ids": window, "threads": threads, "runs": settings.latency_runs})
+                if not result:
+                    result = part
+                else:
+                    result["latency_ms"].update(part["latency_ms"])
+                    result["peak_rss_mb"] = max(result["peak_rss_mb"], part["peak_rss_mb"])
             preds = result["predictions"]
             if reference is None:
                 reference = preds
@@ -425,7 +443,7 @@ def write_outputs(rows: list[dict[str, Any]], json_path: str | Path | None, plot
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     shown = [{"subnet": r["subnet"], "dtype": r["dtype"], "backend": r["backend"], "threads": r["threads"],
               "accuracy %": f"{100 * r['accuracy']:.2f}", "agreement %": f"{100 * r['agreement']:.2f}",

@@ -95,7 +95,8 @@ class Setup:
 
 def _minilm_setup(cfg: BaselinesConfig, progress: bool) -> Setup:
     from mlfs_edge.assets import minilm_path
-    from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier, load_classifier
+    from mlfs_edge.models import load_classifier
+    from mlfs_edge.train.finetune import FinetuneConfig, finetune_classifier
 
     data = load_classification("rotten_tomatoes")
     teacher_dir = Path(cfg.teacher_dir or Path(cfg.runs_dir) / "minilm-teacher")
@@ -114,7 +115,7 @@ def _smollm2_setup(cfg: BaselinesConfig, progress: bool) -> Setup:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mlfs_edge.assets import smollm2_path
-    from mlfs_edge.train.finetune import save_atomically
+    from mlfs_edge.models import save_atomically
 
     data = load_classification("trec")
     news = load_text("news").test

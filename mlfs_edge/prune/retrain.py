@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from mlfs_edge.config import ArchSpec
 from mlfs_edge.data import Split
-from mlfs_edge.eval.lm import (
+from mlfs_edge.lm import (
     DEFAULT_PROMPT,
     encode_prompt_answer,
     evaluate_label_words,
@@ -50,7 +50,7 @@ from mlfs_edge.eval.lm import (
     pad_prompt_answers,
     perplexity,
 )
-from mlfs_edge.eval.metrics import evaluate_classifier
+from mlfs_edge.metrics import evaluate_classifier
 from mlfs_edge.prune.losses import answer_ce_loss, kd_loss
 from mlfs_edge.train.finetune import epoch_batches
 

@@ -227,7 +227,7 @@ def run_benchmark(model_dir: Path, seq: int = 128, threads: int = 1, runs: int =
                   json_path: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from mlfs_edge.eval.report import markdown_table
+    from mlfs_edge.report import markdown_table
 
     if runs < 1:
         raise ValueError("runs must be >= 1")

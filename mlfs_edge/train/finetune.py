@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.data import ClassificationDataset
-from mlfs_edge.eval.metrics import evaluate_classifier
+from mlfs_edge.metrics import evaluate_classifier
+from mlfs_edge.models import load_classifier, save_atomically
 
 
 @dataclass(frozen=True)
@@ -65,23 +63,6 @@ def epoch_batches(lengths: list[int], batch_size: int, gen: torch.Generator,
     batches = [perm[s:s + batch_size] for s in range(0, len(perm), batch_size)]
     order = torch.randperm(len(batches), generator=gen).tolist()
     return [batches[i] for i in order]
-
-
-def load_classifier(model_dir: str | Path, num_labels: int, label_names: list[str]):  # noqa: ANN201
-    """An AutoModelForSequenceClassification over a (base or already fine-tuned) model folder."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the fresh classifier head's "newly initialized" notice is expected
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=num_labels, id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)}, attn_implementation="eager")
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model, tokenizer
 
 
 def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_dir: str | Path,
@@ -141,16 +122,3 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
                             {**asdict(cfg), "dataset": data.name, "train_s": train_s})
     save_atomically(model, tokenizer, Path(out_dir), {"finetune": asdict(result)})
     return result
-
-
-def save_atomically(model, tokenizer, out_dir: Path, meta: dict,  # noqa: ANN001
-                    extra: Callable[[Path], None] | None = None) -> None:
-    """model + tokenizer + mlfs_meta.json (+ whatever `extra` writes into the folder), all or nothing."""
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "mlfs_meta.json").write_text(json.dumps(meta, indent=2))
-        if extra is not None:
-            extra(tmp)
-
-    write_dir_atomically(Path(out_dir), fill)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from mlfs_edge.assets import resolve_model_path
 from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
+from mlfs_edge.models import load_causal_lm
 from mlfs_edge.supernet import ElasticSupernet, ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
 from mlfs_edge.supernet.quantized import quantize_frozen_base
@@ -429,7 +430,7 @@ class TaskSetup:
 
 def _classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSetup:  # noqa: ANN001
     from mlfs_edge.data import BUILTIN_TEXT, load_classification
-    from mlfs_edge.train.finetune import load_classifier
+    from mlfs_edge.models import load_classifier
 
     if cfg.data in BUILTIN_TEXT:
         raise ValueError(f"{cfg.data!r} is language-model text: set task = \"causal_lm\" with a decoder model "
@@ -453,19 +454,11 @@ def _classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskS
     return TaskSetup(model, tokenizer, len(train), batch, str(teacher), teacher_record, lengths)
 
 
-def load_causal_lm(path: str | Path):  # noqa: ANN201
-    """(model, tokenizer) of a causal LM folder, fp32, eager attention (as every other path here)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
-    return model, AutoTokenizer.from_pretrained(path)
-
-
 def _causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
     from transformers import AutoConfig
 
     from mlfs_edge.data import load_lm_text
-    from mlfs_edge.eval.lm import token_blocks, token_stream
+    from mlfs_edge.lm import token_blocks, token_stream
 
     corpus = load_lm_text(cfg.data, cfg.text_column)  # bad data fails here, before the model loads
     path = resolve_model_path(cfg.model)
@@ -694,9 +687,9 @@ def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceO
     ranks the adapters are also kept unmerged (`lora.ADAPTERS_FILE`): `load_supernet(..., rank=r)` then removes
     their components beyond r.
     """
+    from mlfs_edge.models import save_atomically
     from mlfs_edge.supernet.extract import merged_state_dict
     from mlfs_edge.supernet.lora import ADAPTERS_FILE, adapters_of, save_adapters
-    from mlfs_edge.train.finetune import save_atomically
 
     plain = model.get_base_model()
     merged = merged_state_dict(model)

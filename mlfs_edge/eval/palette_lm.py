@@ -3,7 +3,7 @@
 For every sub-network: held-out perplexity when sliced from the MLFS supernet, and when sliced from
 the pretrained model with the same importance order but without MLFS training
 (``perplexity_no_mlfs``); plus the pretrained full model's perplexity. The recipe is
-`mlfs_edge.eval.lm.perplexity` (non-overlapping blocks of the training ``block_size``, the first
+`mlfs_edge.lm.perplexity` (non-overlapping blocks of the training ``block_size``, the first
 ``max_eval_tokens`` tokens of the test documents), so all numbers of one run are comparable.
 """
 
@@ -24,9 +24,9 @@ def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: lis
     from tqdm.auto import tqdm
 
     from mlfs_edge.assets import resolve_model_path
-    from mlfs_edge.eval.lm import perplexity
-    from mlfs_edge.supernet.palette import load_supernet
-    from mlfs_edge.train.mlfs import load_causal_lm
+    from mlfs_edge.lm import perplexity
+    from mlfs_edge.models import load_causal_lm
+    from mlfs_edge.supernet.folder import load_supernet
 
     model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
     arch = ArchSpec.from_hf_config(model.config)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mlfs_edge.data import Split
-from mlfs_edge.eval.metrics import ClassificationResult
+from mlfs_edge.metrics import ClassificationResult
 
 DEFAULT_PROMPT = "Question: {text}\nAnswer type ({choices}):"
 

@@ -1,0 +1,69 @@
+"""Evaluate a palette of sub-networks of a trained supernet (and of the teacher without MLFS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlfs_edge.atomic import write_atomically
+from mlfs_edge.config import ArchSpec, SubnetConfig
+from mlfs_edge.supernet.elastic import ElasticSupernet
+from mlfs_edge.supernet.folder import load_supernet
+from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
+
+
+def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eval: int | None = None,  # noqa: ANN001
+                     max_length: int = 128, progress: bool = True, rank: int | None = None) -> dict[str, Any]:
+    """Test accuracy of each palette sub-network, sliced from the MLFS supernet (its adapters at
+    `rank`, None = full rank) and, for comparison, from the teacher with the same importance order
+    but without MLFS training."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification
+
+    from mlfs_edge.metrics import evaluate_classifier
+
+    model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
+    arch = ArchSpec.from_hf_config(model.config)
+    teacher = AutoModelForSequenceClassification.from_pretrained(meta["teacher"], attn_implementation="eager").eval()
+    apply_order(teacher, ImportanceOrder.from_dict(meta["order"]))
+    teacher_net = ElasticSupernet(teacher)
+    test = data.test.subset(max_eval)
+    configs = sorted({SubnetConfig.parse(spec, arch) for spec in palette}, key=lambda c: c.layer_params(arch))
+    full_layers = SubnetConfig.full(arch).layer_params(arch)
+    embed = sum(p.numel() for p in model.parameters()) - full_layers
+    rows = []
+    for cfg in tqdm(configs, desc="evaluate palette", unit="subnet", disable=not progress):
+        net.set_active(cfg)
+        teacher_net.set_active(cfg)
+        rows.append({"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
+                     "total_params": cfg.layer_params(arch) + embed,
+                     "param_fraction": cfg.param_fraction(arch),
+                     "accuracy": evaluate_classifier(model, tokenizer, test, max_length=max_length).accuracy,
+                     "accuracy_no_mlfs": evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy})
+    teacher_net.set_active(teacher_net.full)
+    teacher_acc = evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy
+    return {"teacher_accuracy": teacher_acc, "test_examples": len(test), "rows": rows,
+            "lora_rank": meta["rank"]}
+
+
+def plot_palette(result: dict[str, Any], path: str | Path, title: str) -> None:
+    """Accuracy vs layer parameters: MLFS sub-networks, the same slices of the teacher, the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    x = [r["params"] / 1e6 for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(x, [100 * r["accuracy"] for r in rows], "o-", label="MLFS sub-networks")
+    ax.plot(x, [100 * r["accuracy_no_mlfs"] for r in rows], "s--", label="sliced teacher, no MLFS")
+    ax.axhline(100 * result["teacher_accuracy"], color="gray", lw=1, ls=":", label="teacher (full fine-tune)")
+    ax.set_xlabel("transformer-layer parameters (M)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
