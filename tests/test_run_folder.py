@@ -110,7 +110,7 @@ def test_eval_overrides_and_mismatches_are_explicit(trained_run, user_csv, tmp_p
     assert record["data"] == str(other) and record["test_examples"] == len(load_classification(
         str(other), "review", "verdict").test)
     wrong = tmp_path / "wrong.csv"
-    wrong.write_text("review,verdict\n" + "".join(f"text {i},{'a' if i % 2 else 'b'}\n" for i in range(60)))
+    wrong.write_text("review,verdict\n" + "".join(f"text {i},{'abc'[i % 3]}\n" for i in range(60)))
     assert main(["eval", str(run), "--data", str(wrong)]) == 2
     assert "labels" in capsys.readouterr().err
     # not a run at all

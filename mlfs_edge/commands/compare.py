@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{model} is not a model folder (no config.json): give a training run folder "
                                 "(`mlfs-edge demo` writes runs/demo), a supernet or a fine-tuned classifier")
     data = data_for(model, args)
-    check_labels(model, data.load().label_names, data.data)
     settings = CompareSettings(dtypes=_csv(args.dtypes), backends=_csv(args.backends), threads=threads,
                                latency_runs=args.runs, max_test=args.max_test, data=data.data,
                                text_column=data.text_column, label_column=data.label_column).validate()
+    check_labels(model, data.load().label_names, data.data)
     print(f"[compare] model: {model}; test data: {data.data} ({data.why})")
     t0 = time.perf_counter()
     rows = run_compare(model, args.subnets, args.work_dir, settings, quick=args.quick)

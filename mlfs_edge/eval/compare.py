@@ -252,11 +252,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int) -> tuple[list[list[int]], list[int]]:
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int,
+              window_texts: list[str] | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (no padding: batch 1 at its own length) and a latency input of exactly
-    `seq_len` real tokens (test sentences joined until they fill the window)."""
+    `seq_len` real tokens (sentences of `window_texts`, default `texts`, joined until they fill it)."""
     inputs = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    window = tokenizer(" ".join(texts[:200]), truncation=True, max_length=seq_len)["input_ids"]
+    window = tokenizer(" ".join((window_texts or texts)[:200]), truncation=True, max_length=seq_len)["input_ids"]
     if len(window) < seq_len:
         raise ValueError(f"the test sentences are too short to fill {seq_len} tokens; lower the sequence length")
     return inputs, window
@@ -392,7 +393,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
             print(f"[compare] no mlfs rows: {reason}")
             backends.remove("mlfs")
     work_dir = Path(work_dir)
-    inputs, window = _tokenize(tokenizer, test.texts, MAX_LENGTH, settings.seq_len)
+    inputs, window = _tokenize(tokenizer, test.texts, MAX_LENGTH, settings.seq_len, data.test.texts)
     rows: list[dict[str, Any]] = []
     for cfg in cfgs:
         if progress:
