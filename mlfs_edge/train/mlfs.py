@@ -520,9 +520,9 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         raise ValueError(f"{found} lacks {', '.join(missing)}: it was not written by `mlfs-edge train`; delete it "
                          "to train from the start")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if accelerator.is_main_process:  # before the first step: an interrupted run knows its config too
-        record_run(cfg, command)
     setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
+    if accelerator.is_main_process:  # after the data is checked (a refused config writes nothing), before the
+        record_run(cfg, command)     # first step: an interrupted run knows its config too
     model, tokenizer = setup.model, setup.tokenizer
 
     seed_everything(cfg.seed)
