@@ -112,7 +112,7 @@ def test_demo_tells_the_whole_story_on_a_tiny_model(tmp_path, tiny_bert_dir):
         assert f"[{step}/6]" in proc.stdout
     assert "picked L" in proc.stdout and "demo done" in proc.stdout
     for name in ("teacher/config.json", "supernet/config.json", "run_config.json", "palette.json", "palette.png",
-                 "supernet-int8.mlfs", "compare.json", "compare.png"):
+                 "demo.json", "supernet-int8.mlfs", "compare.json", "compare.png"):
         assert (out / name).is_file(), name
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert {r["backend"] for r in rows} == {"pytorch", "executorch", "onnxruntime", "mlfs"}

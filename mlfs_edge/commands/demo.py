@@ -76,17 +76,26 @@ def run(args: argparse.Namespace) -> int:
     stages = tuple(replace(s, steps=max(1, round(s.steps * args.mlfs_steps))) for s in cfg.stages)
     cfg = replace(cfg, stages=stages).validate()
     t_start = time.perf_counter()
+    seconds: dict[str, float] = {}  # wall time of each step, printed at the end and kept in demo.json
 
-    teacher_record = _teacher(cfg)
-    summary = _mlfs(cfg, args)
-    palette = _palette(cfg, summary)
-    packed = _pack(cfg)
-    budget_ms = _budget(packed, palette, args.budget, _test_texts(cfg, 2))
-    compare_rows = _compare(cfg, palette, args.compare_test)
+    def timed(name: str, step: Any, *step_args: Any) -> Any:
+        t0 = time.perf_counter()
+        result = step(*step_args)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        return result
+
+    teacher_record = timed("teacher", _teacher, cfg)
+    summary = timed("mlfs", _mlfs, cfg, args)
+    palette = timed("palette", _palette, cfg, summary)
+    packed = timed("pack", _pack, cfg)
+    budget_ms = timed("budget", _budget, packed, palette, args.budget, _test_texts(cfg, 2))
+    compare_rows = timed("compare", _compare, cfg, palette, args.compare_test)
     wall = time.perf_counter() - t_start
 
     failures = guard_failures(palette, compare_rows)
     _closing(cfg, packed, wall, teacher_record, budget_ms)
+    print("time per step: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()))
+    _write_record(cfg, args, seconds, wall, palette, failures)
     if failures:
         print("\ndemo guard: " + ("FAILED" if not args.no_guard else "would fail") + "\n  " + "\n  ".join(failures),
               file=sys.stderr)
@@ -242,6 +251,21 @@ def guard_failures(palette: dict[str, Any], compare_rows: list[dict[str, Any]]) 
     return failures
 
 
+def _write_record(cfg: Any, args: argparse.Namespace, seconds: dict[str, float], wall: float,
+                  palette: dict[str, Any], failures: list[str]) -> None:
+    """<out>/demo.json: what the demo measured, with the command that made it."""
+    import json
+
+    from mlfs_edge.atomic import write_atomically
+
+    record = {"command": shlex.join(["mlfs-edge", *args.argv]), "wall_s": round(wall, 1), "step_s": seconds,
+              "mlfs_steps": [s.steps for s in cfg.stages], "teacher_accuracy": palette["teacher_accuracy"],
+              "palette": [{k: r[k] for k in ("name", "param_fraction", "accuracy", "accuracy_no_mlfs")}
+                          for r in palette["rows"]], "guard_failures": failures}
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(Path(cfg.out) / "demo.json", lambda tmp: tmp.write_text(text))
+
+
 def _closing(cfg: Any, packed: Path, wall: float, teacher: dict[str, Any], budget_ms: float) -> None:
     out = shlex.quote(str(cfg.out))
     print(f"\ndemo done in {wall / 60:.1f} min. Everything is in the run folder {cfg.out}:")
@@ -250,7 +274,8 @@ def _closing(cfg: Any, packed: Path, wall: float, teacher: dict[str, Any], budge
                        ("run_config.json", "the resolved training config every command reads"),
                        ("palette.json, palette.md, palette.png", "accuracy vs size, MLFS vs sliced teacher"),
                        (packed.name, "the packed int8 supernet for the native engine"),
-                       ("compare.json, compare.png", "fp32/fp16/int8 × backends: accuracy, size, latency")):
+                       ("compare.json, compare.png", "fp32/fp16/int8 × backends: accuracy, size, latency"),
+                       ("demo.json", "this demo's times per step, palette and guard")):
         print(f"  {cfg.out}/{path:<40} {what}")
     print("Next:")
     print(f"  .venv/bin/mlfs-edge run {out} --text 'a gripping film' --budget-ms {budget_ms:.1f}   "
