@@ -47,3 +47,20 @@ def save_atomically(model, tokenizer, out_dir: Path, meta: dict,  # noqa: ANN001
             extra(tmp)
 
     write_dir_atomically(Path(out_dir), fill)
+
+
+def check_labels(model_dir: str | Path, label_names: list[str], data_name: str) -> None:
+    """The data's labels against the model's (its config's id2label): another number of classes, or the
+    same names in another order, would be scored against the wrong classes — an error. Other names
+    (a model saved as neg/pos, data labelled negative/positive) are matched by position, and said so."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    id2label = config.get("id2label") or {}
+    model_labels = [id2label.get(str(i), id2label.get(i)) for i in range(len(id2label))]
+    data_labels = list(label_names)
+    if not model_labels or model_labels == data_labels:
+        return
+    if len(model_labels) != len(data_labels) or (set(model_labels) == set(data_labels)):
+        raise ValueError(f"{data_name} has the labels {data_labels} but the model {model_dir} was trained on "
+                         f"{model_labels}: evaluate it on data with the same labels, in the same order")
+    if not all(str(m).startswith("LABEL_") for m in model_labels):  # HF's placeholder names say nothing
+        print(f"note: the model's labels {model_labels} are matched by position to {data_name}'s {data_labels}")

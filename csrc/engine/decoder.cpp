@@ -71,25 +71,13 @@ Decoder::~Decoder() = default;
 std::size_t Decoder::workspace_bytes() const { return ws_->bytes() + lin_.bytes(); }
 
 void Decoder::validate(const SubnetSpec& subnet) const {
-  if (subnet.empty()) throw std::invalid_argument("a sub-network must keep at least one layer");
-  const std::size_t g = group_size();
+  validate_subnet(subnet, dims_, group_size());
+  if (dims_.weight_dtype != DType::q4) return;
   for (std::size_t i = 0; i < subnet.size(); ++i) {
     const LayerSlice& s = subnet[i];
-    const std::string at = "sub-network layer entry " + std::to_string(i) + " (layer " + std::to_string(s.layer) + "): ";
-    if (s.layer >= dims_.num_layers)
-      throw std::invalid_argument(at + "layer index out of range, the model has " + std::to_string(dims_.num_layers) +
-                                  " layers");
-    if (i > 0 && s.layer <= subnet[i - 1].layer) throw std::invalid_argument(at + "layers must be strictly increasing");
-    if (s.heads < 1 || s.heads > dims_.num_heads)
-      throw std::invalid_argument(at + std::to_string(s.heads) + " heads, must be 1.." + std::to_string(dims_.num_heads));
-    if (s.heads % g != 0)
-      throw std::invalid_argument(at + std::to_string(s.heads) + " heads is not a whole number of key/value groups (" +
-                                  std::to_string(g) + " query heads per group)");
-    if (s.mlp < 1 || s.mlp > dims_.intermediate)
-      throw std::invalid_argument(at + "MLP width " + std::to_string(s.mlp) + ", must be 1.." +
-                                  std::to_string(dims_.intermediate));
-    if (dims_.weight_dtype == DType::q4 && (s.mlp % kernels::kQ4Group != 0 || (s.heads * dims_.head_dim) % kernels::kQ4Group != 0))
-      throw std::invalid_argument(at + "a 4-bit file slices only widths that are multiples of its 32-input groups; "
+    if (s.mlp % kernels::kQ4Group != 0 || (s.heads * dims_.head_dim) % kernels::kQ4Group != 0)
+      throw std::invalid_argument("sub-network layer entry " + std::to_string(i) + " (layer " + std::to_string(s.layer) +
+                                  "): a 4-bit file slices only widths that are multiples of its 32-input groups; "
                                   "MLP width " + std::to_string(s.mlp) + " and attention width " +
                                   std::to_string(s.heads * dims_.head_dim) + " must both be");
   }

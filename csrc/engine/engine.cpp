@@ -75,23 +75,28 @@ Engine::~Engine() = default;
 
 std::size_t Engine::workspace_bytes() const { return ws_->bytes() + lin_.bytes(); }
 
-void Engine::validate(const SubnetSpec& subnet) const {
+void validate_subnet(const SubnetSpec& subnet, const ModelDims& dims, std::size_t heads_per_group) {
   if (subnet.empty()) throw std::invalid_argument("a sub-network must keep at least one layer");
   for (std::size_t i = 0; i < subnet.size(); ++i) {
     const LayerSlice& s = subnet[i];
     const std::string at = "sub-network layer entry " + std::to_string(i) + " (layer " + std::to_string(s.layer) + "): ";
-    if (s.layer >= dims_.num_layers)
-      throw std::invalid_argument(at + "layer index out of range, the model has " + std::to_string(dims_.num_layers) +
+    if (s.layer >= dims.num_layers)
+      throw std::invalid_argument(at + "layer index out of range, the model has " + std::to_string(dims.num_layers) +
                                   " layers");
     if (i > 0 && s.layer <= subnet[i - 1].layer)
       throw std::invalid_argument(at + "layers must be strictly increasing");
-    if (s.heads < 1 || s.heads > dims_.num_heads)
-      throw std::invalid_argument(at + std::to_string(s.heads) + " heads, must be 1.." + std::to_string(dims_.num_heads));
-    if (s.mlp < 1 || s.mlp > dims_.intermediate)
+    if (s.heads < 1 || s.heads > dims.num_heads)
+      throw std::invalid_argument(at + std::to_string(s.heads) + " heads, must be 1.." + std::to_string(dims.num_heads));
+    if (s.heads % heads_per_group != 0)
+      throw std::invalid_argument(at + std::to_string(s.heads) + " heads is not a whole number of key/value groups (" +
+                                  std::to_string(heads_per_group) + " query heads per group)");
+    if (s.mlp < 1 || s.mlp > dims.intermediate)
       throw std::invalid_argument(at + "MLP width " + std::to_string(s.mlp) + ", must be 1.." +
-                                  std::to_string(dims_.intermediate));
+                                  std::to_string(dims.intermediate));
   }
 }
+
+void Engine::validate(const SubnetSpec& subnet) const { validate_subnet(subnet, dims_); }
 
 template <typename Index>
 void Engine::run(const Index* input_ids, const Index* attention_mask, std::size_t batch, std::size_t seq,

@@ -17,82 +17,33 @@
 #include "mlfs/decoder.h"
 #include "mlfs/kernels.h"
 #include "mlfs/packed_file.h"
+#include "packed_writer.h"
 
 namespace {
 
 using mlfs::DType;
+using mlfs_test::encode;
+using mlfs_test::make;
+using mlfs_test::put;
+using mlfs_test::randn;
+using mlfs_test::Tensor;
 namespace mk = mlfs::kernels;
 
 constexpr std::uint32_t L = 2, H = 64, NH = 4, NKV = 2, DH = 16, I = 96, V = 40, P = 64;
 
-struct Tensor {
-  std::string name;
-  DType dtype;
-  std::vector<std::uint64_t> shape;
-  std::vector<std::uint8_t> bytes;
-};
-
-template <typename T>
-void put(std::vector<std::uint8_t>& buf, std::size_t off, T v) {
-  std::memcpy(buf.data() + off, &v, sizeof(T));
-}
-
-template <typename T>
-Tensor make(const std::string& name, DType dtype, std::vector<std::uint64_t> shape, const std::vector<T>& v) {
-  Tensor t{name, dtype, std::move(shape), std::vector<std::uint8_t>(v.size() * sizeof(T))};
-  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
-  return t;
-}
-
-// The writer side of format version 2 for a decoder (the Python writer is mlfs_edge/runtime/format.py).
-std::vector<std::uint8_t> encode(const std::vector<Tensor>& tensors, DType wd) {
-  auto align = [](std::size_t n) { return (n + 63) / 64 * 64; };
-  const std::size_t dir = 256, meta = dir + 128 * tensors.size();
-  std::size_t off = align(meta);
-  std::vector<std::size_t> offsets;
-  for (const auto& t : tensors) {
-    offsets.push_back(off);
-    off = align(off + t.bytes.size());
-  }
-  std::vector<std::uint8_t> buf(off, 0);
-  std::memcpy(buf.data(), "MLFSPACK", 8);
-  put<std::uint32_t>(buf, 8, 2);
-  put<std::uint32_t>(buf, 12, 0x01020304u);
-  put<std::uint64_t>(buf, 16, buf.size());
-  put<std::uint32_t>(buf, 28, static_cast<std::uint32_t>(tensors.size()));
-  put<std::uint64_t>(buf, 32, dir);
-  put<std::uint64_t>(buf, 40, meta);
-  const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, 1, 0, 0, static_cast<std::uint32_t>(wd)};
-  for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
-  put<float>(buf, 100, 1e-5f);
-  put<std::uint32_t>(buf, 104, 1);  // decoder
-  put<std::uint32_t>(buf, 108, NKV);
-  put<float>(buf, 112, 10000.f);
-  put<float>(buf, 116, 1.f);
-  put<std::uint32_t>(buf, 120, 1);  // tied embeddings
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const std::size_t e = dir + 128 * i;
-    std::memcpy(buf.data() + e, tensors[i].name.c_str(), tensors[i].name.size());
-    put<std::uint32_t>(buf, e + 64, static_cast<std::uint32_t>(tensors[i].dtype));
-    put<std::uint32_t>(buf, e + 68, static_cast<std::uint32_t>(tensors[i].shape.size()));
-    for (std::size_t k = 0; k < tensors[i].shape.size(); ++k) put<std::uint64_t>(buf, e + 72 + 8 * k, tensors[i].shape[k]);
-    put<std::uint64_t>(buf, e + 104, offsets[i]);
-    put<std::uint64_t>(buf, e + 112, tensors[i].bytes.size());
-    std::memcpy(buf.data() + offsets[i], tensors[i].bytes.data(), tensors[i].bytes.size());
-  }
-  const std::uint8_t zeros[4] = {0, 0, 0, 0};
-  std::uint32_t crc = mlfs::crc32_update(0, buf.data(), 24);
-  crc = mlfs::crc32_update(crc, zeros, 4);
-  crc = mlfs::crc32_update(crc, buf.data() + 28, buf.size() - 28);
-  put<std::uint32_t>(buf, 24, crc);
-  return buf;
-}
-
-std::vector<float> randn(std::mt19937& rng, std::size_t n, float stddev, float mean = 0.f) {
-  std::normal_distribution<float> d(mean, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
+// A version-2 decoder file (GQA, tied head) with weights stored as `wd`.
+std::vector<std::uint8_t> encode_decoder(const std::vector<Tensor>& tensors, DType wd) {
+  return encode(tensors, [wd](std::vector<std::uint8_t>& buf) {
+    put<std::uint32_t>(buf, 8, 2);
+    const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, 1, 0, 0, static_cast<std::uint32_t>(wd)};
+    for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
+    put<float>(buf, 100, 1e-5f);
+    put<std::uint32_t>(buf, 104, 1);  // decoder
+    put<std::uint32_t>(buf, 108, NKV);
+    put<float>(buf, 112, 10000.f);
+    put<float>(buf, 116, 1.f);
+    put<std::uint32_t>(buf, 120, 1);  // tied embeddings
+  });
 }
 
 // A Linear W [out, in] in the kernels' layout for `wd` (+ scales).
@@ -159,7 +110,7 @@ std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd) {
     ts.push_back(make(p + "attn_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
     ts.push_back(make(p + "mlp_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
   }
-  return mlfs::PackedFile::from_bytes(encode(ts, wd));
+  return mlfs::PackedFile::from_bytes(encode_decoder(ts, wd));
 }
 
 double max_rel(const std::vector<float>& a, const std::vector<float>& b) {

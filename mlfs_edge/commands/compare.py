@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mlfs_edge.commands._common import DEFAULT_RUN_DIR, add_data_args
 
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         threads = tuple(int(t) for t in _csv(args.threads))
     except ValueError:
         raise ValueError(f"--threads takes integers like 1,2; got {args.threads!r}") from None
-    from mlfs_edge.commands._common import check_labels, data_for, model_folder
+    from mlfs_edge.commands._common import data_for, model_folder
 
     if args.model is None:
         found = [m for m in DEFAULT_MODELS if (m / "config.json").is_file()]
@@ -69,14 +68,10 @@ def run(args: argparse.Namespace) -> int:
         model = str(found[0])
     else:
         model = str(model_folder(args.model))
-    if not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(f"{model} is not a model folder (no config.json): give a training run folder "
-                                "(`mlfs-edge demo` writes runs/demo), a supernet or a fine-tuned classifier")
     data = data_for(model, args)
     settings = CompareSettings(dtypes=_csv(args.dtypes), backends=_csv(args.backends), threads=threads,
                                latency_runs=args.runs, max_test=args.max_test, data=data.data,
                                text_column=data.text_column, label_column=data.label_column).validate()
-    check_labels(model, data.load().label_names, data.data)
     print(f"[compare] model: {model}; test data: {data.data} ({data.why})")
     t0 = time.perf_counter()
     rows = run_compare(model, args.subnets, args.work_dir, settings, quick=args.quick)

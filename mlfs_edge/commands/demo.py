@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
         seconds[name] = round(time.perf_counter() - t0, 1)
         return result
 
-    teacher_record = timed("teacher", _teacher, cfg)
+    teacher_record, test_texts = timed("teacher", _teacher, cfg)
     summary = timed("mlfs", _mlfs, cfg, args)
     palette = timed("palette", _palette, cfg, summary)
     packed = timed("pack", _pack, cfg)
-    budget_ms = timed("budget", _budget, packed, palette, args.budget, _test_texts(cfg, 2))
+    budget_ms = timed("budget", _budget, packed, palette, args.budget, test_texts)
     compare_rows = timed("compare", _compare, cfg, palette, args.compare_test)
     wall = time.perf_counter() - t_start
 
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teacher(cfg: Any) -> dict[str, Any]:
+def _teacher(cfg: Any) -> tuple[dict[str, Any], list[str]]:
+    """The teacher's fine-tune record, and two test sentences for the engine to classify later."""
     from mlfs_edge.data import load_classification
     from mlfs_edge.train.mlfs import ensure_teacher
 
@@ -120,7 +121,7 @@ def _teacher(cfg: Any) -> dict[str, Any]:
     _, record = ensure_teacher(cfg, data, progress=True)
     print(f"teacher: test accuracy {100 * record['test_accuracy']:.2f}% ({len(data.test)} sentences), "
           f"{record['wall_s']:.0f} s")
-    return record
+    return record, data.test.texts[:2]
 
 
 def _mlfs(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -195,12 +196,6 @@ def _budget(packed: Path, palette: dict[str, Any], fraction: float, texts: list[
     for text, row in zip(texts, logits, strict=True):
         print(f"  {engine.labels[int(row.argmax())]:<10} | {text[:100]}")
     return budget
-
-
-def _test_texts(cfg: Any, n: int) -> list[str]:
-    from mlfs_edge.data import load_classification
-
-    return load_classification(cfg.data, cfg.text_column, cfg.label_column).test.texts[:n]
 
 
 def _nearest(rows: list[dict[str, Any]], fraction: float) -> str:

@@ -97,7 +97,6 @@ def write_palette(out: Path, record: dict[str, Any], table: str, json_path: str 
 
 
 def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
-    from mlfs_edge.commands._common import check_labels
     from mlfs_edge.data import load_classification
     from mlfs_edge.eval.palette import evaluate_palette, plot_palette
     from mlfs_edge.report import markdown_table
@@ -105,7 +104,6 @@ def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str
 
     out = Path(cfg.out)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
-    check_labels(out / SUPERNET_DIR, data.label_names, data.name)
     result = evaluate_palette(out / SUPERNET_DIR, data, list(args.palette or cfg.palette), cfg.max_eval_examples,
                               rank=args.rank)
     record = {**_common(args, cfg, summary, result), "teacher_accuracy": result["teacher_accuracy"],

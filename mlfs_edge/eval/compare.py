@@ -81,8 +81,8 @@ def load_source(model_dir: str | Path):  # noqa: ANN201
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json): give a fine-tuned teacher "
-                                "(`mlfs-edge demo` writes runs/demo/teacher) or a trained supernet folder")
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json): give a training run folder "
+                                "(`mlfs-edge demo` writes runs/demo), a trained supernet or a fine-tuned classifier")
     config = json.loads((model_dir / "config.json").read_text())
     labels = [config.get("id2label", {}).get(str(i), str(i)) for i in range(len(config.get("id2label", {})) or 2)]
     model, tokenizer = load_classifier(model_dir, len(labels), labels)
@@ -375,6 +375,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
     from tqdm.auto import tqdm
 
     from mlfs_edge.data import load_classification
+    from mlfs_edge.models import check_labels
 
     settings.validate()
     if quick:
@@ -385,6 +386,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
     if quick:
         cfgs = cfgs[-1:] if not subnets else cfgs[:1]  # the palette's smallest: the fastest to export
     data = load_classification(settings.data, settings.text_column, settings.label_column)
+    check_labels(model_dir, data.label_names, data.name)
     test = data.test.subset(settings.max_test)
     backends = list(settings.backends)
     if "mlfs" in backends:

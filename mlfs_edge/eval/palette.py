@@ -7,6 +7,7 @@ from typing import Any
 
 from mlfs_edge.atomic import write_atomically
 from mlfs_edge.config import ArchSpec, SubnetConfig
+from mlfs_edge.models import check_labels
 from mlfs_edge.supernet.elastic import ElasticSupernet
 from mlfs_edge.supernet.folder import load_supernet
 from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
@@ -22,6 +23,7 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
 
     from mlfs_edge.metrics import evaluate_classifier
 
+    check_labels(supernet_dir, data.label_names, data.name)
     model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
     arch = ArchSpec.from_hf_config(model.config)
     teacher = AutoModelForSequenceClassification.from_pretrained(meta["teacher"], attn_implementation="eager").eval()

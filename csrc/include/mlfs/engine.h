@@ -26,6 +26,11 @@ struct LayerSlice {
 };
 using SubnetSpec = std::vector<LayerSlice>;
 
+// Throws std::invalid_argument naming the entry when `subnet` is not a prefix slice of a model of
+// `dims`: layers in range and strictly increasing, 1..num_heads heads in whole groups of
+// `heads_per_group` (key/value groups; 1 for an encoder), 1..intermediate MLP channels.
+void validate_subnet(const SubnetSpec& subnet, const ModelDims& dims, std::size_t heads_per_group = 1);
+
 struct LayerWeights {
   LinearWeights q, k, v, o, ff1, ff2;
   const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
