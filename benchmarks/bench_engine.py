@@ -1,4 +1,4 @@
-"""Engine benchmark (see mlfs_edge.runtime.benchmark): prints a table and writes JSON.
+"""Engine benchmark (see mlfs_edge.eval.bench_engine): prints a table and writes JSON.
 
     .venv/bin/python benchmarks/bench_engine.py --seq 128 --threads 1 --runs 30 \
         --json benchmarks/results/engine.json

@@ -96,8 +96,18 @@ class _DropKnown(logging.Filter):
         return not any(p.search(message) for p in self.patterns)
 
 
+_installed = False
+
+
+def installed() -> bool:
+    """Whether this process hides the KNOWN messages (so that its worker processes do too)."""
+    return _installed
+
+
 def install() -> None:
     """Hide the KNOWN messages (idempotent). `mlfs-edge --verbose` does not call it."""
+    global _installed
+    _installed = True
     by_logger: dict[str, list[re.Pattern[str]]] = {}
     for noise in KNOWN:
         if noise.logger is not None:

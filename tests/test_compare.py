@@ -69,11 +69,14 @@ def test_outputs_are_written_and_exports_are_reused(compared, tiny_classifier_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.png"]
     pte = next((work / "L1-H2-F64" / "pte").glob("*-int8.pte"))
     before = pte.stat().st_mtime_ns
+    from mlfs_edge.eval.backends import Subject
     from mlfs_edge.eval.compare import build_artefacts
 
     model, tok, space = load_source(tiny_classifier_dir)
-    build_artefacts(model, tok, parse_subnets([SUBNET], space)[0], ["int8"], ["executorch"], work, [])
+    subject = Subject(model, tok, parse_subnets([SUBNET], space)[0])
+    built = build_artefacts([subject], ["executorch"], ["int8"], work, tiny_classifier_dir, progress=False)
     assert pte.stat().st_mtime_ns == before
+    assert built["L1-H2-F64", "executorch", "int8"]["path"] == str(pte.with_suffix(".json"))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -6,8 +6,9 @@ import pytest
 
 from mlfs_edge.cli import build_parser
 from mlfs_edge.config import ArchSpec
+from mlfs_edge.eval.bench_engine import half_subnet, ratios
 from mlfs_edge.runtime import Engine, pack
-from mlfs_edge.runtime.benchmark import half_subnet, peak_rss, ratios, switch_cost_us
+from mlfs_edge.runtime.benchmark import peak_rss, switch_cost_us
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +25,15 @@ def test_half_subnet_keeps_half_the_layer_parameters():
 
 def test_ratios_use_one_runs_medians():
     rows = [{"backend": b, "subnet": "full", "threads": t, "ms_median": ms} for b, t, ms in [
-        ("mlfs-int8", 1, 6.0), ("torch-int8-dynamic", 1, 12.0), ("onnxruntime-int8", 1, 10.0),
-        ("mlfs-fp32", 1, 20.0), ("torch-fp32", 1, 25.0), ("mlfs-fp16", 1, 21.0), ("mlfs-fp32", 2, 11.0)]]
+        ("mlfs-int8", 1, 6.0), ("pytorch-int8", 1, 12.0), ("onnxruntime-int8", 1, 10.0),
+        ("mlfs-fp32", 1, 20.0), ("pytorch-fp32", 1, 25.0), ("mlfs-fp16", 1, 21.0), ("mlfs-fp32", 2, 11.0)]]
     r = ratios(rows, threads=1)
-    assert r["mlfs-int8 / torch-int8-dynamic"] == 0.5
+    assert r["mlfs-int8 / pytorch-int8"] == 0.5
     assert r["mlfs-int8 / onnxruntime-int8"] == 0.6
+    assert r["mlfs-fp32 / pytorch-fp32"] == 0.8
     assert r["mlfs-fp32 speed-up 2 vs 1 threads"] == pytest.approx(20 / 11)
     assert "mlfs-int8 speed-up 2 vs 1 threads" not in r  # not measured: left out, not invented
+    assert "mlfs-int8 / executorch-int8" not in r
 
 
 def test_switch_copies_nothing_and_rss_is_measured(tiny_int8):

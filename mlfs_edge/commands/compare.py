@@ -17,13 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     from mlfs_edge.eval.compare import BACKENDS, DTYPES
 
     p = sub.add_parser("compare", help="int8 vs fp16 vs fp32 per sub-network and backend: accuracy, size, latency",
-                       description="For each sub-network × dtype × backend (PyTorch, ExecuTorch .pte, ONNX Runtime "
-                                   "as the outside reference, the mlfs engine when built) measure test accuracy, "
-                                   "agreement with the fp32 model's predictions, size on disk, median latency "
-                                   "(batch 1, seq 128, per thread count) and peak memory. Each measurement runs in "
-                                   "its own subprocess; peak memory is that process's peak RSS. Prints a markdown "
-                                   "table, writes JSON rows and a latency-vs-accuracy Pareto plot. Exports are "
-                                   "cached under --work-dir, so a re-run only measures.",
+                       description="For each sub-network × dtype × backend (PyTorch eager with its own dynamic "
+                                   "int8, ExecuTorch .pte, ONNX Runtime with its own dynamic int8, the mlfs engine "
+                                   "when built) measure test accuracy, agreement with the fp32 PyTorch model's "
+                                   "predictions, size, median latency (batch 1, seq 128, per thread count) and "
+                                   "peak memory. Exports are built two at a time (one process per core); each "
+                                   "backend is then measured in its own subprocess, artefact after artefact, and "
+                                   "peak memory is that process's peak RSS from a reset before each artefact. "
+                                   "Prints a markdown table, writes JSON rows and a latency-vs-accuracy Pareto "
+                                   "plot. Exports are cached under --work-dir, so a re-run only measures.",
                        epilog="example: mlfs-edge compare --quick --json runs/compare.json --plot runs/compare.png")
     p.add_argument("--model", default=None,
                    help="a training run folder, a trained supernet folder or a fine-tuned classifier (default: the "

@@ -1,22 +1,25 @@
 """int8 vs fp16 vs fp32, per sub-network and backend: accuracy, agreement, size, latency, memory.
 
-``run_compare(...)`` builds the artefacts of each sub-network (a Hugging Face folder for PyTorch,
-``.pte`` files for ExecuTorch, ONNX files for ONNX Runtime) under ``work_dir`` and measures each
-(sub-network, dtype, backend) in a fresh subprocess, so that threads, imports and memory do not leak
-from one measurement into the next. Rows::
+``run_compare(...)`` builds the artefacts of each sub-network through the backend adapters
+(``mlfs_edge.eval.backends``: a Hugging Face folder for PyTorch, ``.pte`` files for ExecuTorch, ONNX
+files for ONNX Runtime, one packed file for the engine) under ``work_dir`` — the slow exports in a pool
+of up to two processes — then measures them in one fresh subprocess per backend (per thread count for
+ExecuTorch), artefact after artefact, so that no backend's imports, threads or memory reach another's.
+Rows::
 
     {"subnet", "dtype", "backend", "accuracy", "agreement", "size_bytes", "ms_median", "threads",
      "peak_rss_mb"}
 
 - accuracy: on the test split (each sentence at batch 1 and its own length, as an app runs it);
 - agreement: share of test sentences where the prediction equals the fp32 PyTorch model's;
-- size_bytes: the artefact on disk (.pte, .onnx) or the model's weights in memory for PyTorch
+- size_bytes: the artefact on disk (.pte, .onnx, .mlfs) or the model's weights in memory for PyTorch
   (``mlfs_edge.quant.model_size_bytes``);
 - ms_median: median latency of one forward at batch 1, ``seq_len`` (128) real tokens, for each
   thread count (one row per thread count; accuracy and memory are shared by those rows);
-- peak_rss_mb: the peak resident set (VmHWM) of the measuring subprocess: interpreter,
-  runtime libraries, the model and the work above. It is an absolute figure per backend, comparable
-  between dtypes of a backend; the libraries a backend imports are part of it.
+- peak_rss_mb: the peak resident set (VmHWM) while the artefact was loaded and run, counted from a
+  reset after the previous artefact of the process was freed: interpreter, the backend's runtime
+  libraries, the model and its work. An absolute figure per backend, comparable between dtypes of a
+  backend; the libraries a backend imports are part of it.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("pytorch", "executorch", "onnxruntime", "mlfs")
-DTYPES = ("fp32", "fp16", "int8")
+import mlfs_edge.eval.backends as backends_pkg
+from mlfs_edge.eval.backends import BACKENDS, DTYPES, Subject
+
 ROW_KEYS = ("subnet", "dtype", "backend", "accuracy", "agreement", "size_bytes", "ms_median", "threads",
             "peak_rss_mb")
 QUICK_TEST_SENTENCES = 500
@@ -123,127 +127,143 @@ def parse_subnets(specs: Sequence[str], space: Any) -> list[Any]:
 
 # --- artefacts ------------------------------------------------------------------------------------
 
-def build_artefacts(model: Any, tokenizer: Any, cfg: Any, dtypes: Sequence[str], backends: Sequence[str],
-                    work_dir: Path, calibration: Sequence[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (backend, dtype): what a worker loads. Exports are reused when their manifest says they
-    were made for the same sub-network and dtype (a re-run only measures)."""
-    from mlfs_edge.export import ExportConfig, Manifest, export_pte
-    from mlfs_edge.supernet import extract
+def build_artefacts(subjects: Sequence[Subject], backends: Sequence[str], dtypes: Sequence[str], work_dir: Path,
+                    model_dir: str | Path, progress: bool = True) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """What each measuring worker loads, per (sub-network, backend, dtype); finished files are reused.
 
-    sub = extract(model, cfg)
-    sub_dir = work_dir / cfg.name
-    hf_dir = sub_dir / "hf"
-    if not (hf_dir / "config.json").is_file():
-        from mlfs_edge.models import save_atomically
+    Quick builds (the Hugging Face folders, the engine's packed file) run here; exports that take tens of
+    seconds each (ExecuTorch lowering, ONNX) run in a pool of up to two processes, one per core, each
+    loading the source model once (``load_source(model_dir)`` gives the same model as here)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
-        save_atomically(sub, tokenizer, hf_dir, {"subnet": cfg.to_dict()})
-    jobs: dict[tuple[str, str], dict[str, Any]] = {}
-    for dtype in dtypes:
-        if "pytorch" in backends:
-            jobs["pytorch", dtype] = {"path": str(hf_dir)}
-        if "executorch" in backends:
-            manifest = sub_dir / "pte" / f"{cfg.name}-{dtype}.json"
+    from tqdm.auto import tqdm
+
+    from mlfs_edge import quiet
+
+    work_dir = Path(work_dir)
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    slow: list[tuple[Subject, str, tuple[str, ...]]] = []
+    for subject in subjects:
+        subject.hf_folder(work_dir)  # the PyTorch artefact, and the fp32 reference of every agreement
+        for backend in backends:
+            adapter = backends_pkg.adapter(backend)
+            wanted = tuple(d for d in dtypes if d in adapter.DTYPES)
+            if not wanted:
+                continue
+            if adapter.BUILD_IN_WORKER:
+                slow.append((subject, backend, wanted))
+            else:
+                for dtype, artefact in adapter.build(subject, wanted, work_dir).items():
+                    out[subject.name, backend, dtype] = artefact
+    if not slow:
+        return out
+    # the biggest sub-networks first: their exports take longest, so the two processes finish together
+    slow.sort(key=lambda job: -job[0].layer_params)
+    workers = max(1, min(2, os.cpu_count() or 1, len(slow)))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_builder,
+                             initargs=(str(model_dir), quiet.installed())) as pool:
+        futures = {pool.submit(_build_in_worker, backend, s.subnet.to_dict(), wanted, str(work_dir), s.output,
+                               tuple(s.calibration), s.max_length): (s, backend) for s, backend, wanted in slow}
+        bar = tqdm(total=len(futures), desc=f"export ({workers} processes)", unit="export", disable=not progress)
+        from concurrent.futures import as_completed
+
+        for future in as_completed(futures):
+            subject, backend = futures[future]
             try:
-                reuse = Manifest.read(manifest).subnet == cfg.to_dict()
-            except (OSError, ValueError):
-                reuse = False
-            if not reuse:
-                manifest = export_pte(sub, tokenizer, sub_dir / "pte", f"{cfg.name}-{dtype}",
-                                      ExportConfig(dtype=dtype, output="logits", max_length=MAX_LENGTH,
-                                                   calibration_texts=tuple(calibration)),
-                                      subnet=cfg.to_dict())
-            jobs["executorch", dtype] = {"path": str(manifest)}
-        if "mlfs" in backends:
-            # The engine runs any sub-network straight from the one packed supernet (prefix slices),
-            # so the whole model is packed once per dtype; size_bytes is that one file's size.
-            jobs["mlfs", dtype] = {"path": str(_packed_file(model, tokenizer, work_dir / "mlfs", "supernet", dtype)),
-                                   "subnet": cfg.to_dict()}
-        if "onnxruntime" in backends and dtype in ("fp32", "int8"):
-            jobs["onnxruntime", dtype] = {"path": str(_onnx_file(sub, sub_dir / "onnx", dtype)),
-                                          "tokenizer": str(hf_dir)}
-    return jobs
+                built = future.result()
+            except Exception as e:
+                raise RuntimeError(f"building the {backend} artefacts of {subject.name} failed: "
+                                   f"{type(e).__name__}: {e}") from None
+            for dtype, artefact in built.items():
+                out[subject.name, backend, dtype] = artefact
+            bar.update()
+        bar.close()
+    return out
 
 
-def _packed_file(model: Any, tokenizer: Any, out_dir: Path, name: str, dtype: str) -> Path:
-    """The model in the native engine's packed file (same int8 scheme as everywhere)."""
-    from mlfs_edge.runtime import pack
-
-    path = out_dir / f"{name}-{dtype}.mlfs"
-    if not path.is_file():
-        pack(model, path, dtype=dtype, tokenizer=tokenizer)
-    return path
+_BUILD_SOURCE: tuple[Any, Any] | None = None  # (model, tokenizer) of a build process, loaded once
 
 
-def _onnx_file(sub: Any, out_dir: Path, dtype: str) -> Path:
-    """fp32 ONNX of the logits wrapper (dynamic length), and its ONNX Runtime dynamic int8
-    quantisation (per channel): the outside reference for our int8."""
-    from mlfs_edge.atomic import write_atomically
+def _init_builder(model_dir: str, hide_known_noise: bool) -> None:
+    import torch
 
-    fp32 = out_dir / "model-fp32.onnx"
-    if not fp32.is_file():
-        import torch
-        from torch.export import Dim
+    global _BUILD_SOURCE
+    if hide_known_noise:
+        from mlfs_edge import quiet
 
-        from mlfs_edge.export import EncoderForExport
-
-        wrapper = EncoderForExport(sub, "logits").eval()
-        seq = Dim("seq", min=2, max=MAX_LENGTH)
-        example = (torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
-
-        def write_fp32(tmp: Path) -> None:
-            program = torch.onnx.export(wrapper, example, dynamo=True, input_names=["input_ids", "attention_mask"],
-                                        output_names=["logits"],
-                                        dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}},
-                                        external_data=False, verbose=False)
-            program.save(str(tmp))
-
-        write_atomically(fp32, write_fp32)
-    if dtype == "fp32":
-        return fp32
-    int8 = out_dir / "model-int8.onnx"
-    if not int8.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        write_atomically(int8, lambda tmp: quantize_dynamic(str(fp32), str(tmp), per_channel=True,
-                                                            weight_type=QuantType.QInt8))
-    return int8
+        quiet.install()
+    torch.set_num_threads(1)  # one process per core
+    model, tokenizer, _ = load_source(model_dir)
+    _BUILD_SOURCE = (model, tokenizer)
 
 
-# --- measuring (in a subprocess) ------------------------------------------------------------------------
+def _build_in_worker(backend: str, subnet: dict[str, Any], dtypes: tuple[str, ...], work_dir: str, output: str,
+                     calibration: tuple[str, ...], max_length: int) -> dict[str, dict[str, Any]]:
+    from mlfs_edge.config import SubnetConfig
 
-def _measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a fresh process: load one artefact, predict the (already tokenized) test sentences at
-    batch 1, time the seq_len input per thread count. Imports only what the backend needs (the ONNX
-    Runtime worker does not import torch), so peak RSS is that backend's."""
+    assert _BUILD_SOURCE is not None, "_init_builder did not run"
+    model, tokenizer = _BUILD_SOURCE
+    subject = Subject(model, tokenizer, SubnetConfig.from_dict(subnet), output, calibration, max_length)
+    return backends_pkg.adapter(backend).build(subject, dtypes, Path(work_dir))
+
+
+# --- measuring (in subprocesses) ------------------------------------------------------------------------
+
+def _measure(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs in a fresh process, one per backend (per thread count for ExecuTorch): for each job in
+    turn, load its artefact, predict the (already tokenized) test sentences at batch 1, time the
+    seq_len input per thread count, then free it. Imports only that backend's runtime (the ONNX
+    Runtime and engine workers do not import torch)."""
+    import gc
+
     import numpy as np
 
-    threads = job["threads"]
-    predict, set_threads, size = _load_backend(job["backend"], job["dtype"], job["path"], job.get("subnet"),
-                                               max(threads))
-    set_threads(max(threads))
-    preds = []
-    for ids in job["inputs"]:
-        x = np.asarray([ids], dtype=np.int64)
-        preds.append(int(np.argmax(predict(x, np.ones_like(x))[0])))
-    x = np.asarray([job["latency_ids"]], dtype=np.int64)
+    threads = task["threads"]
+    x = np.asarray([task["latency_ids"]], dtype=np.int64)
     mask = np.ones_like(x)
-    latency = {}
-    for n in threads:
-        set_threads(n)
-        for _ in range(3):
-            predict(x, mask)
-        times = []
-        for _ in range(job["runs"]):
-            t0 = time.perf_counter()
-            predict(x, mask)
-            times.append((time.perf_counter() - t0) * 1e3)
-        latency[n] = statistics.median(times)
-    return {"predictions": preds, "latency_ms": latency, "size_bytes": size, "peak_rss_mb": _peak_rss_mb()}
+    results = []
+    for job in task["jobs"]:
+        _reset_peak_rss()
+        runner = backends_pkg.load(task["backend"], job["artefact"], job["dtype"], max(threads, default=1))
+        preds = []
+        for ids in task["inputs"] if job["predict"] else []:
+            row = np.asarray([ids], dtype=np.int64)
+            preds.append(int(np.argmax(runner.predict(row, np.ones_like(row))[0])))
+        latency = {}
+        for n in threads if not job.get("reference_only") else []:
+            runner.set_threads(n)
+            for _ in range(3):
+                runner.predict(x, mask)
+            times = []
+            for _ in range(task["runs"]):
+                t0 = time.perf_counter()
+                runner.predict(x, mask)
+                times.append((time.perf_counter() - t0) * 1e3)
+            latency[n] = statistics.median(times)
+        results.append({"predictions": preds, "latency_ms": latency, "size_bytes": runner.size_bytes,
+                        "peak_rss_mb": _peak_rss_mb()})
+        del runner
+        gc.collect()
+    return results
+
+
+def _reset_peak_rss() -> None:
+    """Free what the previous artefact left (glibc keeps freed heap pages), then restart the peak
+    counter at the current resident set (Linux: writing 5 to clear_refs resets VmHWM), so each
+    artefact's peak is its own: interpreter, runtime libraries, this model and its work."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError):  # not Linux, or not permitted: the peak then spans the process so far
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident set since exec (VmHWM). Not ru_maxrss: on Linux that survives
-    exec and would report the parent's size, copied into the child at fork."""
+    """This process's peak resident set since the last reset (VmHWM). Not ru_maxrss: on Linux that
+    survives exec and would report the parent's size, copied into the child at fork."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -263,91 +283,19 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int, seq_len: int,
     return inputs, window
 
 
-def _load_backend(backend: str, dtype: str, path: str, subnet: dict[str, Any] | None = None,
-                  threads: int = 1) -> tuple[Any, Any, int]:
-    """(predict(ids, mask) -> logits, set_threads(n), size_bytes) for one artefact; numpy in and out.
-    `threads`: the count to start with (ExecuTorch can take no other: see below)."""
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        sessions: dict[int, Any] = {}
-        current = [1]
-
-        def set_ort_threads(n: int) -> None:
-            if n not in sessions:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = n
-                opts.inter_op_num_threads = 1
-                sessions[n] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            current[0] = n
-
-        def predict_ort(ids: Any, mask: Any) -> Any:
-            return sessions[current[0]].run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-        return predict_ort, set_ort_threads, os.path.getsize(path)
-    if backend == "mlfs":
-        from mlfs_edge.config import SubnetConfig
-        from mlfs_edge.runtime import Engine
-
-        engine = Engine.load(path)
-        active = SubnetConfig.from_dict(subnet) if subnet else None
-        engine_threads = [1]
-
-        def predict_mlfs(ids: Any, mask: Any) -> Any:
-            return engine.run(ids, mask, subnet=active, threads=engine_threads[0])
-
-        return predict_mlfs, lambda n: engine_threads.__setitem__(0, n), engine.file_size
-    import torch
-
-    if backend == "pytorch":
-        from transformers import AutoModelForSequenceClassification
-
-        import mlfs_edge.supernet  # noqa: F401  (registers the narrow-head BERT with the Auto classes)
-        from mlfs_edge.quant import Fp16Config, Int8Config, model_size_bytes, quantize
-
-        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager").eval()
-        if dtype != "fp32":
-            quantize(model, Fp16Config() if dtype == "fp16" else Int8Config())
-
-        def predict_torch(ids: Any, mask: Any) -> Any:
-            with torch.inference_mode():
-                ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-                return model(input_ids=ids_t, attention_mask=mask_t).logits.float().numpy()
-
-        return predict_torch, torch.set_num_threads, model_size_bytes(model)
-    if backend == "executorch":
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-        from mlfs_edge.export import PteModel
-
-        # ExecuTorch 1.5's threadpool may only be resized before a program is loaded: its XNNPACK
-        # delegate keeps the pool it was loaded with, and a resize afterwards corrupts the heap (seen
-        # here: hangs, segfaults and malloc aborts in fp16 programs). One process per thread count.
-        _unsafe_reset_threadpool(threads)
-        pte = PteModel(path, load_tokenizer=False)
-
-        def predict_pte(ids: Any, mask: Any) -> Any:
-            return pte.forward(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-
-        def fixed_threads(n: int) -> None:
-            if n != threads:
-                raise ValueError(f"an ExecuTorch worker runs at the {threads} thread(s) it was loaded with, not {n}")
-
-        return predict_pte, fixed_threads, pte.size_bytes
-    raise ValueError(f"backend {backend!r} cannot be measured here")
-
-
-def _run_worker(job: dict[str, Any], timeout_s: float = 1200) -> dict[str, Any]:
+def _run_worker(task: dict[str, Any]) -> list[dict[str, Any]]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # Each worker sets its backend's thread count itself. An inherited OMP_NUM_THREADS=1 also makes
     # ExecuTorch 1.5's threadpool hang in its first fp16 XNNPACK forward after a reset to 1 thread.
     env.pop("OMP_NUM_THREADS", None)
-    proc = subprocess.run([sys.executable, "-m", "mlfs_edge.eval.compare", "--worker"], input=json.dumps(job),
+    timeout_s = 600 + 600 * len(task["jobs"])
+    proc = subprocess.run([sys.executable, "-m", "mlfs_edge.eval.compare", "--worker"], input=json.dumps(task),
                           capture_output=True, text=True, env=env, timeout=timeout_s)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("[", "{"))]
     result = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-    if proc.returncode != 0 or "error" in result:
-        raise RuntimeError(f"measuring {job['backend']} {job['dtype']} of {job['path']} failed: {result.get('error')}")
+    if proc.returncode != 0 or isinstance(result, dict):
+        what = ", ".join(f"{j['subnet']} {j['dtype']}" for j in task["jobs"])
+        raise RuntimeError(f"measuring {task['backend']} ({what}) failed: {result.get('error')}")
     return result
 
 
@@ -355,11 +303,9 @@ def _run_worker(job: dict[str, Any], timeout_s: float = 1200) -> dict[str, Any]:
 
 def mlfs_unavailable_reason() -> str | None:
     """Why the native-engine rows are left out (None when the engine can run them)."""
-    try:
-        from mlfs_edge.runtime import Engine, pack  # noqa: F401
-    except ImportError as e:
-        return f"the native engine (mlfs_edge.runtime.Engine/pack) is not in this build: {e}"
-    return None
+    from mlfs_edge.eval.backends import engine
+
+    return engine.unavailable_reason()
 
 
 def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, work_dir: str | Path = "runs/compare",
@@ -396,41 +342,64 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
             backends.remove("mlfs")
     work_dir = Path(work_dir)
     inputs, window = _tokenize(tokenizer, test.texts, MAX_LENGTH, settings.seq_len, data.test.texts)
+    subjects = [Subject(model, tokenizer, cfg, "logits", tuple(data.train.texts[:64]), MAX_LENGTH) for cfg in cfgs]
+    if progress:
+        print(f"[compare] {', '.join(s.name for s in subjects)}: building artefacts ({', '.join(settings.dtypes)} "
+              f"for {', '.join(backends)})")
+    artefacts = build_artefacts(subjects, backends, settings.dtypes, work_dir, model_dir, progress)
+    for s in subjects:  # agreement is against fp32 PyTorch, measured even when PyTorch rows are not asked for
+        if (s.name, "pytorch", "fp32") not in artefacts:
+            artefacts[s.name, "pytorch", "reference"] = {"path": str(s.hf_folder(work_dir)), "output": s.output}
+
+    # One measuring process per backend (ExecuTorch: per thread count, see its adapter), the jobs of
+    # every sub-network in turn; predictions once per (sub-network, dtype).
+    tasks = []
+    for backend in dict.fromkeys(["pytorch", *backends]):
+        keys = [k for k in artefacts if k[1] == backend and (backend in backends or k[2] == "reference")]
+        keys.sort(key=lambda k: ([s.name for s in subjects].index(k[0]), k[2] != "reference", _dtype_order(k[2])))
+        groups = [[n] for n in settings.threads] if backend == "executorch" else [list(settings.threads)]
+        for i, threads in enumerate(groups):
+            jobs = [{"subnet": k[0], "dtype": "fp32" if k[2] == "reference" else k[2], "key": list(k),
+                     "artefact": artefacts[k], "predict": i == 0, "reference_only": k[2] == "reference"}
+                    for k in keys if i == 0 or k[2] != "reference"]
+            if jobs:
+                tasks.append({"backend": backend, "jobs": jobs, "inputs": inputs, "latency_ids": window,
+                              "threads": threads, "runs": settings.latency_runs})
+    measured: dict[tuple[str, str, str], dict[str, Any]] = {}
+    bar = tqdm(total=sum(len(t["jobs"]) for t in tasks), desc="measure", unit="artefact", disable=not progress)
+    for task in tasks:
+        bar.set_postfix_str(f"{task['backend']} ({len(task['jobs'])})")
+        for job, part in zip(task["jobs"], _run_worker(task), strict=True):
+            key = tuple(job["key"])
+            if key not in measured:
+                measured[key] = part
+            else:
+                measured[key]["latency_ms"].update(part["latency_ms"])
+                measured[key]["peak_rss_mb"] = max(measured[key]["peak_rss_mb"], part["peak_rss_mb"])
+            bar.update()
+    bar.close()
+
     rows: list[dict[str, Any]] = []
-    for cfg in cfgs:
-        if progress:
-            print(f"[compare] {cfg.name}: building artefacts ({', '.join(settings.dtypes)} for {', '.join(backends)})")
-        jobs = build_artefacts(model, tokenizer, cfg, settings.dtypes, backends, work_dir,
-                               data.train.texts[:64])
-        reference = None
-        if ("pytorch", "fp32") not in jobs:
-            jobs = {("pytorch", "fp32"): {"path": str(work_dir / cfg.name / "hf"), "reference_only": True}, **jobs}
-        ordered = sorted(jobs.items(), key=lambda kv: (kv[0] != ("pytorch", "fp32"), BACKENDS.index(kv[0][0]),
-                                                       DTYPES.index(kv[0][1])))
-        for (backend, dtype), job in tqdm(ordered, desc=f"measure {cfg.name}", disable=not progress):
-            # ExecuTorch fixes its thread count at load: one worker per count, predictions in the first
-            per_process = [[n] for n in settings.threads] if backend == "executorch" else [list(settings.threads)]
-            result: dict[str, Any] = {}
-            for i, threads in enumerate(per_process):
-                part = _run_worker({**job, "backend": backend, "dtype": dtype, "inputs": inputs if i == 0 else [],
-                                    "latency_ids": window, "threads": threads, "runs": settings.latency_runs})
-                if not result:
-                    result = part
-                else:
-                    result["latency_ms"].update(part["latency_ms"])
-                    result["peak_rss_mb"] = max(result["peak_rss_mb"], part["peak_rss_mb"])
-            preds = result["predictions"]
-            if reference is None:
-                reference = preds
-            if job.get("reference_only"):
-                continue
-            accuracy = sum(int(p == y) for p, y in zip(preds, test.labels, strict=True)) / len(test)
-            agreement = sum(int(p == r) for p, r in zip(preds, reference, strict=True)) / len(test)
-            for n, ms in result["latency_ms"].items():
-                rows.append({"subnet": cfg.name, "dtype": dtype, "backend": backend, "accuracy": accuracy,
-                             "agreement": agreement, "size_bytes": result["size_bytes"], "ms_median": ms,
-                             "threads": int(n), "peak_rss_mb": result["peak_rss_mb"]})
+    for s in subjects:
+        fp32 = measured.get((s.name, "pytorch", "fp32")) or measured[s.name, "pytorch", "reference"]
+        reference = fp32["predictions"]
+        for backend in backends:
+            for dtype in settings.dtypes:
+                result = measured.get((s.name, backend, dtype))
+                if result is None:
+                    continue
+                preds = result["predictions"]
+                accuracy = sum(int(p == y) for p, y in zip(preds, test.labels, strict=True)) / len(test)
+                agreement = sum(int(p == r) for p, r in zip(preds, reference, strict=True)) / len(test)
+                for n, ms in result["latency_ms"].items():
+                    rows.append({"subnet": s.name, "dtype": dtype, "backend": backend, "accuracy": accuracy,
+                                 "agreement": agreement, "size_bytes": result["size_bytes"], "ms_median": ms,
+                                 "threads": int(n), "peak_rss_mb": result["peak_rss_mb"]})
     return rows
+
+
+def _dtype_order(dtype: str) -> int:
+    return DTYPES.index(dtype) if dtype in DTYPES else -1
 
 
 def write_outputs(rows: list[dict[str, Any]], json_path: str | Path | None, plot_path: str | Path | None,

@@ -55,15 +55,30 @@ def _retie(model: nn.Module) -> None:
 
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of the model's state (parameters, buffers and quantisation state such as scales),
-    counting storage shared by tied weights once: what a save of the weights costs on disk."""
+    counting storage shared by tied weights once: what a save of the weights costs on disk. PyTorch's
+    own quantized linears keep (int8 weight, bias) in a tuple; those count too, with their scales."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for value in model.state_dict().values():
+
+    def count(value: object) -> None:
+        nonlocal total
+        if isinstance(value, tuple | list):
+            for v in value:
+                count(v)
+            return
         if not isinstance(value, torch.Tensor):
-            continue
+            return
+        if value.is_quantized:
+            total += value.numel() * value.element_size()
+            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                total += value.q_per_channel_scales().numel() * 8 + value.q_per_channel_zero_points().numel() * 8
+            return
         key = (value.untyped_storage().data_ptr(), value.storage_offset())
         if key in seen and value.untyped_storage().data_ptr() != 0:
-            continue
+            return
         seen.add(key)
         total += value.numel() * value.element_size()
+
+    for value in model.state_dict().values():
+        count(value)
     return total

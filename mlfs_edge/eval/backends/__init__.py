@@ -1,0 +1,106 @@
+"""One adapter per runtime that runs an encoder sub-network, shared by `mlfs-edge compare` and
+`mlfs-edge bench engine`: PyTorch eager, ONNX Runtime, ExecuTorch (XNNPACK) and the native engine.
+
+Each adapter is one module with the same four names:
+
+    NAME                 the backend's name in tables ("pytorch", "onnxruntime", ...)
+    DTYPES               the weight formats it runs, a subset of ("fp32", "fp16", "int8")
+    BUILD_IN_WORKER      True when building takes tens of seconds (an export): `compare` then builds
+                         in a pool of processes, one per core; False: built in the calling process
+    build(subject, dtypes, out_dir) -> {dtype: artefact}
+                         writes what the runtime loads under out_dir and describes it in a
+                         JSON-able dict (paths, output kind, sub-network); re-uses finished files
+    load(artefact, dtype, threads) -> Runner
+                         loads an artefact, ready to predict, at `threads` threads to start with
+
+Adding a runtime is one new module here and one entry in ``ADAPTERS``. Adapters import their runtime
+lazily, inside build/load, so a measuring process imports only the runtime it measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+DTYPES = ("fp32", "fp16", "int8")
+OUTPUTS = ("logits", "embedding")  # a classifier's logits, or the masked-mean sentence embedding
+
+
+@dataclass
+class Runner:
+    """A loaded artefact. `predict(input_ids, attention_mask)` takes int64 [1, seq] numpy arrays and
+    returns float32 [1, labels or hidden]; `set_threads(n)` changes the thread count (ExecuTorch
+    cannot: it raises for any other count than the one it was loaded with); `size_bytes` is the
+    artefact's size (file on disk, or the weights in memory for PyTorch)."""
+
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    set_threads: Callable[[int], None]
+    size_bytes: int
+
+
+@dataclass
+class Subject:
+    """What is measured: sub-network `subnet` of `source` (an importance-ordered Hugging Face encoder:
+    a classifier for output "logits", any encoder for "embedding")."""
+
+    source: Any
+    tokenizer: Any
+    subnet: Any  # mlfs_edge.config.SubnetConfig, relative to `source`
+    output: str = "logits"
+    calibration: tuple[str, ...] = ()  # real sentences (ExecuTorch int8 traces its observers on one)
+    max_length: int = 128  # longest input the exported artefacts accept
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.subnet.name
+
+    @property
+    def model(self) -> Any:
+        """The sub-network as a standalone model (extracted on first use)."""
+        if self._model is None:
+            from mlfs_edge.supernet import extract
+
+            self._model = extract(self.source, self.subnet).eval()
+        return self._model
+
+    @property
+    def layer_params(self) -> int:
+        """Parameters in the sub-network's layers (what sizes its exports and its latency)."""
+        from mlfs_edge.config import ArchSpec
+
+        return self.subnet.layer_params(ArchSpec.from_hf_config(self.source.config))
+
+    def hf_folder(self, out_dir: Path) -> Path:
+        """The sub-network saved as a Hugging Face folder (model + tokenizer) under out_dir/<name>/hf."""
+        from mlfs_edge.models import save_atomically
+
+        path = Path(out_dir) / self.name / "hf"
+        if not (path / "config.json").is_file():
+            save_atomically(self.model, self.tokenizer, path, {"subnet": self.subnet.to_dict()})
+        return path
+
+
+def _adapters() -> dict[str, ModuleType]:
+    from mlfs_edge.eval.backends import engine, executorch, onnxruntime, pytorch
+
+    return {m.NAME: m for m in (pytorch, executorch, onnxruntime, engine)}
+
+
+ADAPTERS: dict[str, ModuleType] = _adapters()
+BACKENDS = tuple(ADAPTERS)
+
+
+def adapter(name: str) -> ModuleType:
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ADAPTERS)}")
+    return ADAPTERS[name]
+
+
+def load(backend: str, artefact: dict[str, Any], dtype: str, threads: int = 1) -> Runner:
+    return adapter(backend).load(artefact, dtype, threads)
