@@ -85,6 +85,27 @@ def test_schedule_and_batches_are_pure_functions_of_the_step():
     assert spread[True] < spread[False], spread
 
 
+def test_mlfs_module_still_offers_the_names_it_had_before_the_split():
+    """train/mlfs.py was cut along its jobs; code importing from it keeps working, with the same objects."""
+    import importlib
+
+    from mlfs_edge.train import mlfs
+
+    homes = {"mlfs_config": ["LossSettings", "StageSettings", "MLFSConfig", "TASKS"],
+             "tasks": ["TaskSetup", "ensure_teacher", "calibration_batches"],
+             "objective": ["SandwichObjective", "lm_labels", "token_rows"],
+             "sampling": ["sandwich", "sandwich_ranks", "batch_indices", "lr_at"],
+             "adapters": ["lora_state", "merge_and_reset_adapters"],
+             "checkpoint": ["CHECKPOINT", "CHECKPOINT_KEYS", "resume_message"],
+             "run_folder": ["SUPERNET_DIR", "SUMMARY"],
+             "mlfs": ["TrainState", "train_mlfs", "finished_run", "save_supernet", "is_main_process"]}
+    assert sorted(n for names in homes.values() for n in names) == sorted(mlfs.__all__)
+    for module, names in homes.items():
+        home = importlib.import_module(f"mlfs_edge.train.{module}")
+        for name in names:
+            assert getattr(mlfs, name) is getattr(home, name), name
+
+
 def test_config_errors_are_clear(tmp_path):
     base = {"stages": [{"name": "w", "vary_depth": False, "steps": 2}]}
     MLFSConfig.from_dict(base)

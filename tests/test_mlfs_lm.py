@@ -19,13 +19,8 @@ from mlfs_edge.data import load_lm_text
 from mlfs_edge.supernet import reorder_by_importance
 from mlfs_edge.supernet.lora import LoraSettings, add_lora
 from mlfs_edge.train.distill import subnet_loss
-from mlfs_edge.train.mlfs import (
-    LossSettings,
-    MLFSConfig,
-    SandwichObjective,
-    lm_labels,
-    token_rows,
-)
+from mlfs_edge.train.mlfs_config import LossSettings, MLFSConfig
+from mlfs_edge.train.objective import SandwichObjective, lm_labels, token_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -62,7 +62,7 @@ def data_for(model_path: str | Path | None, args: argparse.Namespace, default: s
 
 def model_folder(path: str | Path) -> Path:
     """A model folder from what the user gave: a training run folder means its supernet."""
-    from mlfs_edge.train.mlfs import SUPERNET_DIR
+    from mlfs_edge.train.run_folder import SUPERNET_DIR
 
     path = Path(path)
     if not (path / "config.json").is_file() and (path / SUPERNET_DIR / "config.json").is_file():

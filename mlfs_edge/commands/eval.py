@@ -100,7 +100,7 @@ def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str
     from mlfs_edge.data import load_classification
     from mlfs_edge.eval.palette import evaluate_palette, plot_palette
     from mlfs_edge.report import markdown_table
-    from mlfs_edge.train.mlfs import SUPERNET_DIR
+    from mlfs_edge.train.run_folder import SUPERNET_DIR
 
     out = Path(cfg.out)
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
@@ -124,7 +124,7 @@ def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> 
     from mlfs_edge.data import load_lm_text
     from mlfs_edge.eval.palette_lm import evaluate_lm_palette, plot_lm_palette
     from mlfs_edge.report import markdown_table
-    from mlfs_edge.train.mlfs import SUPERNET_DIR
+    from mlfs_edge.train.run_folder import SUPERNET_DIR
 
     out = Path(cfg.out)
     corpus = load_lm_text(cfg.data, cfg.text_column)

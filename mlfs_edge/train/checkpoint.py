@@ -10,22 +10,31 @@ which is a one-line ``ValueError`` that says what to do.
 The tree comes back exactly as it was saved (int dict keys — the optimizer's parameter ids — and
 tuples — Adam's betas — included; floats round-trip through JSON's shortest repr), which keeps
 ``--resume`` bit-for-bit. Writes are atomic (temp file + rename, ``mlfs_edge.atomic``).
+
+``CHECKPOINT_KEYS`` are what a checkpoint of `mlfs-edge train` must hold; ``resume_message`` says
+in one line where ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mlfs_edge.atomic import write_atomically
 
+if TYPE_CHECKING:
+    from mlfs_edge.train.mlfs_config import StageSettings
+
 FORMAT = "mlfs-checkpoint-2"
 CHECKPOINT = "checkpoint.safetensors"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # mlfs-edge ≤ 0.1 pickled the state with torch.save: never loaded
 _META_KEY = "mlfs"
+# What an `mlfs-edge train` checkpoint holds (a file lacking one of these is refused on --resume).
+CHECKPOINT_KEYS = frozenset({"config", "order", "stage", "step", "global_step", "wall_s", "history", "merged",
+                             "adapters", "optimizer"})
 
 
 def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -120,3 +129,16 @@ def find_checkpoint(out: Path) -> Path | None:
         raise ValueError(f"{legacy} is a pickled checkpoint (torch.save); --resume does not load pickles, which "
                          f"can run code. Delete it and train from the start (checkpoints are now {CHECKPOINT})")
     return None
+
+
+def resume_message(path: Path, saved: dict[str, Any] | None, stages: tuple[StageSettings, ...]) -> str:
+    """What `--resume` continues from, in one line."""
+    if saved is None:
+        return f"no checkpoint at {path}: starting from the beginning"
+    stage, step, global_step = int(saved["stage"]), int(saved["step"]), int(saved["global_step"])
+    if stage >= len(stages):
+        return (f"resuming from {path}: all {len(stages)} stages done ({global_step} steps); "
+                "writing the supernet")
+    s = stages[stage]
+    return (f"resuming from {path}: stage {stage + 1} of {len(stages)} ({s.name}) at step {step} of {s.steps} "
+            f"({global_step} steps done in all)")

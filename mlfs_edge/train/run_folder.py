@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mlfs_edge.atomic import write_atomically
-from mlfs_edge.train.mlfs import SUMMARY, SUPERNET_DIR, MLFSConfig
+from mlfs_edge.train.mlfs_config import MLFSConfig
 
 RUN_CONFIG = "run_config.json"
+SUPERNET_DIR = "supernet"  # the trained supernet (a Hugging Face folder)
+SUMMARY = "mlfs_train.json"  # the finished run's summary (written last)
 FORMAT = "mlfs-run-1"
 
 
