@@ -31,7 +31,7 @@ def merge_and_reset_adapters(model: nn.Module, seed: int) -> dict[str, torch.Ten
 
 
 @torch.no_grad()
-def _reapply_merged(model: nn.Module, merged: list[dict[str, torch.Tensor]]) -> None:
+def reapply_merged(model: nn.Module, merged: list[dict[str, torch.Tensor]]) -> None:
     params = dict(model.named_parameters())
     for adapters in merged:
         for name, value in adapters.items():

@@ -42,7 +42,7 @@ from mlfs_edge.config import ArchSpec, SearchSpace
 from mlfs_edge.supernet import ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import add_lora, trainable_report
 from mlfs_edge.supernet.quantized import quantize_frozen_base
-from mlfs_edge.train.adapters import _reapply_merged, lora_state, merge_and_reset_adapters
+from mlfs_edge.train.adapters import lora_state, merge_and_reset_adapters, reapply_merged
 from mlfs_edge.train.checkpoint import (
     CHECKPOINT,
     CHECKPOINT_KEYS,
@@ -58,9 +58,9 @@ from mlfs_edge.train.run_folder import SUMMARY, SUPERNET_DIR, record_run
 from mlfs_edge.train.sampling import batch_indices, lr_at, sandwich, sandwich_ranks
 from mlfs_edge.train.tasks import (
     TaskSetup,
-    _causal_lm_setup,
-    _classification_setup,
     calibration_batches,
+    causal_lm_setup,
+    classification_setup,
     ensure_teacher,
 )
 
@@ -130,7 +130,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         raise ValueError(f"{found} lacks {', '.join(missing)}: it was not written by `mlfs-edge train`; delete it "
                          "to train from the start")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    setup = _causal_lm_setup(cfg) if task == "causal_lm" else _classification_setup(cfg, accelerator, progress)
+    setup = causal_lm_setup(cfg) if task == "causal_lm" else classification_setup(cfg, accelerator, progress)
     if accelerator.is_main_process:  # once the data loaded, before the first step: an interrupted run knows it too
         record_run(cfg, command)
     model, tokenizer = setup.model, setup.tokenizer
@@ -159,7 +159,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             raise ValueError(f"{ckpt_path} holds adapters of another model or LoRA setting ({len(differ)} of "
                              f"{len(expected)} differ from this config's, e.g. {min(differ)}): resume with the config "
                              "that wrote it, or delete it to train from the start")
-        _reapply_merged(model, saved["merged"])
+        reapply_merged(model, saved["merged"])
         with torch.no_grad():
             for name, value in saved["adapters"].items():
                 params[name].copy_(value)

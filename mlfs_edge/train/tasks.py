@@ -65,7 +65,7 @@ class TaskSetup:
         return [self.batch(idx[i:i + batch_size])[0] for i in range(0, len(idx), batch_size)]
 
 
-def _classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSetup:  # noqa: ANN001
+def classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSetup:  # noqa: ANN001
     from mlfs_edge.data import BUILTIN_TEXT, load_classification
     from mlfs_edge.models import load_classifier
 
@@ -91,7 +91,7 @@ def _classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskS
     return TaskSetup(model, tokenizer, len(train), batch, str(teacher), teacher_record, lengths)
 
 
-def _causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
+def causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
     from transformers import AutoConfig
 
     from mlfs_edge.data import load_lm_text
