@@ -34,6 +34,13 @@ class KnownNoise:
 
 KNOWN: tuple[KnownNoise, ...] = (
     KnownNoise(
+        message=r"^torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation "
+                r"functions .* are deprecated",
+        category=UserWarning, module=r"torch\.ao\.nn\.quantized\.",
+        source="torch.ao quantize_dynamic (PyTorch's own dynamic int8, the PyTorch int8 row of bench and compare) "
+               "creating its quantized weights",
+        why="the measured peer is PyTorch's dynamic int8 as PyTorch ships it; its deprecation is PyTorch's roadmap"),
+    KnownNoise(
         message=r"^Failed to load \S*torchao[/\\]_C_(mxfp8|cutlass_\w+)\.\S*\.so: ",
         logger="torchao",
         source="torchao/__init__.py on import (imported by peft, executorch and our int8 path): it tries every "
