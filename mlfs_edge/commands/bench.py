@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 ORDER = 80
@@ -40,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--seq and --threads must be positive")
     model = Path(args.model) if args.model else minilm_path()
     run_benchmark(model, seq=args.seq, threads=args.threads, runs=args.runs,
-                  json_path=Path(args.json) if args.json else None)
+                  json_path=Path(args.json) if args.json else None,
+                  command=shlex.join(["mlfs-edge", *getattr(args, "argv", ["bench", "engine"])]))
     return 0

@@ -111,7 +111,8 @@ def time_round_robin(backends: list[Backend], runs: int, warmup: int = 3,
 
 
 def run_benchmark(model_dir: Path, seq: int = 128, threads: int = 1, runs: int = 30,
-                  json_path: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  json_path: Path | None = None, log: Callable[[str], None] = print,
+                  command: str = "") -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from mlfs_edge.report import markdown_table
@@ -138,7 +139,7 @@ def run_benchmark(model_dir: Path, seq: int = 128, threads: int = 1, runs: int =
     rows = [{"backend": b.name, "subnet": b.subnet, "params": b.params, "threads": b.threads, "seq": seq,
              "ms_median": round(statistics.median(b.times_ms), 3), "ms_min": round(min(b.times_ms), 3),
              "ms_max": round(max(b.times_ms), 3)} for b in backends]
-    result = {"rows": rows, "cpu": {"model": cpu_model(), "machine": platform.machine(),
+    result = {"command": command, "rows": rows, "cpu": {"model": cpu_model(), "machine": platform.machine(),
                                     "logical_cpus": os.cpu_count()},
               "runs": runs, "switch": switch, "memory": rss, "file_sizes": sizes, "skipped": skipped,
               "ratios": ratios(rows, threads)}
