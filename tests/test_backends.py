@@ -31,7 +31,8 @@ def test_every_adapter_has_the_same_face():
     assert set(BACKENDS) == {"pytorch", "onnxruntime", "executorch", "mlfs"}
     for name, adapter in ADAPTERS.items():
         assert name == adapter.NAME and set(adapter.DTYPES) <= {"fp32", "fp16", "int8"}
-        assert isinstance(adapter.BUILD_IN_WORKER, bool) and callable(adapter.build) and callable(adapter.load)
+        assert isinstance(adapter.BUILD_IN_WORKER, bool) and isinstance(adapter.DTYPES_APART, bool)
+        assert callable(adapter.build) and callable(adapter.load)
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "onnxruntime", "executorch", "mlfs"])

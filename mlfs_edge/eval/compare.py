@@ -152,13 +152,14 @@ def build_artefacts(subjects: Sequence[Subject], backends: Sequence[str], dtypes
             if not wanted:
                 continue
             if adapter.BUILD_IN_WORKER:
-                slow.append((subject, backend, wanted))
+                groups = [(d,) for d in wanted] if adapter.DTYPES_APART else [wanted]
+                slow += [(subject, backend, group) for group in groups]
             else:
                 for dtype, artefact in adapter.build(subject, wanted, work_dir).items():
                     out[subject.name, backend, dtype] = artefact
     if not slow:
         return out
-    # the biggest sub-networks first: their exports take longest, so the two processes finish together
+    # longest first (the biggest sub-networks' exports), so that the two processes finish together
     slow.sort(key=lambda job: -job[0].layer_params)
     workers = max(1, min(2, os.cpu_count() or 1, len(slow)))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_builder,

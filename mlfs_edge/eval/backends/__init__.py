@@ -7,6 +7,8 @@ Each adapter is one module with the same four names:
     DTYPES               the weight formats it runs, a subset of ("fp32", "fp16", "int8")
     BUILD_IN_WORKER      True when building takes tens of seconds (an export): `compare` then builds
                          in a pool of processes, one per core; False: built in the calling process
+    DTYPES_APART         True when each dtype's artefact is built on its own (so the pool can build
+                         them side by side); False when one is made from another (ONNX int8 from fp32)
     build(subject, dtypes, out_dir) -> {dtype: artefact}
                          writes what the runtime loads under out_dir and describes it in a
                          JSON-able dict (paths, output kind, sub-network); re-uses finished files

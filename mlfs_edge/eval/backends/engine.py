@@ -14,6 +14,7 @@ from mlfs_edge.eval.backends import Runner, Subject
 NAME = "mlfs"
 DTYPES = ("fp32", "fp16", "int8")
 BUILD_IN_WORKER = False
+DTYPES_APART = True
 
 
 def unavailable_reason() -> str | None:

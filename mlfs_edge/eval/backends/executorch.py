@@ -13,6 +13,7 @@ from mlfs_edge.eval.backends import Runner, Subject
 NAME = "executorch"
 DTYPES = ("fp32", "fp16", "int8")
 BUILD_IN_WORKER = True
+DTYPES_APART = True
 
 
 def build(subject: Subject, dtypes: tuple[str, ...], out_dir: Path) -> dict[str, dict[str, Any]]:

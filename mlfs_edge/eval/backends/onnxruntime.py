@@ -16,6 +16,7 @@ from mlfs_edge.eval.backends import Runner, Subject
 NAME = "onnxruntime"
 DTYPES = ("fp32", "int8")
 BUILD_IN_WORKER = True
+DTYPES_APART = False
 
 
 def build(subject: Subject, dtypes: tuple[str, ...], out_dir: Path) -> dict[str, dict[str, Any]]:

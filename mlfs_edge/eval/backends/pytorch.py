@@ -15,6 +15,7 @@ from mlfs_edge.eval.backends import Runner, Subject
 NAME = "pytorch"
 DTYPES = ("fp32", "fp16", "int8")
 BUILD_IN_WORKER = False
+DTYPES_APART = True
 
 
 def build(subject: Subject, dtypes: tuple[str, ...], out_dir: Path) -> dict[str, dict[str, Any]]:
