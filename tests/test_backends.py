@@ -1,6 +1,6 @@
 """The backend adapters (mlfs_edge.eval.backends), one per runtime, on a tiny random BERT: each builds
 its artefacts and, loaded, gives the same sentence embedding as PyTorch fp32 eager (int8 within its
-quantisation error); the engine and ExecuTorch keep their thread rules."""
+quantisation error); ExecuTorch keeps its one-thread-count-per-process rule."""
 
 import numpy as np
 import pytest
@@ -66,3 +66,16 @@ def test_an_unknown_backend_or_dtype_is_a_clear_error(built):
         load("tflite", {}, "fp32")
     with pytest.raises(ValueError, match="not 'int4'"):
         load("pytorch", artefacts["pytorch"]["fp32"], "int4")
+
+
+def test_executorch_keeps_one_thread_count_per_process(built):
+    """ExecuTorch 1.5 cannot resize its threadpool once a program is loaded: the adapter refuses."""
+    _, artefacts, _ = built
+    first = load("executorch", artefacts["executorch"]["fp32"], "fp32")  # the pool is sized here, or already was
+    from mlfs_edge.eval.backends import executorch
+
+    other = executorch._pool_threads + 1
+    with pytest.raises(ValueError, match="another process"):
+        load("executorch", artefacts["executorch"]["fp32"], "fp32", threads=other)
+    with pytest.raises(ValueError, match="another process"):
+        first.set_threads(other)

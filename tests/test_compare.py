@@ -99,3 +99,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_classifier_dir, tmp_path,
 def test_a_missing_model_folder_says_what_to_do(tmp_path, capsys):
     assert main(["compare", "--model", str(tmp_path / "none")]) == 2
     assert "mlfs-edge demo" in capsys.readouterr().err
+
+
+def test_agreement_is_against_fp32_pytorch_even_when_its_rows_are_not_asked(tiny_classifier_dir, tmp_path):
+    settings = CompareSettings(dtypes=("int8",), backends=("onnxruntime",), threads=(1,), latency_runs=1, max_test=20)
+    rows = run_compare(tiny_classifier_dir, [SUBNET], tmp_path / "w", settings, progress=False)
+    assert [(r["backend"], r["dtype"]) for r in rows] == [("onnxruntime", "int8")]
+    assert 0.5 <= rows[0]["agreement"] <= 1.0 and rows[0]["ms_median"] > 0

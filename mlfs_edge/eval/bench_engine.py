@@ -58,10 +58,10 @@ def _engine_params(engine: Engine, cfg: SubnetConfig) -> int:
 
 
 def build_backends(model_dir: Path, workdir: Path, seq: int, threads: int,
-                   log: Callable[[str], None] = print) -> tuple[list[Backend], dict[str, Path], np.ndarray,
+                   log: Callable[[str], None] = print) -> tuple[list[Backend], dict[str, Engine], np.ndarray,
                                                                  np.ndarray, list[str]]:
     """Every (runtime, dtype) of the full model and its ~50 % sub-network, loaded and ready to time;
-    the engine's packed files by dtype; the input; and what could not be built (with why)."""
+    the engine by dtype (one packed file each, loaded once); the input; and what could not be built."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -73,7 +73,7 @@ def build_backends(model_dir: Path, workdir: Path, seq: int, threads: int,
     mask = np.ones_like(ids)
     backends: list[Backend] = []
     skipped: list[str] = []
-    packed: dict[str, Path] = {}
+    engines: dict[str, Engine] = {}
     for label, cfg in {"full": SubnetConfig.full(arch), "half": half_subnet(arch)}.items():
         # a bare encoder: every runtime returns the masked-mean sentence embedding
         subject = Subject(model, tokenizer, cfg, output="embedding", max_length=max(seq, 2))
@@ -85,15 +85,17 @@ def build_backends(model_dir: Path, workdir: Path, seq: int, threads: int,
                 artefacts = adapter.build(subject, adapter.DTYPES, workdir)
                 for dtype, artefact in artefacts.items():
                     runner = adapter.load(artefact, dtype, threads)
-                    params = (_engine_params(Engine.load(artefact["path"]), cfg) if name == "mlfs"
-                              else _torch_params(subject.model))
+                    if name == "mlfs":
+                        if dtype not in engines:  # both sub-networks run from the same packed file
+                            engines[dtype] = Engine.load(artefact["path"])
+                        params = _engine_params(engines[dtype], cfg)
+                    else:
+                        params = _torch_params(subject.model)
                     backends.append(Backend(f"{name}-{dtype}", sub, params, threads,
                                             lambda r=runner: r.predict(ids, mask), []))
-                    if name == "mlfs":
-                        packed[dtype] = Path(artefact["path"])
             except Exception as e:  # one runtime failing to build must not hide the others' numbers
                 skipped.append(f"{name} ({sub}): {type(e).__name__}: {e}")
-    return backends, packed, ids, mask, skipped
+    return backends, engines, ids, mask, skipped
 
 
 def time_round_robin(backends: list[Backend], runs: int, warmup: int = 3,
@@ -121,8 +123,7 @@ def run_benchmark(model_dir: Path, seq: int = 128, threads: int = 1, runs: int =
         raise ValueError("runs must be >= 1")
     with tempfile.TemporaryDirectory(prefix="mlfs-bench-") as tmp:
         workdir = Path(tmp)
-        backends, packed, ids, mask, skipped = build_backends(model_dir, workdir, seq, threads, log)
-        engines = {dtype: Engine.load(path) for dtype, path in packed.items()}
+        backends, engines, ids, mask, skipped = build_backends(model_dir, workdir, seq, threads, log)
         arch = engines["fp32"].arch
         # Thread scaling of the engine itself: the same full network at 1 and 2 threads.
         full_params = _engine_params(engines["fp32"], SubnetConfig.full(arch))
@@ -134,7 +135,7 @@ def run_benchmark(model_dir: Path, seq: int = 128, threads: int = 1, runs: int =
         time_round_robin(backends, runs, progress=lambda _: bar.update())
         bar.close()
         switch = switch_cost_us(engines["int8"], arch)
-        rss = peak_rss(packed["int8"], seq)
+        rss = peak_rss(Path(engines["int8"].path), seq)
         sizes = {dtype: e.file_size for dtype, e in engines.items()}
     rows = [{"backend": b.name, "subnet": b.subnet, "params": b.params, "threads": b.threads, "seq": seq,
              "ms_median": round(statistics.median(b.times_ms), 3), "ms_min": round(min(b.times_ms), 3),

@@ -134,7 +134,7 @@ def build_artefacts(subjects: Sequence[Subject], backends: Sequence[str], dtypes
     Quick builds (the Hugging Face folders, the engine's packed file) run here; exports that take tens of
     seconds each (ExecuTorch lowering, ONNX) run in a pool of up to two processes, one per core, each
     loading the source model once (``load_source(model_dir)`` gives the same model as here)."""
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
@@ -145,7 +145,6 @@ def build_artefacts(subjects: Sequence[Subject], backends: Sequence[str], dtypes
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     slow: list[tuple[Subject, str, tuple[str, ...]]] = []
     for subject in subjects:
-        subject.hf_folder(work_dir)  # the PyTorch artefact, and the fp32 reference of every agreement
         for backend in backends:
             adapter = backends_pkg.adapter(backend)
             wanted = tuple(d for d in dtypes if d in adapter.DTYPES)
@@ -167,8 +166,6 @@ def build_artefacts(subjects: Sequence[Subject], backends: Sequence[str], dtypes
         futures = {pool.submit(_build_in_worker, backend, s.subnet.to_dict(), wanted, str(work_dir), s.output,
                                tuple(s.calibration), s.max_length): (s, backend) for s, backend, wanted in slow}
         bar = tqdm(total=len(futures), desc=f"export ({workers} processes)", unit="export", disable=not progress)
-        from concurrent.futures import as_completed
-
         for future in as_completed(futures):
             subject, backend = futures[future]
             try:
@@ -226,13 +223,13 @@ def _measure(task: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for job in task["jobs"]:
         _reset_peak_rss()
-        runner = backends_pkg.load(task["backend"], job["artefact"], job["dtype"], max(threads, default=1))
+        runner = backends_pkg.load(task["backend"], job["artefact"], job["dtype"], max(threads))
         preds = []
         for ids in task["inputs"] if job["predict"] else []:
             row = np.asarray([ids], dtype=np.int64)
             preds.append(int(np.argmax(runner.predict(row, np.ones_like(row))[0])))
         latency = {}
-        for n in threads if not job.get("reference_only") else []:
+        for n in threads if job["time"] else []:
             runner.set_threads(n)
             for _ in range(3):
                 runner.predict(x, mask)
@@ -295,8 +292,9 @@ def _run_worker(task: dict[str, Any]) -> list[dict[str, Any]]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("[", "{"))]
     result = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
     if proc.returncode != 0 or isinstance(result, dict):
-        what = ", ".join(f"{j['subnet']} {j['dtype']}" for j in task["jobs"])
-        raise RuntimeError(f"measuring {task['backend']} ({what}) failed: {result.get('error')}")
+        what = ", ".join(f"{j['key'][0]} {j['dtype']}" for j in task["jobs"])
+        why = result.get("error") if isinstance(result, dict) else f"exit code {proc.returncode}"
+        raise RuntimeError(f"measuring {task['backend']} ({what}) failed: {why}")
     return result
 
 
@@ -348,21 +346,20 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
         print(f"[compare] {', '.join(s.name for s in subjects)}: building artefacts ({', '.join(settings.dtypes)} "
               f"for {', '.join(backends)})")
     artefacts = build_artefacts(subjects, backends, settings.dtypes, work_dir, model_dir, progress)
-    for s in subjects:  # agreement is against fp32 PyTorch, measured even when PyTorch rows are not asked for
-        if (s.name, "pytorch", "fp32") not in artefacts:
-            artefacts[s.name, "pytorch", "reference"] = {"path": str(s.hf_folder(work_dir)), "output": s.output}
+    asked = set(artefacts)  # the rows asked for; the fp32 PyTorch predictions are needed in any case:
+    for s in subjects:  # agreement is measured against them
+        artefacts.setdefault((s.name, "pytorch", "fp32"), {"path": str(s.hf_folder(work_dir)), "output": s.output})
 
     # One measuring process per backend (ExecuTorch: per thread count, see its adapter), the jobs of
-    # every sub-network in turn; predictions once per (sub-network, dtype).
+    # every sub-network in turn; predictions once per (sub-network, dtype), latency for the rows asked.
+    order = [s.name for s in subjects]
     tasks = []
     for backend in dict.fromkeys(["pytorch", *backends]):
-        keys = [k for k in artefacts if k[1] == backend and (backend in backends or k[2] == "reference")]
-        keys.sort(key=lambda k: ([s.name for s in subjects].index(k[0]), k[2] != "reference", _dtype_order(k[2])))
+        keys = sorted((k for k in artefacts if k[1] == backend), key=lambda k: (order.index(k[0]), DTYPES.index(k[2])))
         groups = [[n] for n in settings.threads] if backend == "executorch" else [list(settings.threads)]
         for i, threads in enumerate(groups):
-            jobs = [{"subnet": k[0], "dtype": "fp32" if k[2] == "reference" else k[2], "key": list(k),
-                     "artefact": artefacts[k], "predict": i == 0, "reference_only": k[2] == "reference"}
-                    for k in keys if i == 0 or k[2] != "reference"]
+            jobs = [{"key": list(k), "dtype": k[2], "artefact": artefacts[k], "predict": i == 0, "time": k in asked}
+                    for k in keys if i == 0 or k in asked]
             if jobs:
                 tasks.append({"backend": backend, "jobs": jobs, "inputs": inputs, "latency_ids": window,
                               "threads": threads, "runs": settings.latency_runs})
@@ -382,8 +379,7 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
 
     rows: list[dict[str, Any]] = []
     for s in subjects:
-        fp32 = measured.get((s.name, "pytorch", "fp32")) or measured[s.name, "pytorch", "reference"]
-        reference = fp32["predictions"]
+        reference = measured[s.name, "pytorch", "fp32"]["predictions"]
         for backend in backends:
             for dtype in settings.dtypes:
                 result = measured.get((s.name, backend, dtype))
@@ -397,10 +393,6 @@ def run_compare(model_dir: str | Path, subnets: Sequence[str] | None = None, wor
                                  "agreement": agreement, "size_bytes": result["size_bytes"], "ms_median": ms,
                                  "threads": int(n), "peak_rss_mb": result["peak_rss_mb"]})
     return rows
-
-
-def _dtype_order(dtype: str) -> int:
-    return DTYPES.index(dtype) if dtype in DTYPES else -1
 
 
 def write_outputs(rows: list[dict[str, Any]], json_path: str | Path | None, plot_path: str | Path | None,

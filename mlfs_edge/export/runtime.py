@@ -68,8 +68,9 @@ class PteModel:
 def xnnpack_runner(model: torch.nn.Module, input_ids: Any, attention_mask: Any,
                    dtype: str = "fp32") -> Callable[[], Any]:
     """A zero-argument callable that runs `model` lowered to ExecuTorch/XNNPACK on these inputs
-    (numpy or torch, [batch 1, seq]): the hook the engine benchmark uses for its ExecuTorch row.
-    Logits for a classifier, the mean-pooled embedding for a bare encoder; int8 is dynamic."""
+    (numpy or torch, [batch 1, seq]), lowered in memory with no file written (benchmarks that measure
+    through files use ``mlfs_edge.eval.backends.executorch``). Logits for a classifier, the mean-pooled
+    embedding for a bare encoder; int8 is dynamic."""
     from executorch.runtime import Runtime
 
     from mlfs_edge.export.lower import ExportConfig, lower_to_executorch

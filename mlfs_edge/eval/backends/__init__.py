@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+# the same three as mlfs_edge.export.manifest.DTYPES, not imported from there: that package imports torch,
+# and the ONNX Runtime and engine measuring processes must not
 DTYPES = ("fp32", "fp16", "int8")
-OUTPUTS = ("logits", "embedding")  # a classifier's logits, or the masked-mean sentence embedding
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Subject:
     source: Any
     tokenizer: Any
     subnet: Any  # mlfs_edge.config.SubnetConfig, relative to `source`
-    output: str = "logits"
+    output: str = "logits"  # "logits" (a classifier) or "embedding" (masked-mean sentence embedding)
     calibration: tuple[str, ...] = ()  # real sentences (ExecuTorch int8 traces its observers on one)
     max_length: int = 128  # longest input the exported artefacts accept
     _model: Any = field(default=None, repr=False)
