@@ -53,3 +53,42 @@ def test_generate_errors_are_one_line(tiny_llama_dir, tiny_bert_dir, tmp_path, c
     assert main(["pack", str(tiny_bert_dir), str(enc)]) == 0
     assert main(["generate", str(enc), "--prompt", "x"]) != 0
     assert "encoder" in capsys.readouterr().err
+
+
+def test_generate_picks_a_subnet_for_a_per_token_budget(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("MLFS_EDGE_CACHE", str(tmp_path / "cache"))  # profiles are cached there
+    out = tmp_path / "tiny.mlfs"
+    assert main(["pack", str(tiny_llama_dir), str(out)]) == 0
+    # A palette of `mlfs-edge eval` for a causal LM: the lowest perplexity that fits wins.
+    palette = tmp_path / "palette.json"
+    rows = [{"subnet": {"layers": [0], "heads": [2], "mlp": [32]}, "perplexity": 90.0},
+            {"subnet": {"layers": [0, 1], "heads": [4, 4], "mlp": [64, 64]}, "perplexity": 40.0}]
+    palette.write_text(json.dumps({"rows": rows}))
+    capsys.readouterr()
+    assert main(["generate", str(out), "--prompt", "x", "--raw", "--max-new-tokens", "2",
+                 "--budget-ms-per-token", "1000", "--quality", str(palette)]) == 0
+    text = capsys.readouterr().out
+    assert "picked L2-H4-F64" in text and "ms per token measured" in text
+    profiles = json.loads((tmp_path / "cache" / "engine_profiles.json").read_text())
+    (key, table), = profiles.items()
+    assert "|decode|" in key and len(table) == 2 and all(0 < ms < 1000 for ms in table.values())
+    # Budget below the fastest candidate's measured step: one line naming it.
+    assert main(["generate", str(out), "--prompt", "x", "--raw", "--budget-ms-per-token", "1e-6",
+                 "--quality", str(palette)]) != 0
+    err = capsys.readouterr().err
+    # (which one is fastest is timing noise here: the tiny model's cost is its 49k-row head)
+    assert "no sub-network runs within 1e-06 ms" in err and "the fastest candidate, L" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # No palette: the search space, bigger ranked as better; a huge budget gives the full model. The file
+    # holds no importance order, so a sliced pick would warn that it is untrained (the full model does not).
+    assert main(["generate", str(out), "--prompt", "x", "--raw", "--max-new-tokens", "2",
+                 "--budget-ms-per-token", "1000"]) == 0
+    text = capsys.readouterr().out
+    assert "bigger ranked as better" in text and "picked L2-H4-F64" in text and "untrained slice" not in text
+    assert main(["generate", str(out), "--prompt", "x", "--raw", "--max-new-tokens", "2",
+                 "--subnet", "depth=1,heads=2,mlp=32"]) == 0
+    assert "untrained slice" in capsys.readouterr().out
+    assert main(["generate", str(out), "--prompt", "x", "--budget-ms-per-token", "-1"]) != 0
+    assert "must be positive" in capsys.readouterr().err

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mlfs_edge.config import ArchSpec, SubnetConfig
     from mlfs_edge.data import ClassificationDataset
 
 DEFAULT_RUN_DIR = Path(os.environ.get("MLFS_EDGE_RUNS", "runs"))
@@ -68,3 +71,55 @@ def model_folder(path: str | Path) -> Path:
     if not (path / "config.json").is_file() and (path / SUPERNET_DIR / "config.json").is_file():
         return path / SUPERNET_DIR
     return path
+
+
+def packed_file(model: str, dtype: str | None) -> Path:
+    """The .mlfs file to run: `model` itself, or the one in a run folder (by --dtype, int8 first)."""
+    from mlfs_edge.train.run_folder import find_run_folder, open_run
+
+    path = Path(model)
+    if not path.is_dir():
+        return path
+    if find_run_folder(path) != path:
+        raise ValueError(f"{path} is a folder but not a training run: give a .mlfs file (from `mlfs-edge pack`)")
+    files = open_run(path).packed_files()
+    if dtype is not None:
+        files = [f for f in files if f.stem.endswith(f"-{dtype}")]
+    if not files:
+        hint = f" --dtype {dtype}" if dtype else " --dtype int8"
+        raise ValueError(f"no packed{' ' + dtype if dtype else ''} file in {path}: run `mlfs-edge pack {path}{hint}`")
+    return next((f for f in files if f.stem.endswith("-int8")), files[0])
+
+
+def run_palette(model_path: Path) -> Path | None:
+    """The palette.json of the evaluated run the packed file belongs to, if any."""
+    from mlfs_edge.train.run_folder import find_run_folder
+
+    folder = find_run_folder(model_path)
+    palette = folder / "palette.json" if folder is not None else None
+    return palette if palette is not None and palette.is_file() else None
+
+
+def quality_table(path: str | Path | None, arch: ArchSpec,
+                  depths: Sequence[int] | None = None) -> dict[SubnetConfig, float]:
+    """{sub-network: score}, higher = better, for a budget pick. From a JSON list of {"subnet", "accuracy"}
+    or {"subnet", "perplexity"} rows (or a palette.json of `mlfs-edge eval`, whose rows carry one of them;
+    a perplexity p scores -p); without a file, the default search space (at `depths`, default all) ranked
+    by size: bigger = better."""
+    from mlfs_edge.config import SearchSpace, SubnetConfig
+
+    if path is None:
+        space = SearchSpace.default(arch, depths=depths)
+        cfgs = {space.config(d, h, f) for d in space.depths for h in space.heads for f in space.mlp}
+        return {cfg: cfg.param_fraction(arch) for cfg in cfgs}
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the quality table {path}: {e}") from None
+    if isinstance(rows, dict) and isinstance(rows.get("rows"), list):  # a palette.json of `mlfs-edge eval`
+        rows = rows["rows"]
+    for key, sign in (("accuracy", 1.0), ("perplexity", -1.0)):
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) and {"subnet", key} <= set(r) for r in rows):
+            return {SubnetConfig.from_dict(r["subnet"]).validate(arch): sign * float(r[key]) for r in rows}
+    raise ValueError(f"{path}: expected a JSON list of {{\"subnet\": ..., \"accuracy\": ...}} (or \"perplexity\") "
+                     "objects, or a palette.json of `mlfs-edge eval`")

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlfs_edge.commands._common import packed_file, quality_table, run_palette
+
+if TYPE_CHECKING:
+    from mlfs_edge.config import SubnetConfig
 
 ORDER = 72
+# The decode step is profiled after a short prompt, over enough tokens for a stable median.
+PROFILE_PROMPT = 32
+PROFILE_TOKENS = 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,13 +24,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "template when it has one, unless --raw), generate with the chosen sub-network "
                                    "in C++, stream the text to the terminal and end with the prefill and decode "
                                    "tokens/s.",
-                       epilog="Example: mlfs-edge generate smollm2-int8.mlfs --prompt 'The city council' "
-                              "--subnet depth=24,heads=6,mlp=768 --max-new-tokens 64 --raw")
-    p.add_argument("model", help="packed decoder .mlfs file (from `mlfs-edge pack` of a causal LM)")
+                       epilog="Examples: mlfs-edge generate smollm2-int8.mlfs --prompt 'The city council' "
+                              "--subnet depth=24,heads=6,mlp=768 --max-new-tokens 64 --raw;  "
+                              "mlfs-edge generate runs/smollm2 --prompt 'Hello' --budget-ms-per-token 15")
+    p.add_argument("model", help="packed decoder .mlfs file (from `mlfs-edge pack` of a causal LM), or a training "
+                                 "run folder holding one")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8", "q4"], default=None,
+                   help="with a run folder holding several packed files: which one (default: int8 when packed)")
     p.add_argument("--prompt", required=True, help="text to continue (or the user message with a chat template)")
-    p.add_argument("--subnet", default="full",
-                   help="'full', 'depth=24,heads=6,mlp=768' (d/h/f), inline JSON or a .json/.toml file "
-                        "(default: full)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--subnet", default="full",
+                       help="'full', 'depth=24,heads=6,mlp=768' (d/h/f), inline JSON or a .json/.toml file "
+                            "(default: full)")
+    which.add_argument("--budget-ms-per-token", type=float, default=None, metavar="MS",
+                       help="pick the best sub-network whose decode step takes at most MS milliseconds per token on "
+                            "this CPU (measured once per CPU and file, then cached)")
+    p.add_argument("--quality", default=None, metavar="JSON",
+                   help="with --budget-ms-per-token: a palette.json of `mlfs-edge eval` (lowest perplexity wins) or "
+                        "a JSON list of {\"subnet\": ..., \"perplexity\"|\"accuracy\": x}; default: the run's "
+                        "palette.json when the model belongs to an evaluated run, else the search space ranked by "
+                        "size (bigger = better)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
@@ -43,21 +66,51 @@ def prompt_ids(tokenizer, prompt: str, raw: bool) -> list[int]:  # noqa: ANN001
     return list(tokenizer(prompt)["input_ids"])
 
 
+def pick_for_budget(engine, model_path: Path, args: argparse.Namespace) -> SubnetConfig:  # noqa: ANN001
+    """The best sub-network (by the quality table) whose measured decode step fits the budget."""
+    if args.budget_ms_per_token <= 0:
+        raise ValueError(f"--budget-ms-per-token must be positive, got {args.budget_ms_per_token:g}")
+    quality = args.quality or run_palette(model_path)
+    arch = engine.arch
+    # Without a palette the whole search space is the candidate list: every third depth keeps the first
+    # profile to a few dozen generations (~30 s), later picks read the cache.
+    step = max(1, (arch.num_layers - arch.num_layers // 2) // 5)
+    depths = None if quality else range(arch.num_layers, arch.num_layers // 2 - 1, -step)
+    table = quality_table(quality, arch, depths=sorted(depths) if depths else None)
+    ranked = f"quality from {quality}" if quality else "no palette: bigger ranked as better"
+    print(f"[generate] {model_path}; {ranked}")
+    print(f"profiling {len(table)} candidate sub-networks' decode step on this CPU, {args.threads} thread(s) "
+          "(cached per CPU model after the first time)")
+    cfg = engine.pick(args.budget_ms_per_token, table, seq=PROFILE_PROMPT, threads=args.threads, runs=PROFILE_TOKENS)
+    ms = engine.profile([cfg], seq=PROFILE_PROMPT, threads=args.threads, runs=PROFILE_TOKENS)[cfg]
+    print(f"picked {cfg.name} ({cfg.param_fraction(arch):.0%} of the layer parameters, {ms:.1f} ms per token measured) "
+          f"for a {args.budget_ms_per_token:g} ms per token budget")
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from mlfs_edge.config import SubnetConfig
     from mlfs_edge.runtime import Engine
 
-    engine = Engine.load(args.model)
+    model_path = packed_file(args.model, args.dtype)
+    engine = Engine.load(model_path)
     if engine.kind != "decoder":
-        raise ValueError(f"{args.model} is an encoder file: use `mlfs-edge run`; `generate` needs a packed causal LM")
+        raise ValueError(f"{model_path} is an encoder file: use `mlfs-edge run`; `generate` needs a packed causal LM")
     tok_dir = args.tokenizer or engine.tokenizer_dir()
     if tok_dir is None:
-        raise FileNotFoundError(f"no tokenizer saved next to {args.model}; pass --tokenizer FOLDER")
+        raise FileNotFoundError(f"no tokenizer saved next to {model_path}; pass --tokenizer FOLDER")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    cfg = SubnetConfig.parse(args.subnet, engine.arch)
     ids = prompt_ids(tokenizer, args.prompt, args.raw)
+    if args.budget_ms_per_token is not None:
+        cfg = pick_for_budget(engine, model_path, args)
+    else:
+        cfg = SubnetConfig.parse(args.subnet, engine.arch)
+    if cfg != SubnetConfig.full(engine.arch) and engine.metadata.get("importance_order") is None:
+        print(f"note: {model_path} was packed from a plain model (no importance order, no MLFS training), so "
+              f"{cfg.name} is an untrained slice and its text will be poor; for trained sub-networks: mlfs-edge train "
+              "--config configs/mlfs_smollm2_news.toml, then mlfs-edge pack RUN_FOLDER")
     stream = engine.stream(ids, subnet=cfg, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                            seed=args.seed, threads=args.threads, cache_dtype=args.cache_dtype)

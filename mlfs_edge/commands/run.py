@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
+
+from mlfs_edge.commands._common import packed_file, quality_table, run_palette
 
 ORDER = 70
 
@@ -42,51 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _accuracy_table(path: str | Path | None, arch) -> dict:  # noqa: ANN001
-    from mlfs_edge.config import SearchSpace, SubnetConfig
-
-    if path is None:
-        space = SearchSpace.default(arch)
-        cfgs = {space.config(d, h, f) for d in space.depths for h in space.heads for f in space.mlp}
-        return {cfg: cfg.param_fraction(arch) for cfg in cfgs}
-    try:
-        rows = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the accuracy table {path}: {e}") from None
-    if isinstance(rows, dict) and isinstance(rows.get("rows"), list):  # a palette.json of `mlfs-edge eval`
-        rows = rows["rows"]
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"subnet", "accuracy"} <= set(r) for r in rows):
-        raise ValueError(f"{path}: expected a JSON list of {{\"subnet\": ..., \"accuracy\": ...}} objects")
-    return {SubnetConfig.from_dict(r["subnet"]).validate(arch): float(r["accuracy"]) for r in rows}
-
-
-def packed_file(model: str, dtype: str | None) -> Path:
-    """The .mlfs file to run: `model` itself, or the one in a run folder (by --dtype, int8 first)."""
-    from mlfs_edge.train.run_folder import find_run_folder, open_run
-
-    path = Path(model)
-    if not path.is_dir():
-        return path
-    if find_run_folder(path) != path:
-        raise ValueError(f"{path} is a folder but not a training run: give a .mlfs file (from `mlfs-edge pack`)")
-    files = open_run(path).packed_files()
-    if dtype is not None:
-        files = [f for f in files if f.stem.endswith(f"-{dtype}")]
-    if not files:
-        hint = f" --dtype {dtype}" if dtype else " --dtype int8"
-        raise ValueError(f"no packed{' ' + dtype if dtype else ''} file in {path}: run `mlfs-edge pack {path}{hint}`")
-    return next((f for f in files if f.stem.endswith("-int8")), files[0])
-
-
-def _run_palette(model_path: Path) -> Path | None:
-    """The palette.json of the evaluated run the packed file belongs to, if any."""
-    from mlfs_edge.train.run_folder import find_run_folder
-
-    folder = find_run_folder(model_path)
-    palette = folder / "palette.json" if folder is not None else None
-    return palette if palette is not None and palette.is_file() else None
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from transformers import AutoTokenizer
@@ -105,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     ids = np.ascontiguousarray(enc["input_ids"], np.int64)
     mask = np.ascontiguousarray(enc["attention_mask"], np.int64)
     if args.budget_ms is not None:
-        accuracy = args.accuracy or _run_palette(model_path)
-        table = _accuracy_table(accuracy, engine.arch)
+        accuracy = args.accuracy or run_palette(model_path)
+        table = quality_table(accuracy, engine.arch)
         ranked = f"accuracies from {accuracy}" if accuracy else "no accuracy table: bigger ranked as more accurate"
         print(f"[run] {model_path}; {ranked}")
         print(f"profiling {len(table)} candidate sub-networks at {ids.shape[0]} x {ids.shape[1]} tokens on this CPU "

@@ -204,12 +204,32 @@ class Engine:
 
     # --- budget picker ----------------------------------------------------------------------------
     def _profile_key(self, seq: int, batch: int, threads: int) -> str:
+        if self.kind == "decoder":  # ms per decoded token after a `seq`-token prompt
+            return f"{cpu_model()}|crc={self.checksum:08x}|decode|prompt={seq}|threads={threads}"
         return f"{cpu_model()}|crc={self.checksum:08x}|seq={seq}|batch={batch}|threads={threads}"
 
+    def _decode_ms_per_token(self, cfg: SubnetConfig, prompt: int, tokens: int, threads: int) -> float:
+        """Median wall time between consecutive tokens of one greedy generation (the first tokens,
+        which page the slice's weights in, are not counted)."""
+        ids = np.random.default_rng(0).integers(1000, 2000, size=prompt, dtype=np.int64)
+        warm = 4
+        stream = self.stream(ids, subnet=cfg, max_new_tokens=warm + tokens, stop_tokens=[], threads=threads)
+        stamps = [time.perf_counter() for _ in stream]
+        gaps = [(b - a) * 1e3 for a, b in zip(stamps[warm - 1:], stamps[warm:], strict=False)]
+        if not gaps:
+            raise ValueError(f"{cfg.name}: no token to time (the model has too few positions for a {prompt}-token "
+                             "prompt)")
+        return statistics.median(gaps)
+
     def profile(self, candidates: Iterable[SubnetConfig], seq: int = 128, batch: int = 1, threads: int = 1,
-                runs: int = 20, use_cache: bool = True) -> dict[SubnetConfig, float]:
+                runs: int = 20, use_cache: bool = True, progress: bool = True) -> dict[SubnetConfig, float]:
         """Median latency (ms) of each candidate on this CPU; cached per CPU model and file checksum
-        in ``cache_dir()/engine_profiles.json`` so a device measures once."""
+        in ``cache_dir()/engine_profiles.json`` so a device measures once.
+
+        Encoders: one forward of `batch` x `seq` tokens, `runs` times. Decoders: the time per decoded
+        token after a `seq`-token prompt, the median over `runs` tokens (`batch` is ignored)."""
+        from tqdm.auto import tqdm
+
         candidates = list(candidates)
         if not candidates:
             raise ValueError("profile needs at least one candidate sub-network")
@@ -217,12 +237,15 @@ class Engine:
         cache = _read_json(cache_file) if use_cache else {}
         key = self._profile_key(seq, batch, threads)
         table: dict[str, float] = dict(cache.get(key, {}))
-        ids = np.random.default_rng(0).integers(1000, 2000, size=(batch, seq), dtype=np.int64)
-        mask = np.ones_like(ids)
-        out = np.empty((batch, self.output_dim), np.float32)
-        for cfg in candidates:
+        if self.kind == "encoder":
+            ids = np.random.default_rng(0).integers(1000, 2000, size=(batch, seq), dtype=np.int64)
+            mask = np.ones_like(ids)
+            out = np.empty((batch, self.output_dim), np.float32)
+        todo = [cfg for cfg in candidates if cfg.to_json() not in table]
+        for cfg in tqdm(todo, desc="profile sub-networks", unit="subnet", disable=len(todo) < 8 or not progress):
             name = cfg.to_json()
-            if name in table:
+            if self.kind == "decoder":
+                table[name] = self._decode_ms_per_token(cfg, seq, runs, threads)
                 continue
             layers = self._layers(cfg)
             for _ in range(3):  # warm-up: page in the slice's weights
