@@ -152,7 +152,9 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
                       float* logits, bool all_logits) {
   if (n == 0) throw std::invalid_argument("forward needs at least one token");
   if (threads < 1 || threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
-  if (cache.slots() != subnet.size()) throw std::invalid_argument("the KV cache was made for another sub-network");
+  // A cache with more slots serves a depth-prefix of its sub-network (a speculative draft sharing
+  // the target's cache): the first slots must match.
+  if (cache.slots() < subnet.size()) throw std::invalid_argument("the KV cache was made for another sub-network");
   for (std::size_t i = 0; i < subnet.size(); ++i)
     if (cache.width(i) != subnet[i].heads / group_size() * dims_.head_dim)
       throw std::invalid_argument("the KV cache was made for another sub-network");
@@ -276,33 +278,74 @@ Generation::Generation(std::shared_ptr<Decoder> decoder, std::vector<std::int32_
   if (params_.threads < 1 || params_.threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
   prompt_len_ = history_.size();
   logits_.resize(d.vocab_size);
+  if (params_.speculation)
+    speculator_ = std::make_unique<Speculator>(*decoder_, subnet_, *params_.speculation, params_.sampling,
+                                               params_.cache_dtype);
+}
+
+Generation::~Generation() = default;
+
+bool Generation::is_stop(std::int32_t token) const {
+  return std::find(params_.stop_tokens.begin(), params_.stop_tokens.end(), token) != params_.stop_tokens.end();
+}
+
+void Generation::step() {
+  const std::size_t held = cache_.length();
+  const std::size_t fresh = history_.size() - held;  // the prompt (or a rolled-back tail), else 1 token
+  // Room left: new tokens and positions; a round emits up to k + 1 tokens.
+  const std::size_t room = std::min(params_.max_new_tokens - generated_, decoder_->dims().max_positions - history_.size());
+  const std::size_t k = speculator_ && held > 0 && fresh == 1 ? speculator_->next_k(room - 1) : 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (k > 0) {
+    for (std::int32_t token : speculator_->round(history_, cache_, sampler_, k, params_.threads)) {
+      history_.push_back(token);
+      pending_.push_back(token);
+      if (is_stop(token)) break;  // nothing after a stop token is emitted
+    }
+    decode_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return;
+  }
+  decoder_->forward(history_.data() + held, fresh, cache_, subnet_, params_.threads, logits_.data(), false);
+  const std::int32_t token = sampler_.sample(logits_.data(), logits_.size(), history_);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (held == 0 ? prefill_s_ : decode_s_) += dt;
+  if (held > 0 && speculator_) speculator_->plain_step(dt);
+  history_.push_back(token);
+  pending_.push_back(token);
 }
 
 std::int64_t Generation::next() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (done_) return -1;
-  const std::size_t held = cache_.length();
-  const std::size_t fresh = history_.size() - held;  // the prompt (or a rolled-back tail), else 1 token
-  const auto t0 = std::chrono::steady_clock::now();
-  decoder_->forward(history_.data() + held, fresh, cache_, subnet_, params_.threads, logits_.data(), false);
-  const std::int32_t token = sampler_.sample(logits_.data(), logits_.size(), history_);
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  (held == 0 ? prefill_s_ : decode_s_) += dt;
-  history_.push_back(token);
+  if (pending_.empty()) step();
+  const std::int32_t token = pending_.front();
+  pending_.pop_front();
   ++generated_;
-  const bool stop = std::find(params_.stop_tokens.begin(), params_.stop_tokens.end(), token) != params_.stop_tokens.end();
-  done_ = stop || generated_ >= params_.max_new_tokens || history_.size() >= decoder_->dims().max_positions;
+  done_ = is_stop(token) || generated_ >= params_.max_new_tokens ||
+          (pending_.empty() && history_.size() >= decoder_->dims().max_positions);
+  if (done_) {  // tokens past the end stay unreturned (a round may have emitted a few beyond a stop)
+    history_.resize(history_.size() - pending_.size());
+    pending_.clear();
+  }
   return token;
+}
+
+std::vector<std::int32_t> Generation::tokens() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {history_.begin(), history_.end() - static_cast<std::ptrdiff_t>(pending_.size())};
 }
 
 void Generation::rollback(std::size_t position) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (position < 1 || position > history_.size())
+  const std::size_t returned = history_.size() - pending_.size();
+  if (position < 1 || position > returned)
     throw std::invalid_argument("rollback position " + std::to_string(position) + " must be in 1.." +
-                                std::to_string(history_.size()));
+                                std::to_string(returned));
+  pending_.clear();
   history_.resize(position);
   // The last kept token is recomputed: its logits pick the next token.
-  cache_.truncate(position - 1);
+  cache_.truncate(std::min(cache_.length(), position - 1));
+  if (speculator_) speculator_->rollback(position);
   generated_ = position > prompt_len_ ? position - prompt_len_ : 0;
   done_ = false;
 }

@@ -142,12 +142,26 @@ Sampler::Sampler(const SamplingParams& p) {
   if (p.repetition_penalty != 1.f) add(repetition_penalty_step(p.repetition_penalty));
   if (p.temperature == 0.f) {
     add(greedy_step());
+    greedy_ = true;
     return;
   }
   add(temperature_step(p.temperature));
   if (p.top_k > 0) add(top_k_step(p.top_k));
   if (p.top_p < 1.f) add(top_p_step(p.top_p));
   add(draw_step(p.seed));
+}
+
+void Sampler::distribution(const float* logits, std::size_t vocab, const std::vector<std::int32_t>& history,
+                           std::vector<double>& probs) {
+  if (greedy_) throw std::logic_error("a greedy sampler has no distribution to draw from");
+  work_.items.resize(vocab);
+  for (std::size_t i = 0; i < vocab; ++i) work_.items[i] = {logits[i], static_cast<std::int32_t>(i)};
+  work_.sorted = false;
+  work_.selected = -1;
+  for (std::size_t s = 0; s + 1 < steps_.size(); ++s) steps_[s]->apply(work_, history);  // the last is the draw
+  const std::vector<double> p = probabilities(work_);
+  probs.assign(vocab, 0.0);
+  for (std::size_t i = 0; i < p.size(); ++i) probs[static_cast<std::size_t>(work_.items[i].id)] = p[i];
 }
 
 std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::vector<std::int32_t>& history) {

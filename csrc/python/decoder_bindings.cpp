@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -66,7 +67,22 @@ void register_decoder(py::module_& m) {
       .def_property_readonly("prefill_seconds", &mlfs::Generation::prefill_seconds)
       .def_property_readonly("decode_seconds", &mlfs::Generation::decode_seconds)
       .def_property_readonly("cache_bytes", [](const mlfs::Generation& g) { return g.cache().bytes(); })
-      .def_property_readonly("cache_length", [](const mlfs::Generation& g) { return g.cache().length(); });
+      .def_property_readonly("cache_length", [](const mlfs::Generation& g) { return g.cache().length(); })
+      .def_property_readonly("speculation", [](const mlfs::Generation& g) -> py::object {
+        const mlfs::Speculator* s = g.speculator();
+        if (s == nullptr) return py::none();
+        const mlfs::SpeculationStats& st = s->stats();
+        py::dict out;
+        out["rounds"] = st.rounds;
+        out["drafted"] = st.drafted;
+        out["accepted"] = st.accepted;
+        out["plain_steps"] = st.plain_steps;
+        out["draft_seconds"] = st.draft_seconds;
+        out["verify_seconds"] = st.verify_seconds;
+        out["shared_cache"] = s->shares_cache();
+        out["draft_cache_bytes"] = s->cache_bytes();
+        return out;
+      }, "Speculation counters (None without a draft).");
 
   py::class_<mlfs::Decoder, std::shared_ptr<mlfs::Decoder>>(m, "Decoder",
       "The native decoder engine over one memory-mapped .mlfs file (use mlfs_edge.runtime.Engine).")
@@ -123,8 +139,10 @@ void register_decoder(py::module_& m) {
       .def("start", [](const std::shared_ptr<mlfs::Decoder>& d, const py::array& prompt, const Layers& layers,
                        std::size_t max_new_tokens, float temperature, std::uint32_t top_k, float top_p,
                        float repetition_penalty, std::uint64_t seed, const std::vector<std::int64_t>& stop_tokens,
-                       const std::string& cache, int threads) {
+                       const std::string& cache, int threads, const std::optional<Layers>& draft, std::size_t draft_k,
+                       std::size_t draft_k_max, bool adaptive) {
         mlfs::GenerationParams p;
+        if (draft) p.speculation = mlfs::SpeculationParams{to_spec(*draft), draft_k_max, draft_k, adaptive};
         p.max_new_tokens = max_new_tokens;
         for (std::int64_t t : stop_tokens) {
           if (t < 0 || t >= static_cast<std::int64_t>(d->dims().vocab_size))
@@ -138,5 +156,8 @@ void register_decoder(py::module_& m) {
       }, py::arg("prompt"), py::arg("layers"), py::arg("max_new_tokens"), py::arg("temperature") = 0.f,
          py::arg("top_k") = 0, py::arg("top_p") = 1.f, py::arg("repetition_penalty") = 1.f, py::arg("seed") = 0,
          py::arg("stop_tokens") = std::vector<std::int64_t>{}, py::arg("cache_dtype") = "fp32", py::arg("threads") = 1,
-         "Validate and start a generation of `prompt` on the sub-network; call next() for each token.");
+         py::arg("draft") = py::none(), py::arg("draft_k") = 4, py::arg("draft_k_max") = 8, py::arg("adaptive") = true,
+         "Validate and start a generation of `prompt` on the sub-network (with `draft`: speculative decoding, "
+         "the draft sub-network proposing draft_k tokens per round, adapted up to draft_k_max); call next() for "
+         "each token.");
 }

@@ -256,11 +256,58 @@ void test_sampler() {
   CHECK(std::set<std::int32_t>(sa.begin(), sa.end()).size() > 1, "sampling explores");
 }
 
+// Greedy speculative decoding emits exactly plain decoding's tokens, for a depth-prefix draft (shares
+// the target's cache), a narrower one (its own cache) and the target itself, fixed or adaptive k;
+// sampled speculation runs to the end (its distribution is tested in tests/test_speculative.py).
+// Also run under ASan/UBSan (make test-native-asan).
+void test_speculative() {
+  auto d = std::make_shared<mlfs::Decoder>(tiny_decoder(DType::f32));
+  const mlfs::SubnetSpec full = {{0, NH, I}, {1, NH, I}};
+  mlfs::GenerationParams params;
+  params.max_new_tokens = 40;
+  auto run = [&](const mlfs::GenerationParams& p) {
+    mlfs::Generation g(d, {1, 2, 3}, full, p);
+    std::vector<std::int64_t> out;
+    for (std::int64_t t; (t = g.next()) >= 0;) out.push_back(t);
+    return out;
+  };
+  const std::vector<std::int64_t> plain = run(params);
+  const mlfs::SubnetSpec drafts[] = {{{0, NH, I}}, {{0, 2, 64}, {1, 2, 32}}, full};
+  for (const auto& draft : drafts)
+    for (std::size_t k : {1, 3, 8})
+      for (bool adaptive : {false, true}) {
+        mlfs::GenerationParams p = params;
+        p.speculation = mlfs::SpeculationParams{draft, 8, k, adaptive};
+        CHECK(run(p) == plain, "speculative greedy != plain (draft layers=%zu k=%zu adaptive=%d)", draft.size(), k,
+              static_cast<int>(adaptive));
+      }
+  mlfs::GenerationParams p = params;
+  p.speculation = mlfs::SpeculationParams{{{0, NH, I}}, 8, 4, false};
+  mlfs::Generation g(d, {1, 2, 3}, full, p);
+  while (g.next() >= 0) {
+  }
+  CHECK(g.speculator()->shares_cache() && g.speculator()->stats().rounds > 0, "depth-prefix draft shares the cache");
+  p.sampling.temperature = 0.9f;
+  p.sampling.top_k = 5;
+  p.sampling.seed = 11;
+  const std::vector<std::int64_t> sampled = run(p);
+  CHECK(sampled.size() == params.max_new_tokens, "sampled speculation: %zu tokens", sampled.size());
+  p.speculation->draft = {{0, 3, I}};  // heads not a whole number of key/value groups
+  bool threw = false;
+  try {
+    run(p);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw, "a draft that does not fit is an invalid_argument");
+}
+
 }  // namespace
 
 int main() {
   test_isas_and_incremental();
   test_generation_and_rollback();
+  test_speculative();
   test_kv_cache_chunks();
   test_sampler();
   return mlfs_test::report("test_decoder");

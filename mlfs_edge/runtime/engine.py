@@ -167,13 +167,19 @@ class Engine:
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
                max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, seed: int = 0, stop_tokens: Iterable[int] | None = None,
-               threads: int = 1, cache_dtype: str = "fp32") -> TokenStream:
+               threads: int = 1, cache_dtype: str = "fp32", draft: SubnetConfig | None = None, draft_k: int = 4,
+               draft_k_max: int = 8, adaptive: bool = True) -> TokenStream:
         """An iterator over the new token ids of `subnet` continuing `prompt_ids`, computed one at a
         time in C++ (greedy at temperature 0, else temperature / top-k / top-p sampling, seeded).
         Stops after `max_new_tokens`, after a stop token (default: the model's end-of-sequence ids;
         the stop token is yielded) or at the model's last position. Everything is validated before
         the first token: ValueError for prompts longer than the model's positions, ids outside the
-        vocabulary, max_new_tokens < 1 or past the positions, a sub-network that does not fit."""
+        vocabulary, max_new_tokens < 1 or past the positions, a sub-network that does not fit.
+
+        With `draft` (a smaller sub-network of the same file): self-speculative decoding. The draft
+        proposes `draft_k` tokens per round (adapted between 0 and `draft_k_max` to the measured
+        acceptance and costs when `adaptive`), `subnet` verifies them in one forward. Greedy output is
+        identical to decoding without a draft; sampled tokens keep `subnet`'s distribution."""
         self._require_decoder()
         _check_threads(threads)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -183,9 +189,15 @@ class Engine:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         stops = self.eos_token_ids if stop_tokens is None else [int(t) for t in stop_tokens]
+        for name, value in (("draft_k", draft_k), ("draft_k_max", draft_k_max)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{name} must be an integer in 1..64, got {value!r}")
+        if draft_k > draft_k_max:
+            raise ValueError(f"draft_k ({draft_k}) must not exceed draft_k_max ({draft_k_max})")
         core = self._core.start(_token_array(prompt_ids), self._layers(subnet), min(max_new_tokens, 2**62),
                                 float(temperature), top_k, float(top_p), float(repetition_penalty), seed, stops,
-                                cache_dtype, threads)
+                                cache_dtype, threads, None if draft is None else self._layers(draft), draft_k,
+                                draft_k_max, bool(adaptive))
         return TokenStream(core)
 
     def generate(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
@@ -308,6 +320,20 @@ class TokenStream:
     def tokens(self) -> list[int]:
         """The prompt followed by every token generated so far."""
         return list(self._core.tokens)
+
+    @property
+    def speculation(self) -> dict[str, Any] | None:
+        """With a draft: rounds, drafted / accepted tokens, plain steps, draft / verify seconds,
+        whether the draft shares the target's KV cache, and ``acceptance_rate`` (accepted / drafted)
+        and ``tokens_per_round`` (tokens emitted per verification); None without a draft."""
+        stats = self._core.speculation
+        if stats is None:
+            return None
+        stats = dict(stats)
+        stats["acceptance_rate"] = stats["accepted"] / stats["drafted"] if stats["drafted"] else 0.0
+        rounds = stats["rounds"]
+        stats["tokens_per_round"] = (stats["accepted"] + rounds) / rounds if rounds else 0.0
+        return stats
 
     @property
     def prompt_tokens(self) -> int:

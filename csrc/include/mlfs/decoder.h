@@ -11,14 +11,17 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "mlfs/engine.h"
 #include "mlfs/kv_cache.h"
 #include "mlfs/linear.h"
 #include "mlfs/sampler.h"
+#include "mlfs/speculative.h"
 
 namespace mlfs {
 
@@ -74,6 +77,7 @@ class Decoder {
 
 struct GenerationParams {
   std::size_t max_new_tokens = 32;
+  std::optional<SpeculationParams> speculation;  // a draft sub-network of the same file (speculative.h)
   std::vector<std::int32_t> stop_tokens;  // generation ends after emitting one of these
   SamplingParams sampling;
   DType cache_dtype = DType::f32;
@@ -86,29 +90,37 @@ class Generation {
  public:
   Generation(std::shared_ptr<Decoder> decoder, std::vector<std::int32_t> prompt, SubnetSpec subnet,
              GenerationParams params);
+  ~Generation();
   // The next token, or -1 when finished (max_new_tokens reached, a stop token emitted, or the
-  // model's positions used up).
+  // model's positions used up). With a draft, one call may compute several tokens (a speculation
+  // round); the next calls return them without computing.
   std::int64_t next();
   bool done() const { return done_; }
-  const std::vector<std::int32_t>& tokens() const { return history_; }  // prompt + generated
+  std::vector<std::int32_t> tokens() const;  // prompt + the tokens next() returned
   std::size_t generated() const { return generated_; }
   std::size_t prompt_tokens() const { return prompt_len_; }
   double prefill_seconds() const { return prefill_s_; }
   double decode_seconds() const { return decode_s_; }
   const KvCache& cache() const { return cache_; }
+  const Speculator* speculator() const { return speculator_.get(); }  // null without a draft
   // Forget the tokens at positions >= `position` (>= 1, <= the tokens held): generation continues
   // from there (a speculative decoder rejects draft tokens this way).
   void rollback(std::size_t position);
 
  private:
+  void step();  // compute the next token(s) into pending_
+  bool is_stop(std::int32_t token) const;
+
   std::shared_ptr<Decoder> decoder_;
   SubnetSpec subnet_;
   GenerationParams params_;
   Sampler sampler_;
   KvCache cache_;
-  std::vector<std::int32_t> history_;
+  std::vector<std::int32_t> history_;  // prompt + computed tokens (pending_ ones included)
+  std::deque<std::int32_t> pending_;   // computed, not yet returned by next()
+  std::unique_ptr<Speculator> speculator_;
   std::vector<float> logits_;
-  std::mutex mutex_;  // next() / rollback() from several threads (the GIL is released) take turns
+  mutable std::mutex mutex_;  // next() / rollback() from several threads (the GIL is released) take turns
   std::size_t prompt_len_ = 0, generated_ = 0;
   bool done_ = false;
   double prefill_s_ = 0.0, decode_s_ = 0.0;

@@ -53,8 +53,15 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);
   void add(std::unique_ptr<SamplerStep> step) { steps_.push_back(std::move(step)); }
   std::int32_t sample(const float* logits, std::size_t vocab, const std::vector<std::int32_t>& history);
+  // Temperature 0: the chain ends in an argmax, there is no distribution to draw from.
+  bool greedy() const { return greedy_; }
+  // The distribution the chain's final draw samples from (every step but the draw), dense over the
+  // vocabulary: probs[id], 0 for the ids top-k / top-p removed. Sampling chains only (!greedy()).
+  void distribution(const float* logits, std::size_t vocab, const std::vector<std::int32_t>& history,
+                    std::vector<double>& probs);
 
  private:
+  bool greedy_ = false;
   std::vector<std::unique_ptr<SamplerStep>> steps_;
   CandidateList work_;
 };
