@@ -92,3 +92,22 @@ def test_generate_picks_a_subnet_for_a_per_token_budget(tiny_llama_dir, tmp_path
     assert "untrained slice" in capsys.readouterr().out
     assert main(["generate", str(out), "--prompt", "x", "--budget-ms-per-token", "-1"]) != 0
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_generate_with_a_draft(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFS_EDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tiny.mlfs"
+    assert main(["pack", str(tiny_llama_dir), str(out)]) == 0
+    base = ["generate", str(out), "--prompt", "The council voted", "--raw", "--max-new-tokens", "12"]
+    capsys.readouterr()
+    assert main(base) == 0
+    plain = capsys.readouterr().out.splitlines()[0]
+    assert main([*base, "--draft", "depth=1,heads=4,mlp=64", "--draft-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == plain  # greedy speculation prints the same text
+    assert lines[-1].startswith("[draft L1-H4-F64]") and "tokens per verification" in lines[-1]
+    assert main([*base, "--draft", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert "[draft auto] measuring" in text and "acceptance" in text and "expected" in text
+    assert main([*base, "--draft", "heads=3"]) != 0
+    assert "key/value groups" in capsys.readouterr().err

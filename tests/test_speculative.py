@@ -155,3 +155,35 @@ def test_bad_drafts_are_one_line_errors(engines):
         engine.generate(PROMPT, draft=_prefix(1), draft_k=9, draft_k_max=8)
     with pytest.raises(TypeError, match="SubnetConfig"):
         engine.generate(PROMPT, draft="depth=1")  # type: ignore[arg-type]
+
+
+def test_expected_speedup_model():
+    from mlfs_edge.runtime import expected_speedup
+
+    # a draft that is never right only costs time; a free, always-right one gains k_max + 1 per verify
+    assert expected_speedup(0.0, 0.3, 1.0)[0] < 1.0
+    speed, k = expected_speedup(1.0, 0.0, 1.0, k_max=6)
+    assert k == 6 and speed == pytest.approx(1 + sum(0.999 ** i for i in range(1, 7)), rel=1e-9)
+    # the rule of thumb: ~80 % agreement at <= 30 % of the cost pays about 1.5x
+    speed, k = expected_speedup(0.8, 0.3, 1.1)
+    assert 1.3 < speed < 1.8 and 2 <= k <= 5
+
+
+def test_choose_draft_measures_acceptance_and_cost(engines, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFS_EDGE_CACHE", str(tmp_path))
+    engine = engines["fp32"]
+    ids = np.random.default_rng(0).integers(0, VOCAB, size=64)
+    candidates = [_prefix(1), _prefix(2), _prefix(LAYERS), _prefix(3, heads=2, mlp=48)]
+    best, rows = engine.choose_draft(candidates, ids, threads=1)
+    assert [r.draft for r in rows if r.draft == _prefix(LAYERS)] == []  # the target is no draft of itself
+    assert len(rows) == 3 and all(0.0 <= r.acceptance <= 1.0 and r.cost > 0 and 1 <= r.k <= 8 for r in rows)
+    assert rows == sorted(rows, key=lambda r: -r.speedup)
+    assert best is None or best.speedup >= 1.05
+    for r in rows:
+        assert r.acceptance == pytest.approx(engine.draft_agreement(r.draft, ids))
+    assert (tmp_path / "draft_acceptance.json").is_file()  # a second call reads the cache
+    assert engine.choose_draft(candidates, ids)[1][0].acceptance in {r.acceptance for r in rows}
+    with pytest.raises(ValueError, match="too short"):
+        engine.choose_draft(candidates, ids[:8])
+    with pytest.raises(ValueError, match="no draft candidate"):
+        engine.choose_draft([_prefix(LAYERS)], ids)

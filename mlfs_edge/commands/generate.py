@@ -16,6 +16,8 @@ ORDER = 72
 # The decode step is profiled after a short prompt, over enough tokens for a stable median.
 PROFILE_PROMPT = 32
 PROFILE_TOKENS = 16
+# --draft auto measures acceptance on this many held-out news tokens (two prefills per candidate).
+CALIBRATION_TOKENS = 256
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a JSON list of {\"subnet\": ..., \"perplexity\"|\"accuracy\": x}; default: the run's "
                         "palette.json when the model belongs to an evaluated run, else the search space ranked by "
                         "size (bigger = better)")
+    p.add_argument("--draft", default=None, metavar="CFG|auto",
+                   help="speculative decoding: a smaller sub-network of the same file drafts tokens, the chosen one "
+                        "verifies them (greedy output unchanged). 'auto' measures candidates here (acceptance on "
+                        "held-out news text x decode cost on this CPU, cached) and uses the best one, or none when "
+                        "none is expected to be faster than plain decoding")
+    p.add_argument("--draft-k", type=int, default=4,
+                   help="draft tokens per round to start with; adapted to the measured acceptance (default: "
+                        "%(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
@@ -111,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {model_path} was packed from a plain model (no importance order, no MLFS training), so "
               f"{cfg.name} is an untrained slice and its text will be poor; for trained sub-networks: mlfs-edge train "
               "--config configs/mlfs_smollm2_news.toml, then mlfs-edge pack RUN_FOLDER")
+    draft = choose_draft(engine, model_path, cfg, args) if args.draft else None
     stream = engine.stream(ids, subnet=cfg, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                           seed=args.seed, threads=args.threads, cache_dtype=args.cache_dtype)
+                           seed=args.seed, threads=args.threads, cache_dtype=args.cache_dtype, draft=draft,
+                           draft_k=args.draft_k, draft_k_max=max(8, args.draft_k))
     out: list[int] = []
     shown = ""
     for token in stream:
@@ -127,4 +139,54 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"[{cfg.name}, {engine.dtype}, {args.threads} thread(s)] prompt {stream.prompt_tokens} tokens: prefill "
           f"{stream.prefill_tok_s:.1f} tok/s; {stream.generated} new tokens: decode {stream.decode_tok_s:.1f} tok/s")
+    spec = stream.speculation
+    if spec is not None:
+        print(f"[draft {draft.name}] {spec['accepted']}/{spec['drafted']} drafted tokens accepted "
+              f"({spec['acceptance_rate']:.0%}), {spec['tokens_per_round']:.2f} tokens per verification over "
+              f"{spec['rounds']} rounds, {spec['plain_steps']} plain steps"
+              f"{', KV cache shared with the target' if spec['shared_cache'] else ''}")
     return 0
+
+
+def draft_candidates(engine, model_path: Path, target: SubnetConfig) -> list[SubnetConfig]:  # noqa: ANN001
+    """The run's palette members smaller than the target (MLFS trained them to imitate the full
+    model), and depth prefixes of the target at its own widths (they share its KV cache)."""
+    from mlfs_edge.config import SubnetConfig
+
+    arch = engine.arch
+    out = []
+    palette = run_palette(model_path)
+    if palette is not None:
+        out += [c for c in quality_table(palette, arch) if c.layer_params(arch) < target.layer_params(arch)]
+    depth = len(target.layers)
+    for d in sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)}):
+        if d < depth:
+            out.append(SubnetConfig(target.layers[:d], target.heads[:d], target.mlp[:d]))
+    return list(dict.fromkeys(out))
+
+
+def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.Namespace):  # noqa: ANN001, ANN201
+    """--draft: a parsed sub-network, or for 'auto' the measured best (None when none pays)."""
+    from mlfs_edge.config import SubnetConfig
+
+    if args.draft != "auto":
+        return SubnetConfig.parse(args.draft, engine.arch)
+    from transformers import AutoTokenizer
+
+    from mlfs_edge.data import load_text
+    from mlfs_edge.lm import token_stream
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or engine.tokenizer_dir())
+    calibration = token_stream(tokenizer, load_text("news").test, max_tokens=CALIBRATION_TOKENS)
+    candidates = draft_candidates(engine, model_path, target)
+    print(f"[draft auto] measuring {len(candidates)} candidate drafts for {target.name}: greedy agreement on "
+          f"{len(calibration)} held-out news tokens, decode cost on this CPU (cached after the first time)")
+    best, rows = engine.choose_draft(candidates, calibration, target=target, threads=args.threads)
+    for r in rows[:3]:
+        print(f"  {r.draft.name}: acceptance {r.acceptance:.0%}, cost {r.cost:.2f} of the target -> expected "
+              f"{r.speedup:.2f}x (k={r.k})")
+    if best is None:
+        print("[draft auto] no draft is expected to beat plain decoding here: decoding without one")
+        return None
+    print(f"[draft auto] drafting with {best.draft.name}")
+    return best.draft

@@ -7,10 +7,10 @@ Running needs only numpy and the native core; torch is imported only when packin
 
 from typing import Any
 
-from mlfs_edge.runtime.engine import Engine, PackedFileError, TokenStream, cpu_model
+from mlfs_edge.runtime.engine import DraftChoice, Engine, PackedFileError, TokenStream, cpu_model, expected_speedup
 
 _PACKER_NAMES = ("pack", "tokenizer_dir_for")
-__all__ = ["Engine", "PackedFileError", "TokenStream", "cpu_model", *_PACKER_NAMES]
+__all__ = ["DraftChoice", "Engine", "PackedFileError", "TokenStream", "cpu_model", "expected_speedup", *_PACKER_NAMES]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,12 +16,14 @@ logits for a packed classifier, else the pooled embedding [batch, hidden]. Token
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +222,16 @@ class Engine:
             return f"{cpu_model()}|crc={self.checksum:08x}|decode|prompt={seq}|threads={threads}"
         return f"{cpu_model()}|crc={self.checksum:08x}|seq={seq}|batch={batch}|threads={threads}"
 
+    def _filler_ids(self, n: int, seed: int) -> np.ndarray:
+        """Random ordinary token ids for timing (ids 1000-2000 skip special tokens in real vocabularies)."""
+        vocab = self.arch.vocab_size
+        low, high = (1000, 2000) if vocab > 2000 else (0, vocab)
+        return np.random.default_rng(seed).integers(low, high, size=n, dtype=np.int64)
+
     def _decode_ms_per_token(self, cfg: SubnetConfig, prompt: int, tokens: int, threads: int) -> float:
         """Median wall time between consecutive tokens of one greedy generation (the first tokens,
         which page the slice's weights in, are not counted)."""
-        ids = np.random.default_rng(0).integers(1000, 2000, size=prompt, dtype=np.int64)
+        ids = self._filler_ids(prompt, seed=0)
         warm = 4
         stream = self.stream(ids, subnet=cfg, max_new_tokens=warm + tokens, stop_tokens=[], threads=threads)
         stamps = [time.perf_counter() for _ in stream]
@@ -274,6 +282,63 @@ class Engine:
             atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
         return {cfg: table[cfg.to_json()] for cfg in candidates}
 
+    # --- speculative decoding: draft choice ---------------------------------------------------------
+    def draft_agreement(self, draft: SubnetConfig, ids: Sequence[int] | np.ndarray,
+                        target: SubnetConfig | None = None, threads: int = 1) -> float:
+        """Fraction of the positions of `ids` at which `draft`'s greedy next token is `target`'s
+        (teacher forced, one prefill each): the acceptance rate of greedy speculative decoding."""
+        want = self.logits(ids, target, threads=threads).argmax(-1)
+        got = self.logits(ids, draft, threads=threads).argmax(-1)
+        return float((want == got).mean())
+
+    def choose_draft(self, candidates: Iterable[SubnetConfig], calibration_ids: Sequence[int] | np.ndarray,
+                     target: SubnetConfig | None = None, threads: int = 1, k_max: int = 8,
+                     min_speedup: float = 1.05, use_cache: bool = True) -> tuple[DraftChoice | None, list[DraftChoice]]:
+        """The draft that speeds `target` up most on this CPU, or None when none is expected to beat
+        plain decoding by `min_speedup`; and every candidate's measurement (best first).
+
+        Acceptance = greedy agreement on `calibration_ids` (cached per file, target and text in
+        ``cache_dir()/draft_acceptance.json``); costs = decode step times from ``profile`` (cached
+        per CPU); the verification of k + 1 tokens is timed once here."""
+        target = target if target is not None else SubnetConfig.full(self.arch)
+        candidates = [c for c in dict.fromkeys(candidates) if c != target]
+        if not candidates:
+            raise ValueError("no draft candidate: give sub-networks smaller than the target")
+        ids = _token_array(calibration_ids)
+        if len(ids) < 16:
+            raise ValueError(f"calibration text too short to measure acceptance: {len(ids)} tokens (need >= 16)")
+        ms = self.profile([target, *candidates], seq=32, threads=threads, runs=16, use_cache=use_cache)
+        verify = self._verify_steps(target, threads) / ms[target]
+        cache_file = cache_dir() / "draft_acceptance.json"
+        cache = _read_json(cache_file) if use_cache else {}
+        digest = hashlib.sha1(ids.astype(np.int64).tobytes()).hexdigest()[:16]
+        key = f"crc={self.checksum:08x}|target={target.to_json()}|text={digest}"
+        table: dict[str, float] = dict(cache.get(key, {}))
+        for cfg in candidates:
+            if cfg.to_json() not in table:
+                table[cfg.to_json()] = self.draft_agreement(cfg, ids, target, threads)
+        if use_cache:
+            cache = _read_json(cache_file)
+            cache[key] = {**cache.get(key, {}), **table}
+            atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+        rows = []
+        for cfg in candidates:
+            cost = ms[cfg] / ms[target]
+            speedup, k = expected_speedup(table[cfg.to_json()], cost, verify, k_max)
+            rows.append(DraftChoice(cfg, table[cfg.to_json()], cost, k, speedup))
+        rows.sort(key=lambda r: -r.speedup)
+        return (rows[0] if rows[0].speedup >= min_speedup else None), rows
+
+    def _verify_steps(self, target: SubnetConfig, threads: int, tokens: int = 5) -> float:
+        """Median ms of one forward over `tokens` positions with their logits (a verification)."""
+        ids = self._filler_ids(tokens, seed=1)
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            self.logits(ids, target, threads=threads)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times[2:])
+
     def pick(self, budget_ms: float, accuracy_table: Mapping[SubnetConfig, float],
              latency_table: Mapping[SubnetConfig, float] | None = None, **profile_kwargs: Any) -> SubnetConfig:
         """The most accurate sub-network whose measured latency fits `budget_ms` (ties: the faster).
@@ -298,6 +363,35 @@ class Engine:
             raise ValueError(f"no sub-network runs within {budget_ms:g} ms on this CPU; the fastest candidate, "
                              f"{fastest.name}, takes {latency[fastest]:.2f} ms")
         return candidates[best]
+
+
+@dataclass(frozen=True)
+class DraftChoice:
+    """One candidate draft for a target, as measured on this CPU: its greedy agreement with the
+    target on calibration text (= greedy speculation's acceptance rate), its decode cost relative to
+    the target's, and the best expected speed-up over plain decoding with the k that gives it."""
+
+    draft: SubnetConfig
+    acceptance: float
+    cost: float  # draft ms per token / target ms per token
+    k: int
+    speedup: float
+
+
+def expected_speedup(acceptance: float, cost: float, verify_cost: float, k_max: int = 8) -> tuple[float, int]:
+    """(speed-up over plain decoding, k) for the best k <= k_max: a round drafts k tokens (k * cost)
+    and verifies them in one forward (verify_cost, in target decode steps) and emits on average
+    1 + a + ... + a^k tokens (acceptance a per token, independent). The same model as the engine's
+    adaptive k (csrc/engine/speculative.cpp)."""
+    a = min(max(acceptance, 0.0), 0.999)
+    best, best_k, gain, power = 0.0, 0, 1.0, 1.0
+    for k in range(1, k_max + 1):
+        power *= a
+        gain += power
+        speed = gain / (k * cost + verify_cost)
+        if speed > best:
+            best, best_k = speed, k
+    return best, best_k
 
 
 class TokenStream:
