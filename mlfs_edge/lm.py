@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,16 @@ class PerplexityResult:
     perplexity: float
     nll: float  # mean negative log-likelihood per predicted token (nats)
     tokens: int  # predicted tokens
+    # with perplexity(..., predictions=True): the greedy next token at every predicted position
+    predictions: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+
+def greedy_agreement(a: PerplexityResult, b: PerplexityResult) -> float:
+    """Fraction of positions where two models' greedy next tokens agree (teacher forced, the same
+    text and blocks): a draft's acceptance rate under greedy speculative decoding for a target."""
+    if a.predictions is None or b.predictions is None or a.predictions.shape != b.predictions.shape:
+        raise ValueError("greedy_agreement needs both results from perplexity(..., predictions=True) on the same text")
+    return float((a.predictions == b.predictions).float().mean())
 
 
 def token_stream(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[int]:  # noqa: ANN001
@@ -54,8 +64,9 @@ def token_blocks(ids: list[int], block_size: int, full_only: bool = False) -> li
 
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, tokenizer, texts: Sequence[str], block_size: int = 256,  # noqa: ANN001
-               max_tokens: int | None = None, batch_size: int = 4) -> PerplexityResult:
-    """Perplexity of a causal LM on `texts` (see the module notes for the recipe)."""
+               max_tokens: int | None = None, batch_size: int = 4, predictions: bool = False) -> PerplexityResult:
+    """Perplexity of a causal LM on `texts` (see the module notes for the recipe); with `predictions`
+    also its greedy next token at every predicted position."""
     if block_size < 2:
         raise ValueError(f"block_size must be at least 2 tokens, got {block_size}")
     ids = token_stream(tokenizer, texts, max_tokens)
@@ -64,6 +75,7 @@ def perplexity(model: torch.nn.Module, tokenizer, texts: Sequence[str], block_si
     blocks = token_blocks(ids, block_size)
     model.eval()
     nll_sum, count = 0.0, 0
+    argmax: list[torch.Tensor] = []
     # Equal-length blocks batch without padding; the shorter last block goes alone.
     for start in range(0, len(blocks), batch_size):
         chunk = blocks[start:start + batch_size]
@@ -74,8 +86,10 @@ def perplexity(model: torch.nn.Module, tokenizer, texts: Sequence[str], block_si
             nll_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                        reduction="sum").item()
             count += x[:, 1:].numel()
+            if predictions:
+                argmax.append(logits.argmax(-1).reshape(-1))
     nll = nll_sum / count
-    return PerplexityResult(math.exp(nll), nll, count)
+    return PerplexityResult(math.exp(nll), nll, count, torch.cat(argmax) if predictions else None)
 
 
 # --- classification with a decoder: label-word scoring ---------------------------------------------

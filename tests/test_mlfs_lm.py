@@ -219,8 +219,12 @@ def test_lm_train_eval_slice_commands(tmp_path, tiny_llama_dir, toy_text, capsys
     assert record["teacher_perplexity"] == pytest.approx(rows[-1]["perplexity_no_mlfs"])
     assert rows[-1]["perplexity"] != pytest.approx(rows[-1]["perplexity_no_mlfs"])
     assert 0 < record["eval_tokens"] <= 200
+    # acceptance as a draft for the full model (greedy agreement) on the run's text and on a second text
+    for key in ("draft_acceptance", "draft_acceptance_hamlet"):
+        assert rows[-1][key] == 1.0 and all(0.0 <= r[key] <= 1.0 for r in rows)
     assert result_json.with_suffix(".png").stat().st_size > 1000 and (run / "palette.md").is_file()
-    assert "ppl MLFS" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "ppl MLFS" in out_text and "draft accept. (hamlet)" in out_text
     # slice: a standalone causal LM with the supernet's outputs for that sub-network
     out = tmp_path / "small"
     assert main(["slice", "--supernet", str(run / "supernet"), "--subnet", "depth=2,heads=2,mlp=32",

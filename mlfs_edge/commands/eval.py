@@ -121,15 +121,17 @@ def classification_palette(args: argparse.Namespace, cfg: Any, summary: dict[str
 
 def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> tuple[dict, str, str]:
     """Decoders: held-out perplexity instead of accuracy (no stage 0: the pretrained LM is the teacher)."""
-    from mlfs_edge.data import load_lm_text
+    from mlfs_edge.data import load_lm_text, load_text
     from mlfs_edge.eval.palette_lm import evaluate_lm_palette, plot_lm_palette
     from mlfs_edge.report import markdown_table
     from mlfs_edge.train.run_folder import SUPERNET_DIR
 
     out = Path(cfg.out)
     corpus = load_lm_text(cfg.data, cfg.text_column)
+    # Draft acceptance also on a second kind of text (a play instead of news, or news for other data).
+    second = "hamlet" if cfg.data != "hamlet" else "news"
     result = evaluate_lm_palette(out / SUPERNET_DIR, corpus.test, list(args.palette or cfg.palette), cfg.block_size,
-                                 cfg.max_eval_tokens, rank=args.rank)
+                                 cfg.max_eval_tokens, rank=args.rank, draft_texts={second: load_text(second).test})
     record = {**_common(args, cfg, summary, result), "task": "causal_lm", "model": cfg.model,
               "split": "test", "teacher": summary["teacher"], "teacher_perplexity": result["teacher_perplexity"],
               "eval_tokens": result["eval_tokens"], "block_size": result["block_size"],
@@ -137,7 +139,9 @@ def _lm_palette(args: argparse.Namespace, cfg: Any, summary: dict[str, Any]) -> 
     table = markdown_table([{
         "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
         "fraction": f"{100 * r['param_fraction']:.1f}%", "ppl MLFS": f"{r['perplexity']:.2f}",
-        "ppl no MLFS": f"{r['perplexity_no_mlfs']:.2f}"} for r in result["rows"]])
+        "ppl no MLFS": f"{r['perplexity_no_mlfs']:.2f}",
+        f"draft accept. ({cfg.data})": f"{100 * r['draft_acceptance']:.1f}%",
+        f"draft accept. ({second})": f"{100 * r[f'draft_acceptance_{second}']:.1f}%"} for r in result["rows"]])
     plot_lm_palette(result, out / "palette.png", f"MLFS {cfg.model} on {cfg.data}: perplexity vs size")
     return record, table, (f"pretrained full model perplexity {result['teacher_perplexity']:.2f} on "
                            f"{result['eval_tokens']} held-out tokens ({cfg.data} test split, blocks of "

@@ -9,6 +9,7 @@ the pretrained model with the same importance order but without MLFS training
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,14 @@ from mlfs_edge.supernet.importance import ImportanceOrder, apply_order
 
 def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: list[str], block_size: int,
                         max_tokens: int | None = None, progress: bool = True,
-                        rank: int | None = None) -> dict[str, Any]:
+                        rank: int | None = None, draft_texts: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """Perplexity per palette member (MLFS and without MLFS), and its acceptance rate as a draft for
+    the MLFS full model under greedy speculative decoding (greedy agreement, teacher forced) on `texts`
+    (``draft_acceptance``) and on each of `draft_texts` (``draft_acceptance_<name>``)."""
     from tqdm.auto import tqdm
 
     from mlfs_edge.assets import resolve_model_path
-    from mlfs_edge.lm import perplexity
+    from mlfs_edge.lm import greedy_agreement, perplexity
     from mlfs_edge.models import load_causal_lm
     from mlfs_edge.supernet.folder import load_supernet
 
@@ -39,20 +43,27 @@ def evaluate_lm_palette(supernet_dir: str | Path, texts: list[str], palette: lis
     # Embeddings are tied to the LM head in SmolLM2: count each parameter once.
     embed = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) - full_layers
 
-    def ppl(m) -> Any:  # noqa: ANN001
-        return perplexity(m, tokenizer, texts, block_size=block_size, max_tokens=max_tokens)
+    def ppl(m, on: list[str] = texts, predictions: bool = False) -> Any:  # noqa: ANN001
+        return perplexity(m, tokenizer, on, block_size=block_size, max_tokens=max_tokens, predictions=predictions)
 
+    # The target of every draft: the MLFS supernet's full model, on each text.
+    extra = dict(draft_texts or {})
+    net.set_active(net.full)
+    target = {"": ppl(model, predictions=True), **{n: ppl(model, t, predictions=True) for n, t in extra.items()}}
     rows, full = [], None
     for cfg in tqdm(configs, desc="evaluate palette", unit="subnet", disable=not progress):
         net.set_active(cfg)
         teacher_net.set_active(cfg)
-        mlfs, plain = ppl(model), ppl(teacher)
+        mlfs, plain = ppl(model, predictions=True), ppl(teacher)
         if cfg == teacher_net.full:
             full = plain  # the pretrained full model: no need to measure it twice
-        rows.append({"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
-                     "total_params": cfg.layer_params(arch) + embed, "param_fraction": cfg.param_fraction(arch),
-                     "perplexity": mlfs.perplexity, "perplexity_no_mlfs": plain.perplexity,
-                     "nll": mlfs.nll, "nll_no_mlfs": plain.nll})
+        row = {"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
+               "total_params": cfg.layer_params(arch) + embed, "param_fraction": cfg.param_fraction(arch),
+               "perplexity": mlfs.perplexity, "perplexity_no_mlfs": plain.perplexity,
+               "nll": mlfs.nll, "nll_no_mlfs": plain.nll, "draft_acceptance": greedy_agreement(mlfs, target[""])}
+        for name, other in extra.items():
+            row[f"draft_acceptance_{name}"] = greedy_agreement(ppl(model, other, predictions=True), target[name])
+        rows.append(row)
     teacher_net.set_active(teacher_net.full)
     if full is None:
         full = ppl(teacher)
