@@ -111,3 +111,26 @@ def test_generate_with_a_draft(tiny_llama_dir, tmp_path, capsys, monkeypatch):
     assert "[draft auto] measuring" in text and "acceptance" in text and "expected" in text
     assert main([*base, "--draft", "heads=3"]) != 0
     assert "key/value groups" in capsys.readouterr().err
+
+
+def test_pack_with_a_vocab_order_and_a_cheap_draft_head(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFS_EDGE_CACHE", str(tmp_path / "cache"))
+    plain, ordered = tmp_path / "plain.mlfs", tmp_path / "ordered.mlfs"
+    assert main(["pack", str(tiny_llama_dir), str(plain)]) == 0
+    assert main(["pack", str(tiny_llama_dir), str(ordered), "--vocab-order", "news"]) == 0
+    assert "--draft-vocab 8192" in capsys.readouterr().out  # the next hint shows the cheap head
+    engine = Engine.load(ordered)
+    assert engine.vocab_ordered and "news" in engine.metadata["vocab_order"]
+    # the most frequent news tokens come first: ' the' (or ',', '.') among the first rows, not id order
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(engine.tokenizer_dir())
+    first = tok.convert_ids_to_tokens(list(engine._core.vocab_order[:8]))
+    assert {"Ġthe", ",", "."} & set(first) and list(engine._core.vocab_order[:8]) != list(range(8))
+    base = ["--prompt", "The council voted", "--raw", "--max-new-tokens", "10"]
+    assert main(["generate", str(plain), *base]) == 0
+    want = capsys.readouterr().out.splitlines()[0]
+    assert main(["generate", str(ordered), *base, "--draft", "depth=1,heads=4,mlp=64", "--draft-vocab", "4096"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == want and "scoring 4096 tokens" in lines[-1]
+    assert main(["generate", str(ordered), *base, "--draft", "auto"]) == 0
+    # in an ordered file head sizes are candidates: depth 1 x {all, 4096, 8192, 16384} + the target x 3 heads
+    assert "measuring 7 candidate drafts" in capsys.readouterr().out

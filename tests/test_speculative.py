@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from mlfs_edge.config import SubnetConfig
-from mlfs_edge.runtime import Engine, pack
+from mlfs_edge.runtime import Engine, frequency_order, pack
 
 VOCAB, LAYERS = 96, 4
 
@@ -27,7 +27,12 @@ def engines(tmp_path_factory) -> dict[str, Engine]:
     with torch.no_grad():  # peakier next-token distributions than a random init gives: drafts then agree often
         model.model.embed_tokens.weight.mul_(6.0)
     out = tmp_path_factory.mktemp("speculative")
-    return {dtype: Engine.load(pack(model, out / f"tiny-{dtype}.mlfs", dtype=dtype)) for dtype in ("fp32", "int8")}
+    engines = {dtype: Engine.load(pack(model, out / f"tiny-{dtype}.mlfs", dtype=dtype)) for dtype in ("fp32", "int8")}
+    # the same model with its vocabulary stored in another order (an elastic head for drafts)
+    order = frequency_order(np.random.default_rng(5).zipf(1.3, 4000) % VOCAB, VOCAB)
+    engines["fp32-ordered"] = Engine.load(pack(model, out / "tiny-ordered.mlfs", vocab_order=order,
+                                               vocab_order_source="test"))
+    return engines
 
 
 def _prefix(depth: int, heads: int = 4, mlp: int = 96) -> SubnetConfig:
@@ -187,3 +192,48 @@ def test_choose_draft_measures_acceptance_and_cost(engines, tmp_path, monkeypatc
         engine.choose_draft(candidates, ids[:8])
     with pytest.raises(ValueError, match="no draft candidate"):
         engine.choose_draft([_prefix(LAYERS)], ids)
+
+
+def test_frequency_order():
+    assert frequency_order([3, 3, 1, 3, 1, 0], 5) == [3, 1, 0, 2, 4]  # by count, ties and unseen by id
+
+
+def test_elastic_vocabulary_head(engines, tmp_path):
+    plain, ordered = engines["fp32"], engines["fp32-ordered"]
+    assert ordered.vocab_ordered and not plain.vocab_ordered
+    assert ordered.metadata["vocab_order"] == "test"
+    ids = np.random.default_rng(2).integers(0, VOCAB, size=20)
+    full = plain.logits(ids)
+    np.testing.assert_allclose(ordered.logits(ids), full, rtol=1e-5, atol=1e-5)  # ids in and out unchanged
+    assert ordered.generate(PROMPT, max_new_tokens=30, stop_tokens=[]) == plain.generate(
+        PROMPT, max_new_tokens=30, stop_tokens=[])
+    # a head of 32 rows scores the 32 most frequent tokens, -inf elsewhere
+    order = np.array(ordered._core.vocab_order)
+    part = ordered.logits(ids, vocab=32)
+    assert np.isneginf(part[:, order[32:]]).all()
+    np.testing.assert_allclose(part[:, order[:32]], full[:, order[:32]], rtol=1e-5, atol=1e-5)
+    # speculation with the draft scoring 32 or 64 tokens: greedy output still plain decoding's
+    want = plain.generate(PROMPT, max_new_tokens=40, stop_tokens=[])
+    for vocab in (32, 64):
+        for draft in (_prefix(2), _prefix(LAYERS)):
+            stream = ordered.stream(PROMPT, max_new_tokens=40, stop_tokens=[], draft=draft, draft_k=3,
+                                    adaptive=False, draft_vocab=vocab)
+            assert list(stream) == want and stream.speculation["rounds"] > 0
+    _, rows = ordered.choose_draft([(_prefix(LAYERS), 32), (_prefix(1), None)], ids.tolist() * 2,
+                                   use_cache=False)
+    assert {r.name for r in rows} == {"L4-H4-F96+V32", "L1-H4-F96"}
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ordered.generate(PROMPT, draft=_prefix(1), draft_vocab=33)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ordered.logits(ids, vocab=40)
+
+
+def test_pack_refuses_a_bad_vocab_order(tmp_path):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(ValueError, match="permutation of the 64 token ids"):
+        pack(model, tmp_path / "bad.mlfs", vocab_order=[0] * 64)
+    with pytest.raises(ValueError, match="permutation"):
+        pack(model, tmp_path / "short.mlfs", vocab_order=list(range(63)))
+    assert not (tmp_path / "bad.mlfs").exists()

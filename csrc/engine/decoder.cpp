@@ -12,13 +12,13 @@ namespace mlfs {
 
 struct Decoder::Workspace {
   std::size_t tokens = 0, positions = 0, slots = 0;
-  std::vector<float> x, xn, q, k, v, ctx, gate, up, last;
+  std::vector<float> x, xn, q, k, v, ctx, gate, up, last, head;  // head: logits in the file's row order
   std::vector<float> kt, vt, scores;  // per thread slot: K^T [dh, positions], V [positions, dh], [tokens, positions]
   std::vector<float> cos, sin;        // RoPE tables [tokens, dh / 2]
 
   std::size_t bytes() const {
     auto f = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
-    return f(x) + f(xn) + f(q) + f(k) + f(v) + f(ctx) + f(gate) + f(up) + f(last) + f(kt) + f(vt) + f(scores) +
+    return f(x) + f(xn) + f(q) + f(k) + f(v) + f(ctx) + f(gate) + f(up) + f(last) + f(head) + f(kt) + f(vt) + f(scores) +
            f(cos) + f(sin);
   }
 };
@@ -58,6 +58,22 @@ Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTa
     L.attn_norm = f32(p + "attn_norm.w", {H});
     L.mlp_norm = f32(p + "mlp_norm.w", {H});
     layers_.push_back(L);
+  }
+  // Optional vocabulary order: head (and embedding) row r holds token order[r]. Stored as fp32
+  // (exact for ids < 2^24) so the format needs no integer dtype; checked to be a permutation.
+  if (file_->find("vocab.order") != nullptr) {
+    const float* order = f32("vocab.order", {d.vocab_size});
+    id_of_row_.resize(d.vocab_size);
+    row_of_id_.assign(d.vocab_size, -1);
+    for (std::uint32_t r = 0; r < d.vocab_size; ++r) {
+      const float v = order[r];
+      if (!(v >= 0.f && v < static_cast<float>(d.vocab_size)) || v != std::floor(v) ||
+          row_of_id_[static_cast<std::size_t>(v)] >= 0)
+        throw PackedFileError(file_->path() + ": tensor 'vocab.order' is not a permutation of the vocabulary "
+                              "(re-pack the file)");
+      id_of_row_[r] = static_cast<std::int32_t>(v);
+      row_of_id_[static_cast<std::size_t>(v)] = static_cast<std::int32_t>(r);
+    }
   }
   // transformers: inv_freq = 1 / theta^(arange(0, dh, 2) / dh) in fp32, divided by the linear factor.
   for (std::uint32_t i = 0; i < dh / 2; ++i) {
@@ -149,8 +165,11 @@ void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, 
 }
 
 void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, const SubnetSpec& subnet, int threads,
-                      float* logits, bool all_logits) {
+                      float* logits, bool all_logits, std::size_t head_rows) {
   if (n == 0) throw std::invalid_argument("forward needs at least one token");
+  if (head_rows > dims_.vocab_size || (head_rows % 32 != 0 && head_rows != dims_.vocab_size))
+    throw std::invalid_argument("a head of " + std::to_string(head_rows) + " rows: the scored vocabulary must be a "
+                                "multiple of 32 (whole weight panels) and at most " + std::to_string(dims_.vocab_size));
   if (threads < 1 || threads > 256) throw std::invalid_argument("threads must be between 1 and 256");
   // A cache with more slots serves a depth-prefix of its sub-network (a speculative draft sharing
   // the target's cache): the first slots must match.
@@ -199,7 +218,10 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
       w.cos[t * dh / 2 + i] = std::cos(angle);
       w.sin[t * dh / 2 + i] = std::sin(angle);
     }
-  for (std::size_t t = 0; t < n; ++t) embed_.column(static_cast<std::size_t>(ids[t]), w.x.data() + t * H);
+  for (std::size_t t = 0; t < n; ++t) {
+    const auto id = static_cast<std::size_t>(ids[t]);
+    embed_.column(row_of_id_.empty() ? id : static_cast<std::size_t>(row_of_id_[id]), w.x.data() + t * H);
+  }
 
   const float eps = dims_.layer_norm_eps;
   auto rmsnorm = [&](const float* x, const float* gamma, float* out, std::size_t rows) {
@@ -243,7 +265,23 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
   const std::size_t rows = all_logits ? n : 1;
   const float* xs = w.x.data() + (all_logits ? 0 : (n - 1) * H);
   rmsnorm(xs, final_norm_, w.xn.data(), rows);
-  lin_.run({{&head_, logits}}, V, H, w.xn.data(), H, rows, V, threads);
+  const std::size_t scored = head_rows == 0 ? V : head_rows;
+  if (id_of_row_.empty() && scored == V) {
+    lin_.run({{&head_, logits}}, V, H, w.xn.data(), H, rows, V, threads);
+    return;
+  }
+  // A prefix of the head's rows (a pointer and a stride, like every slice), then back to token ids.
+  w.head.resize(rows * scored);
+  lin_.run({{&head_, w.head.data()}}, scored, H, w.xn.data(), H, rows, scored, threads);
+  for (std::size_t i = 0; i < rows; ++i) {
+    float* out = logits + i * V;
+    const float* in = w.head.data() + i * scored;
+    if (scored < V) std::fill(out, out + V, -INFINITY);
+    if (id_of_row_.empty())
+      std::copy(in, in + scored, out);
+    else
+      for (std::size_t r = 0; r < scored; ++r) out[id_of_row_[r]] = in[r];
+  }
 }
 
 // --- Generation ----------------------------------------------------------------------------------

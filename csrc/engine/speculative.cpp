@@ -66,6 +66,9 @@ Speculator::Speculator(Decoder& decoder, const SubnetSpec& target, SpeculationPa
   if (params_.k < 1 || params_.k > params_.k_max)
     throw std::invalid_argument("the first round's k must be in 1..k_max, got " + std::to_string(params_.k));
   draft_logits_.resize(vocab_);
+  if (params_.draft_vocab > vocab_ || (params_.draft_vocab % 32 != 0 && params_.draft_vocab != vocab_))
+    throw std::invalid_argument("draft_vocab must be a multiple of 32 up to the vocabulary (" + std::to_string(vocab_) +
+                                "), or 0 for all; got " + std::to_string(params_.draft_vocab));
 }
 
 std::size_t Speculator::next_k(std::size_t limit) const {
@@ -97,7 +100,8 @@ void Speculator::plain_step(double seconds) {
 }
 
 void Speculator::draft_forward(const std::int32_t* ids, std::size_t n, KvCache& target_cache, int threads) {
-  decoder_.forward(ids, n, shared_ ? target_cache : *cache_, params_.draft, threads, draft_logits_.data(), false);
+  decoder_.forward(ids, n, shared_ ? target_cache : *cache_, params_.draft, threads, draft_logits_.data(), false,
+                   params_.draft_vocab);
 }
 
 std::vector<std::int32_t> Speculator::round(const std::vector<std::int32_t>& history, KvCache& target_cache,

@@ -121,7 +121,7 @@ void register_decoder(py::module_& m) {
       .def("validate", [](const mlfs::Decoder& d, const Layers& layers) { d.validate(to_spec(layers)); },
            py::arg("layers"))
       .def("logits", [](mlfs::Decoder& d, const py::array& ids, const Layers& layers, int threads,
-                        const std::string& cache) {
+                        const std::string& cache, std::size_t head_rows) {
         const std::vector<std::int32_t> tok = token_ids(d, ids);
         if (tok.empty()) throw py::value_error("token ids must hold at least one token");
         const mlfs::SubnetSpec spec = to_spec(layers);
@@ -131,18 +131,22 @@ void register_decoder(py::module_& m) {
         float* dst = out.mutable_data();
         {
           py::gil_scoped_release release;
-          d.forward(tok.data(), tok.size(), kv, spec, threads, dst, true);
+          d.forward(tok.data(), tok.size(), kv, spec, threads, dst, true, head_rows);
         }
         return out;
       }, py::arg("ids"), py::arg("layers"), py::arg("threads") = 1, py::arg("cache_dtype") = "fp32",
-         "Logits [n, vocab] of every position of `ids` (one prefill on a fresh cache).")
+         py::arg("head_rows") = 0,
+         "Logits [n, vocab] of every position of `ids` (one prefill on a fresh cache); head_rows > 0 scores only "
+         "the first head_rows rows of the (frequency-ordered) vocabulary, -inf elsewhere.")
+      .def_property_readonly("vocab_order", &mlfs::Decoder::vocab_order,
+                             "Token id of each LM-head row (most frequent first); empty when in id order.")
       .def("start", [](const std::shared_ptr<mlfs::Decoder>& d, const py::array& prompt, const Layers& layers,
                        std::size_t max_new_tokens, float temperature, std::uint32_t top_k, float top_p,
                        float repetition_penalty, std::uint64_t seed, const std::vector<std::int64_t>& stop_tokens,
                        const std::string& cache, int threads, const std::optional<Layers>& draft, std::size_t draft_k,
-                       std::size_t draft_k_max, bool adaptive) {
+                       std::size_t draft_k_max, bool adaptive, std::size_t draft_vocab) {
         mlfs::GenerationParams p;
-        if (draft) p.speculation = mlfs::SpeculationParams{to_spec(*draft), draft_k_max, draft_k, adaptive};
+        if (draft) p.speculation = mlfs::SpeculationParams{to_spec(*draft), draft_k_max, draft_k, adaptive, draft_vocab};
         p.max_new_tokens = max_new_tokens;
         for (std::int64_t t : stop_tokens) {
           if (t < 0 || t >= static_cast<std::int64_t>(d->dims().vocab_size))
@@ -157,6 +161,7 @@ void register_decoder(py::module_& m) {
          py::arg("top_k") = 0, py::arg("top_p") = 1.f, py::arg("repetition_penalty") = 1.f, py::arg("seed") = 0,
          py::arg("stop_tokens") = std::vector<std::int64_t>{}, py::arg("cache_dtype") = "fp32", py::arg("threads") = 1,
          py::arg("draft") = py::none(), py::arg("draft_k") = 4, py::arg("draft_k_max") = 8, py::arg("adaptive") = true,
+         py::arg("draft_vocab") = 0,
          "Validate and start a generation of `prompt` on the sub-network (with `draft`: speculative decoding, "
          "the draft sub-network proposing draft_k tokens per round, adapted up to draft_k_max); call next() for "
          "each token.");

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "verifies them (greedy output unchanged). 'auto' measures candidates here (acceptance on "
                         "held-out news text x decode cost on this CPU, cached) and uses the best one, or none when "
                         "none is expected to be faster than plain decoding")
+    p.add_argument("--draft-vocab", type=int, default=None, metavar="N",
+                   help="the draft scores only the first N tokens of the file's vocabulary order (a multiple of 32; "
+                        "pack with --vocab-order so they are the most frequent): a cheaper draft head, outputs "
+                        "unchanged")
     p.add_argument("--draft-k", type=int, default=4,
                    help="draft tokens per round to start with; adapted to the measured acceptance (default: "
                         "%(default)s)")
@@ -121,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {model_path} was packed from a plain model (no importance order, no MLFS training), so "
               f"{cfg.name} is an untrained slice and its text will be poor; for trained sub-networks: mlfs-edge train "
               "--config configs/mlfs_smollm2_news.toml, then mlfs-edge pack RUN_FOLDER")
-    draft = choose_draft(engine, model_path, cfg, args) if args.draft else None
+    draft, draft_vocab = choose_draft(engine, model_path, cfg, args) if args.draft else (None, None)
     stream = engine.stream(ids, subnet=cfg, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                            seed=args.seed, threads=args.threads, cache_dtype=args.cache_dtype, draft=draft,
-                           draft_k=args.draft_k, draft_k_max=max(8, args.draft_k))
+                           draft_k=args.draft_k, draft_k_max=max(8, args.draft_k), draft_vocab=draft_vocab)
     out: list[int] = []
     shown = ""
     for token in stream:
@@ -141,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
           f"{stream.prefill_tok_s:.1f} tok/s; {stream.generated} new tokens: decode {stream.decode_tok_s:.1f} tok/s")
     spec = stream.speculation
     if spec is not None:
-        print(f"[draft {draft.name}] {spec['accepted']}/{spec['drafted']} drafted tokens accepted "
+        vocab = f" scoring {draft_vocab} tokens" if draft_vocab else ""
+        print(f"[draft {draft.name}{vocab}] {spec['accepted']}/{spec['drafted']} drafted tokens accepted "
               f"({spec['acceptance_rate']:.0%}), {spec['tokens_per_round']:.2f} tokens per verification over "
               f"{spec['rounds']} rounds, {spec['plain_steps']} plain steps"
               f"{', KV cache shared with the target' if spec['shared_cache'] else ''}")
@@ -166,11 +171,12 @@ def draft_candidates(engine, model_path: Path, target: SubnetConfig) -> list[Sub
 
 
 def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.Namespace):  # noqa: ANN001, ANN201
-    """--draft: a parsed sub-network, or for 'auto' the measured best (None when none pays)."""
+    """--draft: (a parsed sub-network, --draft-vocab), or for 'auto' the measured best over the
+    candidates and, in a frequency-ordered file, a few head sizes ((None, None) when none pays)."""
     from mlfs_edge.config import SubnetConfig
 
     if args.draft != "auto":
-        return SubnetConfig.parse(args.draft, engine.arch)
+        return SubnetConfig.parse(args.draft, engine.arch), args.draft_vocab
     from transformers import AutoTokenizer
 
     from mlfs_edge.data import load_text
@@ -178,15 +184,22 @@ def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or engine.tokenizer_dir())
     calibration = token_stream(tokenizer, load_text("news").test, max_tokens=CALIBRATION_TOKENS)
-    candidates = draft_candidates(engine, model_path, target)
+    subnets = draft_candidates(engine, model_path, target)
+    vocab = engine.arch.vocab_size
+    heads = [None] + ([v for v in (args.draft_vocab, 4096, 8192, 16384) if v and v < vocab]
+                      if engine.vocab_ordered else [])
+    candidates = [(c, v) for c in subnets for v in dict.fromkeys(heads)]
+    if engine.vocab_ordered:  # the target itself with a cheap head is a draft too
+        candidates += [(target, v) for v in dict.fromkeys(heads) if v]
     print(f"[draft auto] measuring {len(candidates)} candidate drafts for {target.name}: greedy agreement on "
-          f"{len(calibration)} held-out news tokens, decode cost on this CPU (cached after the first time)")
+          f"{len(calibration)} held-out news tokens, draft and verification cost on this CPU (cached after the "
+          "first time)")
     best, rows = engine.choose_draft(candidates, calibration, target=target, threads=args.threads)
     for r in rows[:3]:
-        print(f"  {r.draft.name}: acceptance {r.acceptance:.0%}, cost {r.cost:.2f} of the target -> expected "
+        print(f"  {r.name}: acceptance {r.acceptance:.0%}, cost {r.cost:.2f} of the target -> expected "
               f"{r.speedup:.2f}x (k={r.k})")
     if best is None:
         print("[draft auto] no draft is expected to beat plain decoding here: decoding without one")
-        return None
-    print(f"[draft auto] drafting with {best.draft.name}")
-    return best.draft
+        return None, None
+    print(f"[draft auto] drafting with {best.name}")
+    return best.draft, best.vocab

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-dtype", choices=["fp32", "fp16", "int8", "q4"], default=None,
                    help="decoders: storage of the LM head / embedding table when it should differ from --dtype "
                         "(e.g. fp16 in an int8 or q4 file; default: --dtype)")
+    p.add_argument("--vocab-order", default=None, metavar="TEXT",
+                   help="decoders: store the vocabulary most frequent first, counted on TEXT's training split (a "
+                        "bundled corpus: news, hamlet; or a .txt/.jsonl file), so a speculative draft can score "
+                        "only the first N tokens (`generate --draft-vocab N`); token ids are unchanged")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
                         "first token; a classifier always uses cls")
@@ -60,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
                                 "save_pretrained, e.g. runs/demo/teacher")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
     model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
+    order = _frequency_order(model_dir, args.vocab_order) if args.vocab_order else None
     path = pack(model, out, dtype=args.dtype, pooling=args.pooling, lora=lora, head_dtype=args.head_dtype,
-                tokenizer=model_dir if has_tokenizer else None, source=str(model_dir))
+                tokenizer=model_dir if has_tokenizer else None, source=str(model_dir), vocab_order=order,
+                vocab_order_source=f"token frequency on {args.vocab_order} (train split)" if order else None)
     engine = Engine.load(path)
     if engine.kind == "decoder":
         a = engine.arch
@@ -74,8 +80,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"tokenizer saved to {engine.tokenizer_dir()}")
     target = args.model_dir if run_dir is not None and args.out is None else path
     if engine.kind == "decoder":
-        print(f"Next: mlfs-edge generate {path} --prompt 'Once upon a time' [--subnet depth=24]")
+        draft = " --draft auto" + (" --draft-vocab 8192" if order else "")
+        print(f"Next: mlfs-edge generate {path} --prompt 'Once upon a time' [--subnet depth=24] [{draft.strip()}]")
     else:
         print(f"Next: mlfs-edge run {target} --text 'some text' [--subnet depth=3,heads=6,mlp=768 | --budget-ms 5]")
     return 0
 
+
+
+def _frequency_order(model_dir, text: str) -> list[int]:  # noqa: ANN001
+    """Token ids by frequency on the training split of `text`, tokenized with the model's tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from mlfs_edge.data import load_lm_text
+    from mlfs_edge.lm import token_stream
+    from mlfs_edge.runtime import frequency_order
+
+    if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"--vocab-order counts tokens with the model's tokenizer, and {model_dir} has none")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = token_stream(tokenizer, load_lm_text(text).train)
+    return frequency_order(ids, AutoConfig.from_pretrained(model_dir).vocab_size)

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlfs_edge.runtime.engine import DraftChoice, Engine, PackedFileError, TokenStream, cpu_model, expected_speedup
 
-_PACKER_NAMES = ("pack", "tokenizer_dir_for")
+_PACKER_NAMES = ("frequency_order", "pack", "tokenizer_dir_for")
 __all__ = ["DraftChoice", "Engine", "PackedFileError", "TokenStream", "cpu_model", "expected_speedup", *_PACKER_NAMES]
 
 

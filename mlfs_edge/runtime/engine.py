@@ -160,17 +160,24 @@ class Engine:
         return [int(i) for i in ids]
 
     def logits(self, ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None, threads: int = 1,
-               cache_dtype: str = "fp32") -> np.ndarray:
-        """float32 [n, vocab]: the next-token logits at every position of `ids` (one prefill)."""
+               cache_dtype: str = "fp32", vocab: int | None = None) -> np.ndarray:
+        """float32 [n, vocab]: the next-token logits at every position of `ids` (one prefill). With
+        `vocab`, only the first `vocab` tokens of the file's vocabulary order are scored (a multiple
+        of 32; the others are -inf): what a speculative draft with an elastic head sees."""
         self._require_decoder()
         _check_threads(threads)
-        return self._core.logits(_token_array(ids), self._layers(subnet), threads, cache_dtype)
+        return self._core.logits(_token_array(ids), self._layers(subnet), threads, cache_dtype, vocab or 0)
+
+    @property
+    def vocab_ordered(self) -> bool:
+        """Whether the file stores its vocabulary most frequent first (``pack(vocab_order=...)``)."""
+        return len(self._core.vocab_order) > 0
 
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
                max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, seed: int = 0, stop_tokens: Iterable[int] | None = None,
                threads: int = 1, cache_dtype: str = "fp32", draft: SubnetConfig | None = None, draft_k: int = 4,
-               draft_k_max: int = 8, adaptive: bool = True) -> TokenStream:
+               draft_k_max: int = 8, adaptive: bool = True, draft_vocab: int | None = None) -> TokenStream:
         """An iterator over the new token ids of `subnet` continuing `prompt_ids`, computed one at a
         time in C++ (greedy at temperature 0, else temperature / top-k / top-p sampling, seeded).
         Stops after `max_new_tokens`, after a stop token (default: the model's end-of-sequence ids;
@@ -181,7 +188,9 @@ class Engine:
         With `draft` (a smaller sub-network of the same file): self-speculative decoding. The draft
         proposes `draft_k` tokens per round (adapted between 0 and `draft_k_max` to the measured
         acceptance and costs when `adaptive`), `subnet` verifies them in one forward. Greedy output is
-        identical to decoding without a draft; sampled tokens keep `subnet`'s distribution."""
+        identical to decoding without a draft; sampled tokens keep `subnet`'s distribution.
+        `draft_vocab` (a multiple of 32) lets the draft score only that many tokens of the file's
+        vocabulary order — its head then costs draft_vocab / vocab of the full one."""
         self._require_decoder()
         _check_threads(threads)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -199,7 +208,7 @@ class Engine:
         core = self._core.start(_token_array(prompt_ids), self._layers(subnet), min(max_new_tokens, 2**62),
                                 float(temperature), top_k, float(top_p), float(repetition_penalty), seed, stops,
                                 cache_dtype, threads, None if draft is None else self._layers(draft), draft_k,
-                                draft_k_max, bool(adaptive))
+                                draft_k_max, bool(adaptive), draft_vocab or 0)
         return TokenStream(core)
 
     def generate(self, prompt_ids: Sequence[int] | np.ndarray, subnet: SubnetConfig | None = None,
@@ -284,60 +293,77 @@ class Engine:
 
     # --- speculative decoding: draft choice ---------------------------------------------------------
     def draft_agreement(self, draft: SubnetConfig, ids: Sequence[int] | np.ndarray,
-                        target: SubnetConfig | None = None, threads: int = 1) -> float:
-        """Fraction of the positions of `ids` at which `draft`'s greedy next token is `target`'s
-        (teacher forced, one prefill each): the acceptance rate of greedy speculative decoding."""
+                        target: SubnetConfig | None = None, threads: int = 1, vocab: int | None = None) -> float:
+        """Fraction of the positions of `ids` at which `draft`'s greedy next token (scoring `vocab`
+        tokens, default all) is `target`'s (teacher forced, one prefill each): the acceptance rate of
+        greedy speculative decoding."""
         want = self.logits(ids, target, threads=threads).argmax(-1)
-        got = self.logits(ids, draft, threads=threads).argmax(-1)
+        got = self.logits(ids, draft, threads=threads, vocab=vocab).argmax(-1)
         return float((want == got).mean())
 
-    def choose_draft(self, candidates: Iterable[SubnetConfig], calibration_ids: Sequence[int] | np.ndarray,
-                     target: SubnetConfig | None = None, threads: int = 1, k_max: int = 8,
-                     min_speedup: float = 1.05, use_cache: bool = True) -> tuple[DraftChoice | None, list[DraftChoice]]:
+    def choose_draft(self, candidates: Iterable[SubnetConfig | tuple[SubnetConfig, int | None]],
+                     calibration_ids: Sequence[int] | np.ndarray, target: SubnetConfig | None = None,
+                     threads: int = 1, k_max: int = 8, min_speedup: float = 1.05,
+                     use_cache: bool = True) -> tuple[DraftChoice | None, list[DraftChoice]]:
         """The draft that speeds `target` up most on this CPU, or None when none is expected to beat
-        plain decoding by `min_speedup`; and every candidate's measurement (best first).
+        plain decoding by `min_speedup`; and every candidate's measurement (best first). A candidate
+        is a sub-network, or (sub-network, vocab) for a draft with an elastic head.
 
         Acceptance = greedy agreement on `calibration_ids` (cached per file, target and text in
-        ``cache_dir()/draft_acceptance.json``); costs = decode step times from ``profile`` (cached
-        per CPU); the verification of k + 1 tokens is timed once here."""
+        ``cache_dir()/draft_acceptance.json``). Costs are measured in a short speculative generation
+        per candidate (draft time per token and verification time, shared KV cache and elastic head
+        included), relative to the target's plain decode step (``profile``); cached per CPU."""
         target = target if target is not None else SubnetConfig.full(self.arch)
-        candidates = [c for c in dict.fromkeys(candidates) if c != target]
-        if not candidates:
+        pairs = [c if isinstance(c, tuple) else (c, None) for c in candidates]
+        # the target itself drafts only with a smaller head
+        full_vocab = self.arch.vocab_size
+        pairs = [p for p in dict.fromkeys(pairs) if p[0] != target or (p[1] or full_vocab) < full_vocab]
+        if not pairs:
             raise ValueError("no draft candidate: give sub-networks smaller than the target")
         ids = _token_array(calibration_ids)
         if len(ids) < 16:
             raise ValueError(f"calibration text too short to measure acceptance: {len(ids)} tokens (need >= 16)")
-        ms = self.profile([target, *candidates], seq=32, threads=threads, runs=16, use_cache=use_cache)
-        verify = self._verify_steps(target, threads) / ms[target]
+        plain_ms = self.profile([target], seq=32, threads=threads, runs=16, use_cache=use_cache)[target]
         cache_file = cache_dir() / "draft_acceptance.json"
         cache = _read_json(cache_file) if use_cache else {}
         digest = hashlib.sha1(ids.astype(np.int64).tobytes()).hexdigest()[:16]
         key = f"crc={self.checksum:08x}|target={target.to_json()}|text={digest}"
         table: dict[str, float] = dict(cache.get(key, {}))
-        for cfg in candidates:
-            if cfg.to_json() not in table:
-                table[cfg.to_json()] = self.draft_agreement(cfg, ids, target, threads)
+        rows = []
+        for cfg, vocab in pairs:
+            name = f"{cfg.to_json()}|vocab={vocab or 0}"
+            if name not in table:
+                table[name] = self.draft_agreement(cfg, ids, target, threads, vocab)
+            draft_ms, verify_ms = self._speculation_costs(target, cfg, vocab, ids, threads, use_cache)
+            speedup, k = expected_speedup(table[name], draft_ms / plain_ms, verify_ms / plain_ms, k_max)
+            rows.append(DraftChoice(cfg, table[name], draft_ms / plain_ms, k, speedup, vocab))
         if use_cache:
             cache = _read_json(cache_file)
             cache[key] = {**cache.get(key, {}), **table}
             atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
-        rows = []
-        for cfg in candidates:
-            cost = ms[cfg] / ms[target]
-            speedup, k = expected_speedup(table[cfg.to_json()], cost, verify, k_max)
-            rows.append(DraftChoice(cfg, table[cfg.to_json()], cost, k, speedup))
         rows.sort(key=lambda r: -r.speedup)
         return (rows[0] if rows[0].speedup >= min_speedup else None), rows
 
-    def _verify_steps(self, target: SubnetConfig, threads: int, tokens: int = 5) -> float:
-        """Median ms of one forward over `tokens` positions with their logits (a verification)."""
-        ids = self._filler_ids(tokens, seed=1)
-        times = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            self.logits(ids, target, threads=threads)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times[2:])
+    def _speculation_costs(self, target: SubnetConfig, draft: SubnetConfig, vocab: int | None,
+                           ids: np.ndarray, threads: int, use_cache: bool) -> tuple[float, float]:
+        """(draft ms per token, ms per verification of 5 positions) from a short speculative
+        generation with k = 4; cached per CPU in ``engine_profiles.json``."""
+        cache_file = cache_dir() / "engine_profiles.json"
+        key = f"{cpu_model()}|crc={self.checksum:08x}|speculation|threads={threads}"
+        name = f"{target.to_json()}|{draft.to_json()}|vocab={vocab or 0}"
+        cached = (_read_json(cache_file) if use_cache else {}).get(key, {}).get(name)
+        if cached is not None:
+            return float(cached[0]), float(cached[1])
+        stream = self.stream(ids[:32], subnet=target, max_new_tokens=29, stop_tokens=[], threads=threads, draft=draft,
+                             draft_k=4, adaptive=False, draft_vocab=vocab)
+        list(stream)
+        stats = stream.speculation
+        costs = (stats["draft_seconds"] * 1e3 / stats["drafted"], stats["verify_seconds"] * 1e3 / stats["rounds"])
+        if use_cache:
+            cache = _read_json(cache_file)
+            cache.setdefault(key, {})[name] = list(costs)
+            atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+        return costs
 
     def pick(self, budget_ms: float, accuracy_table: Mapping[SubnetConfig, float],
              latency_table: Mapping[SubnetConfig, float] | None = None, **profile_kwargs: Any) -> SubnetConfig:
@@ -376,6 +402,11 @@ class DraftChoice:
     cost: float  # draft ms per token / target ms per token
     k: int
     speedup: float
+    vocab: int | None = None  # tokens the draft scores (None: the whole vocabulary)
+
+    @property
+    def name(self) -> str:
+        return self.draft.name + (f"+V{self.vocab}" if self.vocab else "")
 
 
 def expected_speedup(acceptance: float, cost: float, verify_cost: float, k_max: int = 8) -> tuple[float, int]:

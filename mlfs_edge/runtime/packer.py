@@ -14,7 +14,7 @@ low-rank path beside the sliced base, or merged into the base weights before qua
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,8 @@ def _store_table(out: dict[str, np.ndarray], name: str, table: torch.Tensor, dty
 def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dtype: str = "fp32",
          lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
          importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
-         source: str | None = None, head_dtype: str | None = None) -> Path:
+         source: str | None = None, head_dtype: str | None = None,
+         vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None) -> Path:
     """Write `model` to `path`: a BertModel or BertForSequenceClassification (an encoder file), or a
     Llama-family causal LM (a decoder file: LlamaForCausalLM / Qwen2ForCausalLM, e.g. SmolLM2 or a
     decoder supernet folder written by `mlfs-edge train`), or the folder of either.
@@ -136,6 +137,10 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     tokenizer: a tokenizer (or its folder) to save next to the file, in `tokenizer_dir_for(path)`.
     head_dtype: decoders: the LM head's (and the embedding table's) storage when it should differ
         from `dtype` (e.g. "fp16" in an int8 or q4 file); default: `dtype`.
+    vocab_order: decoders: a permutation of the token ids, most frequent first (see
+        `frequency_order`); the LM head and embedding rows are stored in that order so that a
+        speculative draft can score a prefix of the vocabulary (an elastic head). Token ids in and out
+        of the engine are unchanged. `vocab_order_source` says where the counts came from.
     """
     if dtype not in DTYPE_CODES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CODES)}, got {dtype!r}")
@@ -147,7 +152,10 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         if lora or hasattr(loaded, "peft_config"):
             raise ValueError("unmerged LoRA adapters are packed for encoders only; pack the decoder supernet "
                              "folder `mlfs-edge train` wrote (adapters merged)")
-        return _pack_decoder(loaded, path, dtype, importance_order, tokenizer, src_name, head_dtype or dtype)
+        return _pack_decoder(loaded, path, dtype, importance_order, tokenizer, src_name, head_dtype or dtype,
+                             vocab_order, vocab_order_source)
+    if vocab_order is not None:
+        raise ValueError("vocab_order is for decoders (their LM head)")
     if dtype == "q4":
         raise ValueError("4-bit (q4) files are for decoders; pack an encoder as fp32, fp16 or int8")
     if head_dtype is not None:
@@ -275,8 +283,16 @@ def _rope_theta(config: Any) -> float:
     return float(theta)
 
 
+def frequency_order(token_ids: Iterable[int], vocab_size: int) -> list[int]:
+    """Token ids by decreasing count in `token_ids` (ties, and unseen tokens, by id): the vocabulary
+    order that puts the tokens a draft most needs in the first rows of the LM head."""
+    counts = np.bincount(np.fromiter(token_ids, dtype=np.int64), minlength=vocab_size)[:vocab_size]
+    return np.lexsort((np.arange(vocab_size), -counts)).tolist()
+
+
 def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
-                  importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str, head_dtype: str) -> Path:
+                  importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str, head_dtype: str,
+                  vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None) -> Path:
     """A Llama-family causal LM (LlamaForCausalLM, Qwen2ForCausalLM; SmolLM2) as a decoder file.
 
     RMSNorm, RoPE (theta; rope_scaling none or linear), grouped-query attention (sub-networks keep
@@ -307,6 +323,13 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
     tensors: dict[str, np.ndarray] = {}
     if head_dtype not in DTYPE_CODES:
         raise ValueError(f"head_dtype must be one of {', '.join(DTYPE_CODES)}, got {head_dtype!r}")
+    if vocab_order is not None:
+        order = np.asarray(vocab_order, dtype=np.int64)
+        if order.shape != (arch.vocab_size,) or not np.array_equal(np.sort(order), np.arange(arch.vocab_size)):
+            raise ValueError(f"vocab_order must be a permutation of the {arch.vocab_size} token ids")
+        # fp32 holds ids < 2^24 exactly (the format has no integer dtype); row r of the head = token order[r]
+        tensors["vocab.order"] = order.astype(np.float32)
+        head, embed = head[torch.from_numpy(order)], embed[torch.from_numpy(order)]
     _store_linear(tensors, "head.w", head, head_dtype)
     if not tied:
         _store_linear(tensors, "emb.w", embed, head_dtype)
@@ -337,6 +360,7 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
         "dtype": dtype,
         "head_dtype": head_dtype,
         "tied_embeddings": tied,
+        "vocab_order": vocab_order_source if vocab_order is not None else None,
         "rope": {"theta": dims.rope_theta, "linear_factor": dims.rope_linear_factor},
         "eos_token_id": config.eos_token_id,
         "bos_token_id": config.bos_token_id,

@@ -46,10 +46,16 @@ class Decoder {
   KvCache make_cache(const SubnetSpec& subnet, DType dtype = DType::f32) const;
 
   // Run tokens ids[0..n) at positions cache.length().. through `subnet`, appending their keys and
-  // values to `cache`. logits: [n, vocab] when all_logits, else [vocab] for the last token only.
-  // ids must be valid (validate_ids); thread-safe (calls are serialised).
+  // values to `cache`. logits: [n, vocab] when all_logits, else [vocab] for the last token only,
+  // indexed by token id. head_rows > 0 scores only the first head_rows rows of the LM head (an
+  // elastic vocabulary: with a frequency-ordered file, the most frequent tokens; the others get
+  // -inf) — a speculative draft's cheap head. ids must be valid (validate_ids); thread-safe (calls
+  // are serialised).
   void forward(const std::int32_t* ids, std::size_t n, KvCache& cache, const SubnetSpec& subnet, int threads,
-               float* logits, bool all_logits);
+               float* logits, bool all_logits, std::size_t head_rows = 0);
+  // The file stores the vocabulary in its own row order (token id of head row r = vocab_order()[r]),
+  // most frequent first; empty when rows are in token-id order.
+  const std::vector<std::int32_t>& vocab_order() const { return id_of_row_; }
   // std::invalid_argument naming the first id outside [0, vocab).
   template <typename Index>
   void validate_ids(const Index* ids, std::size_t n) const;
@@ -68,6 +74,7 @@ class Decoder {
   const float* final_norm_ = nullptr;
   std::vector<DecoderLayerWeights> layers_;
   std::vector<float> inv_freq_;  // RoPE frequencies, as transformers computes them in fp32
+  std::vector<std::int32_t> id_of_row_, row_of_id_;  // the vocabulary order (empty: identity)
 
   std::mutex mutex_;
   ThreadPool pool_;

@@ -34,6 +34,10 @@ struct SpeculationParams {
   std::size_t k_max = 8;  // draft tokens per round at most
   std::size_t k = 4;      // the first round's k (and every round's when not adaptive)
   bool adaptive = true;   // choose k (0 = a plain step) from the measured acceptance and costs
+  // The draft scores only the first draft_vocab rows of the LM head (0 = all): with a file whose
+  // vocabulary is ordered by frequency, the draft's head costs draft_vocab / vocab of the target's.
+  // The target still verifies over the whole vocabulary, so outputs are unchanged.
+  std::size_t draft_vocab = 0;
 };
 
 struct SpeculationStats {
