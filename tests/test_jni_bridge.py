@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 APP_JAVA = ROOT / "android_demo/app/src/main/java/org/mlfsedge/demo"
 SOURCES = [APP_JAVA / "WordPieceTokenizer.java", APP_JAVA / "engine/MlfsEngine.java",
-           ROOT / "android_demo/hosttest/java/MlfsEngineHostTest.java"]
+           ROOT / "android_demo/hosttest/java/MlfsEngineHostTest.java", APP_JAVA / "ByteLevelBpeTokenizer.java",
+           ROOT / "android_demo/hosttest/java/BpeTokenizerHostTest.java"]
 BUILD = ROOT / "build" / "native"  # shared with `make test-native`: the engine library is built once
 MAX_LENGTH = 64
 # Two sub-networks: a uniform one (engine.uniform picks the layers natively) and a per-layer one.
@@ -253,3 +254,39 @@ def test_java_generate_bad_arguments_raise_java_exceptions(jni, packed_tiny_deco
                      "key/value groups", "stop token 160 is outside", "temperature must be >= 0", "top_p must be in",
                      "top_k must not be negative", "listener refused token", "this MlfsEngine is closed"):
         assert expected in messages, expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["int8"])
+def test_the_apps_generation_path_on_real_smollm2_and_news(jni, tmp_path, dtype):
+    """What the app's generation panel does, on the host JVM: the bundled SmolLM2-135M packed int8, a
+    news prompt encoded by the Java BPE tokenizer, 24 greedy tokens streamed through JNI on two
+    sub-networks, decoded in Java — ids and text identical to tokenizers + Python's Engine.generate."""
+    from tokenizers import Tokenizer
+
+    from mlfs_edge.assets import smollm2_path
+    from mlfs_edge.data import load_text
+    from mlfs_edge.runtime import pack
+
+    model = pack(smollm2_path(), tmp_path / f"smollm2-{dtype}.mlfs", dtype=dtype)
+    engine = Engine.load(model)
+    tokenizer_json = smollm2_path() / "tokenizer.json"
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    prompt = load_text("news").test[3][:400]
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_bytes(prompt.encode("utf-8"))
+    for spec in ("full", "u:20,6,1024"):
+        lines = java(jni, "app", str(tokenizer_json), str(model), str(prompt_file), spec, "24")
+        fields = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines if " " in line}
+        prompt_ids = ref.encode(prompt).ids
+        assert [int(t) for t in fields["PROMPT"].split()] == prompt_ids
+        cfg = SubnetConfig.full(engine.arch) if spec == "full" else SubnetConfig.uniform(engine.arch, 20, 6, 1024)
+        assert fields["SUBNET"] == cfg.name
+        want = engine.generate(prompt_ids, subnet=cfg, max_new_tokens=24, stop_tokens=[])
+        assert [int(t) for t in fields["GEN"].split()] == want, spec
+        assert bytes.fromhex(fields["TEXT"]).decode("utf-8") == ref.decode(want), spec
+        assert fields["SHOWN_IS_PREFIX"] == "true"
+        prefill, decode = map(float, fields["RATES"].split())
+        print(f"JNI {dtype} {cfg.name}: prefill {prefill:.0f} tok/s, decode {decode:.1f} tok/s "
+              f"({len(prompt_ids)}-token prompt): {ref.decode(want)!r}")
+        assert prefill > 0 and decode > 0

@@ -5,6 +5,7 @@ import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.util.Arrays;
 import java.util.List;
+import org.mlfsedge.demo.ByteLevelBpeTokenizer;
 import org.mlfsedge.demo.WordPieceTokenizer;
 import org.mlfsedge.demo.engine.MlfsEngine;
 import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
@@ -24,6 +25,8 @@ import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
  *                                                per CASE, "SUBNET;max;temperature;topK;topP;penalty;
  *                                                seed;stops;fp16Cache;threads", streamed and not
  *   generrors DECODER ENCODER                    bad generate arguments must raise Java exceptions
+ *   app TOKENIZER_JSON MODEL PROMPT_FILE SUBNET MAX   the app's generation path: BPE-encode the prompt,
+ *                                                generate (streamed), decode the continuation
  * </pre>
  *
  * A SUBNET is "u:depth,heads,mlp" (engine.uniform) or "e:layers/heads/mlp" with comma-separated
@@ -49,6 +52,9 @@ public final class MlfsEngineHostTest {
         break;
       case "generrors":
         generateErrors(args[1], args[2]);
+        break;
+      case "app":
+        app(args);
         break;
       case "open":
         try (MlfsEngine e = MlfsEngine.open(args[1])) {
@@ -293,6 +299,35 @@ public final class MlfsEngineHostTest {
       MlfsEngine.Generated cut = e.generate(prompt, e.full(), new MlfsEngine.GenerateOptions().maxNewTokens(10),
           id -> ++seen[0] < 3);
       System.out.println("CUT " + cut.ids.length + " " + seen[0]);
+    }
+  }
+
+  static void app(String[] args) throws IOException {
+    ByteLevelBpeTokenizer bpe;
+    try (FileInputStream in = new FileInputStream(args[1])) {
+      bpe = ByteLevelBpeTokenizer.fromTokenizerJson(in);
+    }
+    String prompt = new String(Files.readAllBytes(Paths.get(args[3])), StandardCharsets.UTF_8);
+    try (MlfsEngine e = MlfsEngine.open(args[2])) {
+      Subnet subnet = args[4].equals("full") ? e.full() : parseSubnet(e, args[4]);
+      int[] ids = bpe.encode(prompt);
+      System.out.println(join("PROMPT", ids));
+      final StringBuilder shown = new StringBuilder();
+      final int[] produced = new int[Integer.parseInt(args[5])];
+      final int[] n = {0};
+      MlfsEngine.Generated g = e.generate(ids, subnet,
+          new MlfsEngine.GenerateOptions().maxNewTokens(produced.length), id -> {
+            produced[n[0]++] = id;
+            shown.setLength(0);
+            shown.append(bpe.decodeComplete(Arrays.copyOf(produced, n[0])));  // what the app's text box shows
+            return true;
+          });
+      System.out.println("SUBNET " + subnet.name());
+      System.out.println(join("GEN", g.ids));
+      String text = bpe.decode(g.ids);
+      System.out.println("SHOWN_IS_PREFIX " + text.startsWith(shown.toString()));
+      System.out.println("TEXT " + BpeTokenizerHostTest.hex(text.getBytes(StandardCharsets.UTF_8)));
+      System.out.println("RATES " + g.prefillTokensPerSecond() + " " + g.decodeTokensPerSecond());
     }
   }
 
