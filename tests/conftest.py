@@ -41,3 +41,28 @@ def packed_minilm(tmp_path_factory):
     out = tmp_path_factory.mktemp("packed_minilm")
     return {dtype: pack(model, out / f"minilm-{dtype}.mlfs", dtype=dtype, tokenizer=tokenizer, source="minilm")
             for dtype in ("int8", "fp16")}
+
+
+TINY_DECODER_VOCAB = 160
+
+
+@pytest.fixture(scope="session")
+def packed_tiny_decoder(tmp_path_factory):
+    """A tiny random Llama decoder (GQA: 4 heads, 2 key/value groups; 48 positions) packed fp32 and
+    int8 ({dtype: path}): small enough for qemu and the JVM tests of the runner and the JNI bridge."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mlfs_edge.runtime import pack
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=TINY_DECODER_VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48,
+                      tie_word_embeddings=True, rope_theta=5000.0, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # wider logits than the 0.02 init: greedy picks are no near-ties across ISAs
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    out = tmp_path_factory.mktemp("tiny_decoder")
+    return {dt: pack(model, out / f"llama-{dt}.mlfs", dtype=dt) for dt in ("fp32", "int8")}

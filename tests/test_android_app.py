@@ -192,3 +192,50 @@ def test_copy_assets_refuses_broken_inputs(fake_outputs, tmp_path):
     proc = copy_assets(manifest, int8, tmp_path / "missing.mlfs", tmp_path / "assets")
     assert proc.returncode != 0
     assert copy_assets(manifest).returncode == 2  # usage
+
+
+def _fake_packed(path: Path, kind: int) -> Path:
+    import struct
+
+    header = bytearray(256)
+    header[:8] = b"MLFSPACK"
+    struct.pack_into("<I", header, 8, 2)  # format version
+    struct.pack_into("<I", header, 104, kind)  # model kind: 0 encoder, 1 decoder (runtime.format.KIND_OFFSET)
+    path.write_bytes(bytes(header) + b"\0" * 64)
+    return path
+
+
+def test_copy_assets_adds_the_decoder_and_its_tokenizer(fake_outputs, tmp_path):
+    import json
+
+    from mlfs_edge.runtime.format import KIND_CODES, KIND_OFFSET
+
+    assert KIND_OFFSET == 104 and KIND_CODES["decoder"] == 1  # what the script's header check reads
+    manifest, int8, fp16 = fake_outputs
+    dec_int8 = _fake_packed(tmp_path / "lm-int8.mlfs", 1)
+    dec_fp16 = _fake_packed(tmp_path / "lm-fp16.mlfs", 1)
+    (tmp_path / "lm-int8.tokenizer").mkdir()
+    tok = tmp_path / "lm-int8.tokenizer" / "tokenizer.json"  # where `mlfs-edge pack` saves it
+    tok.write_text(json.dumps({"model": {"type": "BPE"}, "pre_tokenizer": {"type": "ByteLevel"}}))
+    assets = tmp_path / "assets"
+    proc = copy_assets(Path("--decoder"), dec_int8, dec_fp16, manifest, int8, fp16, assets)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(str(p.relative_to(assets)) for p in assets.rglob("*") if p.is_file())
+    assert {"mlfs/decoder-int8.mlfs", "mlfs/decoder-fp16.mlfs", "mlfs/tokenizer.json",
+            "mlfs/model-int8.mlfs"} <= set(files)
+    assert (assets / "mlfs/tokenizer.json").read_bytes() == tok.read_bytes()
+    main = (JAVA / "org/mlfsedge/demo/MainActivity.java").read_text()
+    assert '"mlfs/decoder-" + dtype + ".mlfs"' in main and '"mlfs/tokenizer.json"' in main
+    # Refused: an encoder given as the decoder, a missing or non-BPE tokenizer, --tokenizer alone.
+    enc = _fake_packed(tmp_path / "enc.mlfs", 0)
+    proc = copy_assets(Path("--decoder"), enc, dec_fp16, manifest, int8, fp16, tmp_path / "a1")
+    assert proc.returncode != 0 and "is an encoder" in proc.stderr and not (tmp_path / "a1").exists()
+    proc = copy_assets(Path("--decoder"), dec_fp16, dec_fp16, manifest, int8, fp16, tmp_path / "a2")
+    assert proc.returncode != 0 and "no tokenizer" in proc.stderr
+    wordpiece = tmp_path / "wp.json"
+    wordpiece.write_text(json.dumps({"model": {"type": "WordPiece"}}))
+    proc = copy_assets(Path("--decoder"), dec_int8, dec_fp16, Path("--tokenizer"), wordpiece, manifest, int8, fp16,
+                       tmp_path / "a3")
+    assert proc.returncode != 0 and "not a byte-level BPE" in proc.stderr
+    assert copy_assets(Path("--tokenizer"), tok, manifest, int8, fp16).returncode != 0
+    assert copy_assets(Path("--decoder"), dec_int8).returncode == 2  # usage

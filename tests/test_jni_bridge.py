@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 APP_JAVA = ROOT / "android_demo/app/src/main/java/org/mlfsedge/demo"
 SOURCES = [APP_JAVA / "WordPieceTokenizer.java", APP_JAVA / "engine/MlfsEngine.java",
-           ROOT / "android_demo/hosttest/java/MlfsEngineHostTest.java"]
+           ROOT / "android_demo/hosttest/java/MlfsEngineHostTest.java", APP_JAVA / "ByteLevelBpeTokenizer.java",
+           ROOT / "android_demo/hosttest/java/BpeTokenizerHostTest.java"]
 BUILD = ROOT / "build" / "native"  # shared with `make test-native`: the engine library is built once
 MAX_LENGTH = 64
 # Two sub-networks: a uniform one (engine.uniform picks the layers natively) and a per-layer one.
@@ -198,3 +199,94 @@ def test_native_declarations_match_the_java_class(tmp_path):
                            f"-I{include / 'linux'}", f"-I{ROOT / 'csrc/include'}", str(jni_cpp)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- generate: a tiny random Llama decoder (conftest.packed_tiny_decoder) -------------------------
+GEN_PROMPT = [5, 17, 42, 99, 3, 150, 8, 64]
+# Java case "SUBNET;max;temperature;topK;topP;penalty;seed;stops;fp16Cache;threads" → the Python call.
+GEN_CASES = {
+    "full;12;0;0;1;1;0;;false;1": ("full", {}),
+    "u:2,2,48;12;0;0;1;1;0;;false;2": ("depth=2,heads=2,mlp=48", {}),
+    "e:0,1,2/4,2,4/96,32,48;12;0;0;1;1.3;0;;true;1": (SubnetConfig((0, 1, 2), (4, 2, 4), (96, 32, 48)),
+                                                      {"repetition_penalty": 1.3, "cache_dtype": "fp16"}),
+    "full;12;0.9;20;0.9;1;7;;false;1": ("full", {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}),
+    "full;12;1.5;0;0.95;1;123456789;;false;1": ("full", {"temperature": 1.5, "top_p": 0.95, "seed": 123456789}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_java_generate_matches_the_python_engine(jni, packed_tiny_decoder, dtype):
+    engine = Engine.load(packed_tiny_decoder[dtype])
+    lines = java(jni, "generate", str(packed_tiny_decoder[dtype]), ",".join(map(str, GEN_PROMPT)), *GEN_CASES)
+    assert lines[0] == "DECODER true 2 160"
+    outputs = []
+    for i, (case, (spec, kwargs)) in enumerate(GEN_CASES.items(), start=3):
+        cfg = spec if isinstance(spec, SubnetConfig) else SubnetConfig.parse(spec, engine.arch)
+        want = engine.generate(GEN_PROMPT, subnet=cfg, max_new_tokens=12, stop_tokens=[], **kwargs)
+        fields = {line.split()[0]: line.split()[2:] for line in lines if line.split()[1:2] == [str(i)]}
+        assert fields["SUBNET"] == [cfg.name], case
+        assert [int(t) for t in fields["GEN"]] == want, case
+        assert [int(t) for t in fields["STREAM"]] == want, f"{case}: the listener saw other tokens"
+        if "PLAIN" in fields:
+            assert [int(t) for t in fields["PLAIN"]] == want, case
+        prompt_tokens, prefill, decode = fields["RATES"]
+        assert int(prompt_tokens) == len(GEN_PROMPT) and float(prefill) > 0 and float(decode) > 0
+        outputs.append(want)
+    assert "CUT 3 3" in lines  # the listener's false ended it after the third token
+    # Seeded sampling differs from greedy (else equal ids could hide dropped sampling settings).
+    assert outputs[-1] != outputs[0] and outputs[-2] != outputs[0]
+
+
+def test_java_generate_bad_arguments_raise_java_exceptions(jni, packed_tiny_decoder, tiny_bert_dir, tmp_path):
+    from mlfs_edge.runtime import pack
+
+    encoder = pack(tiny_bert_dir, tmp_path / "tiny-bert.mlfs", dtype="fp32")
+    lines = java(jni, "generrors", str(packed_tiny_decoder["int8"]), str(encoder))
+    results = [line for line in lines if line.startswith(("OK ", "FAIL "))]
+    failed = [line for line in results if line.startswith("FAIL ")]
+    assert not failed, "\n".join(failed)
+    assert len(results) == 21 and "FAILURES 0" in lines
+    want = Engine.load(packed_tiny_decoder["int8"]).generate([1, 2, 3], max_new_tokens=4, stop_tokens=[])
+    assert f"STILL_GENERATES {' '.join(map(str, want))}" in lines
+    messages = "\n".join(results)
+    for expected in ("generate() needs a decoder", "a decoder (causal LM) file", "outside the vocabulary",
+                     "leaving no room to generate", "max_new_tokens must be at least 1", "exceeds the model's 48",
+                     "key/value groups", "stop token 160 is outside", "temperature must be >= 0", "top_p must be in",
+                     "top_k must not be negative", "listener refused token", "this MlfsEngine is closed"):
+        assert expected in messages, expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["int8"])
+def test_the_apps_generation_path_on_real_smollm2_and_news(jni, tmp_path, dtype):
+    """What the app's generation panel does, on the host JVM: the bundled SmolLM2-135M packed int8, a
+    news prompt encoded by the Java BPE tokenizer, 24 greedy tokens streamed through JNI on two
+    sub-networks, decoded in Java — ids and text identical to tokenizers + Python's Engine.generate."""
+    from tokenizers import Tokenizer
+
+    from mlfs_edge.assets import smollm2_path
+    from mlfs_edge.data import load_text
+    from mlfs_edge.runtime import pack
+
+    model = pack(smollm2_path(), tmp_path / f"smollm2-{dtype}.mlfs", dtype=dtype)
+    engine = Engine.load(model)
+    tokenizer_json = smollm2_path() / "tokenizer.json"
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    prompt = load_text("news").test[3][:400]
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_bytes(prompt.encode("utf-8"))
+    for spec in ("full", "u:20,6,1024"):
+        lines = java(jni, "app", str(tokenizer_json), str(model), str(prompt_file), spec, "24")
+        fields = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines if " " in line}
+        prompt_ids = ref.encode(prompt).ids
+        assert [int(t) for t in fields["PROMPT"].split()] == prompt_ids
+        cfg = SubnetConfig.full(engine.arch) if spec == "full" else SubnetConfig.uniform(engine.arch, 20, 6, 1024)
+        assert fields["SUBNET"] == cfg.name
+        want = engine.generate(prompt_ids, subnet=cfg, max_new_tokens=24, stop_tokens=[])
+        assert [int(t) for t in fields["GEN"].split()] == want, spec
+        assert bytes.fromhex(fields["TEXT"]).decode("utf-8") == ref.decode(want), spec
+        assert fields["SHOWN_IS_PREFIX"] == "true"
+        prefill, decode = map(float, fields["RATES"].split())
+        print(f"JNI {dtype} {cfg.name}: prefill {prefill:.0f} tok/s, decode {decode:.1f} tok/s "
+              f"({len(prompt_ids)}-token prompt): {ref.decode(want)!r}")
+        assert prefill > 0 and decode > 0

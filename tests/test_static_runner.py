@@ -1,6 +1,7 @@
 """The phone-ready runner: mlfs-runner cross-built fully static for aarch64, run under qemu-user on two
 CPU models (max: dotprod + i8mm kernels; cortex-a53: plain NEON), its outputs on real MiniLM (int8 and
-fp16) compared with the Python engine on this x86 host, its latency table and budget pick checked."""
+fp16) compared with the Python engine on this x86 host, its latency table and budget pick checked; and
+`mlfs-runner generate` on a tiny random Llama decoder: the same new ids as Python's Engine.generate."""
 
 from __future__ import annotations
 
@@ -139,3 +140,83 @@ def test_runner_budget_pick_and_errors(runner, tiny_bert_dir, tmp_path):
     assert "cannot open" in emulate(runner, "max", str(tmp_path / "missing.mlfs"), rc=2).stderr
     assert "5 heads, must be 1..4" in emulate(runner, "max", str(model), "--subnet", "heads=5", rc=2).stderr
     assert "unknown option --bogus" in emulate(runner, "max", str(model), "--bogus", rc=2).stderr
+
+
+# --- generate: a tiny random Llama decoder (qemu is slow: 3 layers, a few tokens) -------------------
+GEN_VOCAB = 160  # conftest.TINY_DECODER_VOCAB
+
+
+def _generated(stdout: str) -> list[int]:
+    [line] = [line for line in stdout.splitlines() if line.startswith("generated:")]
+    return [int(t) for t in line.split()[1:]]
+
+
+PROMPT = [5, 17, 42, 99, 3, 150, 8, 64]
+# (sub-network, sampling arguments): greedy on the full model and a sub-network, seeded sampling.
+GEN_CASES = [
+    ("full", {}),
+    ("depth=2,heads=2,mlp=48", {}),
+    ("d=3,h=4,f=64", {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.3, "seed": 7}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_runner_generate_under_qemu_matches_the_python_engine(runner, packed_tiny_decoder, dtype):
+    engine = Engine.load(packed_tiny_decoder[dtype])
+    for spec, sampling in GEN_CASES:
+        cfg = SubnetConfig.parse(spec, engine.arch)
+        want = engine.generate(PROMPT, subnet=cfg, max_new_tokens=10, stop_tokens=[], **sampling)
+        assert len(want) == 10
+        args = [str(packed_tiny_decoder[dtype]), "--prompt-ids", ",".join(map(str, PROMPT)), "--subnet", spec,
+                "--max-new-tokens", "10"]
+        for key, value in sampling.items():
+            args += ["--" + key.replace("_", "-"), str(value)]
+        for cpu, isa in CPUS.items():
+            out = emulate(runner, cpu, "generate", *args).stdout
+            assert out.startswith(f"mlfs-runner: kernels {isa}, 1 thread(s)"), out
+            assert f"sub-network {cfg.name} " in out and f"dtype {dtype} " in out
+            assert _generated(out) == want, (cpu, spec, out)
+            rates = out.splitlines()[-1]
+            assert rates.startswith("10 new tokens; prefill ") and "decode " in rates, rates
+    # A stop id ends the generation after emitting it; the fp16 cache and two threads give the same greedy ids.
+    want = engine.generate(PROMPT, max_new_tokens=10, stop_tokens=[])
+    out = emulate(runner, "max", "generate", str(packed_tiny_decoder[dtype]), "--prompt-ids",
+                  ",".join(map(str, PROMPT)), "--max-new-tokens", "10", "--stop-ids", str(want[3]), "--cache", "fp16",
+                  "--threads", "2").stdout
+    assert _generated(out) == want[: want.index(want[3]) + 1]
+
+
+def test_runner_generate_bad_input_is_one_line_and_exit_2(runner, packed_tiny_decoder, tiny_bert_dir, tmp_path):
+    from mlfs_edge.runtime import pack
+
+    model = str(packed_tiny_decoder["fp32"])
+    corrupt = tmp_path / "corrupt.mlfs"
+    data = bytearray(packed_tiny_decoder["fp32"].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    encoder = pack(tiny_bert_dir, tmp_path / "tiny-bert.mlfs", dtype="fp32")
+    cases = {
+        "cannot open": [str(tmp_path / "missing.mlfs"), "--prompt-ids", "1,2"],
+        "checksum mismatch": [str(corrupt), "--prompt-ids", "1,2"],
+        "an encoder file": [str(encoder), "--prompt-ids", "1,2"],
+        "outside the vocabulary": [model, "--prompt-ids", f"1,{GEN_VOCAB}"],
+        "--prompt-ids: a token id must be an integer": [model, "--prompt-ids", "1,x"],
+        "leaving no room to generate": [model, "--prompt-ids", ",".join(["1"] * 48)],
+        "max_new_tokens must be at least 1": [model, "--prompt-ids", "1,2", "--max-new-tokens", "0"],
+        "exceeds the model's 48 positions": [model, "--prompt-ids", "1,2", "--max-new-tokens", "1000000000000"],
+        "key/value group": [model, "--prompt-ids", "1,2", "--subnet", "heads=3"],
+        "MLP width 500": [model, "--prompt-ids", "1,2", "--subnet", "mlp=500"],
+        "depth 9 out of range 1..3": [model, "--prompt-ids", "1,2", "--subnet", "depth=9"],
+        "stop token -1 is outside the vocabulary": [model, "--prompt-ids", "1,2", "--stop-ids", "-1"],
+        "--cache must be fp32 or fp16": [model, "--prompt-ids", "1,2", "--cache", "int8"],
+        "give the prompt as --prompt-ids": [model],
+        "give a packed decoder": ["--prompt-ids", "1,2"],
+        "unknown option --bogus": [model, "--prompt-ids", "1,2", "--bogus"],
+        "temperature": [model, "--prompt-ids", "1,2", "--temperature", "-1"],
+        "top_p": [model, "--prompt-ids", "1,2", "--temperature", "1", "--top-p", "0"],
+    }
+    for expected, args in cases.items():
+        err = emulate(runner, "cortex-a53", "generate", *args, rc=2).stderr
+        assert expected in err, (expected, err)
+        assert "generate" in err or err.startswith("mlfs-runner: "), err
+    assert "usage: mlfs-runner generate" in emulate(runner, "max", "generate", "--help").stdout

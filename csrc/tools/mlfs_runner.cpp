@@ -1,13 +1,17 @@
 // mlfs-runner: run sub-networks of packed .mlfs files with the native engine and print a latency
 // table; optionally dump every output (JSON lines) so CI can compare them with the Python engine, and
-// pick the largest sub-network within a latency budget. Built fully static for aarch64
-// (MLFS_STATIC_RUNNER), it also runs on an Android phone from `adb shell` (android_demo/README.md).
+// pick the largest sub-network within a latency budget. `mlfs-runner generate` continues a prompt of
+// token ids with any sub-network of a packed decoder and prints the new ids and tokens/s. Built fully
+// static for aarch64 (MLFS_STATIC_RUNNER), it also runs on an Android phone from `adb shell`
+// (android_demo/README.md).
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -15,6 +19,7 @@
 
 #include "mlfs/budget.h"
 #include "mlfs/cpu_features.h"
+#include "mlfs/decoder.h"
 #include "mlfs/engine.h"
 #include "mlfs/packed_file.h"
 
@@ -34,7 +39,15 @@ const char kUsage[] =
     "  --dump FILE      write every output as one JSON line per model and sub-network\n"
     "  --budget-ms MS   also profile the default search space and report the largest sub-network\n"
     "                   that runs within MS on this CPU\n"
-    "  --no-verify      skip the checksum pass over each file\n";
+    "  --no-verify      skip the checksum pass over each file\n"
+    "\n"
+    "usage: mlfs-runner generate MODEL.mlfs --prompt-ids 1,2,3 [options]   (a packed decoder)\n"
+    "  --subnet SPEC    full | depth=D,heads=H,mlp=F as above (heads: whole key/value groups); default full\n"
+    "  --max-new-tokens N   (default 32)      --stop-ids 2,0   end after emitting one of these (default none)\n"
+    "  --temperature T  0 = greedy (default)  --top-k K (0 = off)  --top-p P (1 = off)  --seed S\n"
+    "  --repetition-penalty R (1 = off)       --threads N (default 1)  --cache fp32|fp16 (default fp32)\n"
+    "  --no-verify      skip the checksum pass\n"
+    "  prints the new ids as they are produced, then prefill and decode tokens/s\n";
 
 struct Options {
   std::vector<std::string> models, subnets;
@@ -92,6 +105,28 @@ Options parse_args(int argc, char** argv) {
 
 std::uint32_t round8(double x) { return std::max<std::uint32_t>(8, static_cast<std::uint32_t>(std::lround(x / 8)) * 8); }
 
+// depth / heads / mlp of a "depth=D,heads=H,mlp=F" spec (d/h/f; an omitted value is the model's).
+struct Uniform {
+  std::uint32_t depth, heads, mlp;
+};
+
+Uniform parse_uniform(const std::string& spec, const mlfs::ModelDims& d) {
+  Uniform u{d.num_layers, d.num_heads, d.intermediate};
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw UsageError("sub-network '" + spec + "': expected key=value items");
+    const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
+    const auto v = static_cast<std::uint32_t>(parse_int(val, "sub-network " + key, 1, 1 << 20));
+    if (key == "depth" || key == "d") u.depth = v;
+    else if (key == "heads" || key == "h") u.heads = v;
+    else if (key == "mlp" || key == "f") u.mlp = v;
+    else throw UsageError("sub-network '" + spec + "': unknown key '" + key + "' (depth, heads, mlp)");
+  }
+  return u;
+}
+
 // The sub-networks one --subnet SPEC names, for this model.
 std::vector<mlfs::SubnetSpec> parse_subnet(const std::string& spec, const mlfs::Engine& e) {
   const mlfs::ModelDims& d = e.dims();
@@ -103,20 +138,8 @@ std::vector<mlfs::SubnetSpec> parse_subnet(const std::string& spec, const mlfs::
     return {mlfs::full_subnet(d), mlfs::uniform_subnet(e, d.num_layers, h(0.75), f(0.75)),
             mlfs::uniform_subnet(e, depth(2.0 / 3), h(0.5), f(0.5)), mlfs::uniform_subnet(e, depth(0.5), h(0.25), f(0.25))};
   }
-  std::uint32_t depth = d.num_layers, heads = d.num_heads, mlp = d.intermediate;
-  std::stringstream ss(spec);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto eq = item.find('=');
-    if (eq == std::string::npos) throw UsageError("sub-network '" + spec + "': expected key=value items");
-    const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
-    const auto v = static_cast<std::uint32_t>(parse_int(val, "sub-network " + key, 1, 1 << 20));
-    if (key == "depth" || key == "d") depth = v;
-    else if (key == "heads" || key == "h") heads = v;
-    else if (key == "mlp" || key == "f") mlp = v;
-    else throw UsageError("sub-network '" + spec + "': unknown key '" + key + "' (depth, heads, mlp)");
-  }
-  return {mlfs::uniform_subnet(e, depth, heads, mlp)};
+  const Uniform u = parse_uniform(spec, d);
+  return {mlfs::uniform_subnet(e, u.depth, u.heads, u.mlp)};
 }
 
 struct Batch {
@@ -242,10 +265,127 @@ int run(const Options& o) {
   return 0;
 }
 
+// --- generate: a packed decoder continues a prompt of token ids ------------------------------------
+
+struct GenOptions {
+  std::string model, subnet = "full";
+  std::vector<std::int32_t> prompt, stops;
+  bool have_prompt = false, verify = true;
+  mlfs::GenerationParams params;
+};
+
+double parse_float(const std::string& s, const std::string& what) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || !std::isfinite(v)) throw UsageError(what + " must be a number, got '" + s + "'");
+  return v;
+}
+
+// "1,2,3" → ids. Any int32 passes here: the engine names an id outside the vocabulary itself.
+std::vector<std::int32_t> parse_ids(const std::string& s, const std::string& what) {
+  std::vector<std::int32_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    out.push_back(static_cast<std::int32_t>(parse_int(item, what, -2147483647L - 1, 2147483647L)));
+  return out;
+}
+
+GenOptions parse_generate_args(int argc, char** argv) {
+  GenOptions o;
+  o.params.max_new_tokens = 32;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
+      return argv[++i];
+    };
+    mlfs::SamplingParams& sp = o.params.sampling;
+    if (a == "-h" || a == "--help") throw UsageError("");
+    else if (a == "--prompt-ids") {
+      o.prompt = parse_ids(value(), "--prompt-ids: a token id");
+      o.have_prompt = true;
+    } else if (a == "--subnet") o.subnet = value();
+    // Up to 2^62: a huge value reaches the engine, which says how many positions the model has left.
+    else if (a == "--max-new-tokens")
+      o.params.max_new_tokens = static_cast<std::size_t>(parse_int(value(), "--max-new-tokens", 0, 1L << 62));
+    else if (a == "--stop-ids") o.stops = parse_ids(value(), "--stop-ids: a token id");
+    else if (a == "--temperature") sp.temperature = static_cast<float>(parse_float(value(), "--temperature"));
+    else if (a == "--top-k") sp.top_k = static_cast<std::uint32_t>(parse_int(value(), "--top-k", 0, 1L << 31));
+    else if (a == "--top-p") sp.top_p = static_cast<float>(parse_float(value(), "--top-p"));
+    else if (a == "--repetition-penalty")
+      sp.repetition_penalty = static_cast<float>(parse_float(value(), "--repetition-penalty"));
+    else if (a == "--seed") {
+      const std::string v = value();
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long seed = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE)
+        throw UsageError("--seed must be an integer in 0..2^64-1, got '" + v + "'");
+      sp.seed = seed;
+    } else if (a == "--threads") o.params.threads = static_cast<int>(parse_int(value(), "--threads", 1, 256));
+    else if (a == "--cache") {
+      const std::string v = value();
+      if (v == "fp32") o.params.cache_dtype = mlfs::DType::f32;
+      else if (v == "fp16") o.params.cache_dtype = mlfs::DType::f16;
+      else throw UsageError("--cache must be fp32 or fp16, got '" + v + "'");
+    } else if (a == "--no-verify") o.verify = false;
+    else if (a.rfind("--", 0) == 0) throw UsageError("unknown option " + a);
+    else if (o.model.empty()) o.model = a;
+    else throw UsageError("generate takes one .mlfs file, got a second: " + a);
+  }
+  if (o.model.empty()) throw UsageError("generate: give a packed decoder .mlfs file");
+  if (!o.have_prompt) throw UsageError("generate: give the prompt as --prompt-ids 1,2,3");
+  return o;
+}
+
+int generate(const GenOptions& o) {
+  std::shared_ptr<const mlfs::PackedFile> file = mlfs::PackedFile::open(o.model, o.verify);
+  if (file->dims().kind != mlfs::ModelKind::decoder)
+    throw std::invalid_argument(o.model + ": an encoder file; `generate` needs a packed decoder (causal LM)");
+  auto decoder = std::make_shared<mlfs::Decoder>(file);
+  const mlfs::ModelDims& d = decoder->dims();
+  mlfs::SubnetSpec spec;
+  if (o.subnet == "full") {
+    spec = mlfs::full_subnet(d);
+  } else {
+    const Uniform u = parse_uniform(o.subnet, d);
+    // Layers spread over the stack as SubnetConfig.uniform picks them; the Generation validates widths.
+    for (std::uint32_t layer : mlfs::layers_for_depth(d.num_layers, u.depth)) spec.push_back({layer, u.heads, u.mlp});
+  }
+  for (std::int32_t t : o.stops)  // named here: the engine's own message would say "position 0"
+    if (t < 0 || static_cast<std::uint32_t>(t) >= d.vocab_size)
+      throw std::invalid_argument("stop token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                  std::to_string(d.vocab_size) + ")");
+  mlfs::GenerationParams params = o.params;
+  params.stop_tokens = o.stops;
+  mlfs::Generation gen(decoder, o.prompt, spec, params);  // validates everything before any compute
+  std::printf("mlfs-runner: kernels %s, %d thread(s)\n", mlfs::isa_name(mlfs::selected_isa()), o.params.threads);
+  const std::string base = o.model.substr(o.model.find_last_of('/') + 1);
+  std::printf("file %s  dtype %s  size %.1f MiB  sub-network %s  prompt %zu tokens  cache %s\n", base.c_str(),
+              mlfs::dtype_name(d.weight_dtype), file->file_size() / 1048576.0, mlfs::subnet_name(spec).c_str(),
+              o.prompt.size(), o.params.cache_dtype == mlfs::DType::f16 ? "fp16" : "fp32");
+  std::printf("generated:");
+  std::fflush(stdout);
+  for (std::int64_t t; (t = gen.next()) >= 0;) {  // stream: each id as soon as it is sampled
+    std::printf(" %lld", static_cast<long long>(t));
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+  // The first new token's time is the prefill's; decode tok/s counts the tokens after it.
+  const double prefill = gen.prefill_seconds() > 0 ? gen.prompt_tokens() / gen.prefill_seconds() : 0.0;
+  const double decode = gen.decode_seconds() > 0 ? (gen.generated() - 1) / gen.decode_seconds() : 0.0;
+  std::printf("%zu new tokens; prefill %.1f tok/s (%zu tokens, %.3f ms); decode %.1f tok/s; KV cache %.1f KiB\n",
+              gen.generated(), prefill, gen.prompt_tokens(), gen.prefill_seconds() * 1e3, decode,
+              gen.cache().bytes() / 1024.0);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string(argv[1]) == "generate") return generate(parse_generate_args(argc, argv));
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {
     if (!*e.what()) {  // --help

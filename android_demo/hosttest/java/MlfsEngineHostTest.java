@@ -5,6 +5,7 @@ import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.util.Arrays;
 import java.util.List;
+import org.mlfsedge.demo.ByteLevelBpeTokenizer;
 import org.mlfsedge.demo.WordPieceTokenizer;
 import org.mlfsedge.demo.engine.MlfsEngine;
 import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
@@ -20,6 +21,12 @@ import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
  *   budget MODEL                                 profile + pick under budget
  *   errors MODEL TRUNCATED CORRUPT NOT_MLFS      bad arguments must raise the expected Java exceptions
  *   open MODEL                                   open only (the Python side sets a bad MLFS_ISA)
+ *   generate MODEL PROMPT CASE...                a decoder continues PROMPT (comma-separated ids) once
+ *                                                per CASE, "SUBNET;max;temperature;topK;topP;penalty;
+ *                                                seed;stops;fp16Cache;threads", streamed and not
+ *   generrors DECODER ENCODER                    bad generate arguments must raise Java exceptions
+ *   app TOKENIZER_JSON MODEL PROMPT_FILE SUBNET MAX   the app's generation path: BPE-encode the prompt,
+ *                                                generate (streamed), decode the continuation
  * </pre>
  *
  * A SUBNET is "u:depth,heads,mlp" (engine.uniform) or "e:layers/heads/mlp" with comma-separated
@@ -39,6 +46,15 @@ public final class MlfsEngineHostTest {
         break;
       case "errors":
         errors(args[1], args[2], args[3], args[4]);
+        break;
+      case "generate":
+        generate(args);
+        break;
+      case "generrors":
+        generateErrors(args[1], args[2]);
+        break;
+      case "app":
+        app(args);
         break;
       case "open":
         try (MlfsEngine e = MlfsEngine.open(args[1])) {
@@ -236,6 +252,126 @@ public final class MlfsEngineHostTest {
     expect("dtype after close", ise, e::dtype);
     expect("uniform after close", ise, () -> e.uniform(1, 1, 8));
     expect("profile after close", ise, () -> e.profile(new Subnet[] {full}, 8, 1));
+    System.out.println("FAILURES " + failures);
+  }
+
+  static String join(String tag, int[] ids) {
+    StringBuilder sb = new StringBuilder(tag);
+    for (int v : ids) sb.append(' ').append(v);
+    return sb.toString();
+  }
+
+  static void generate(String[] args) throws IOException {
+    int[] prompt = ints(args[2]);
+    try (MlfsEngine e = MlfsEngine.open(args[1])) {
+      System.out.println("DECODER " + e.isDecoder() + " " + e.numKvHeads() + " " + e.vocabSize());
+      for (int i = 3; i < args.length; i++) {
+        String[] f = args[i].split(";", -1);
+        Subnet subnet = f[0].equals("full") ? e.full() : parseSubnet(e, f[0]);
+        int maxNew = Integer.parseInt(f[1]);
+        float temperature = Float.parseFloat(f[2]);
+        int topK = Integer.parseInt(f[3]);
+        float topP = Float.parseFloat(f[4]);
+        float penalty = Float.parseFloat(f[5]);
+        long seed = Long.parseLong(f[6]);
+        int[] stops = f[7].isEmpty() ? new int[0] : ints(f[7]);
+        MlfsEngine.GenerateOptions o = new MlfsEngine.GenerateOptions().maxNewTokens(maxNew).temperature(temperature)
+            .topK(topK).topP(topP).repetitionPenalty(penalty).seed(seed).stopIds(stops)
+            .fp16Cache(Boolean.parseBoolean(f[8]));
+        e.setThreads(Integer.parseInt(f[9]));
+        final StringBuilder streamed = new StringBuilder("STREAM " + i);
+        MlfsEngine.Generated g = e.generate(prompt, subnet, o, id -> {
+          streamed.append(' ').append(id);
+          return true;
+        });
+        System.out.println("SUBNET " + i + " " + subnet.name());
+        System.out.println(join("GEN " + i, g.ids));
+        System.out.println(streamed);
+        System.out.println("RATES " + i + " " + g.promptTokens + " " + g.prefillTokensPerSecond() + " "
+            + g.decodeTokensPerSecond());
+        // Without a listener, through the plain-array overload (greedy/sampled alike).
+        if (penalty == 1f && !Boolean.parseBoolean(f[8])) {
+          System.out.println(join("PLAIN " + i, e.generate(prompt, subnet, maxNew, temperature, topK, topP, seed, stops)));
+        }
+      }
+      // A listener that says stop after 3 tokens ends the generation there.
+      final int[] seen = {0};
+      MlfsEngine.Generated cut = e.generate(prompt, e.full(), new MlfsEngine.GenerateOptions().maxNewTokens(10),
+          id -> ++seen[0] < 3);
+      System.out.println("CUT " + cut.ids.length + " " + seen[0]);
+    }
+  }
+
+  static void app(String[] args) throws IOException {
+    ByteLevelBpeTokenizer bpe;
+    try (FileInputStream in = new FileInputStream(args[1])) {
+      bpe = ByteLevelBpeTokenizer.fromTokenizerJson(in);
+    }
+    String prompt = new String(Files.readAllBytes(Paths.get(args[3])), StandardCharsets.UTF_8);
+    try (MlfsEngine e = MlfsEngine.open(args[2])) {
+      Subnet subnet = args[4].equals("full") ? e.full() : parseSubnet(e, args[4]);
+      int[] ids = bpe.encode(prompt);
+      System.out.println(join("PROMPT", ids));
+      final StringBuilder shown = new StringBuilder();
+      final int[] produced = new int[Integer.parseInt(args[5])];
+      final int[] n = {0};
+      MlfsEngine.Generated g = e.generate(ids, subnet,
+          new MlfsEngine.GenerateOptions().maxNewTokens(produced.length), id -> {
+            produced[n[0]++] = id;
+            shown.setLength(0);
+            shown.append(bpe.decodeComplete(Arrays.copyOf(produced, n[0])));  // what the app's text box shows
+            return true;
+          });
+      System.out.println("SUBNET " + subnet.name());
+      System.out.println(join("GEN", g.ids));
+      String text = bpe.decode(g.ids);
+      System.out.println("SHOWN_IS_PREFIX " + text.startsWith(shown.toString()));
+      System.out.println("TEXT " + BpeTokenizerHostTest.hex(text.getBytes(StandardCharsets.UTF_8)));
+      System.out.println("RATES " + g.prefillTokensPerSecond() + " " + g.decodeTokensPerSecond());
+    }
+  }
+
+  static void generateErrors(String decoder, String encoder) throws IOException {
+    Class<IllegalArgumentException> iae = IllegalArgumentException.class;
+    Class<IllegalStateException> ise = IllegalStateException.class;
+    MlfsEngine enc = MlfsEngine.open(encoder);
+    MlfsEngine.GenerateOptions greedy = new MlfsEngine.GenerateOptions().maxNewTokens(4);
+    int[] prompt = {1, 2, 3};
+    expect("generate on an encoder", iae, () -> enc.generate(prompt, enc.full(), greedy, null));
+    enc.close();
+    MlfsEngine e = MlfsEngine.open(decoder);
+    Subnet full = e.full();
+    int v = e.vocabSize();
+    expect("run on a decoder", iae, () -> e.run(prompt, new int[] {1, 1, 1}, full));
+    expect("null prompt", iae, () -> e.generate(null, full, greedy, null));
+    expect("empty prompt", iae, () -> e.generate(new int[0], full, greedy, null));
+    expect("id past the vocabulary", iae, () -> e.generate(new int[] {1, v}, full, greedy, null));
+    expect("negative id", iae, () -> e.generate(new int[] {-1}, full, greedy, null));
+    expect("prompt fills the positions", iae, () -> e.generate(new int[e.maxPositions()], full, greedy, null));
+    expect("max new tokens 0", iae, () -> e.generate(prompt, full, new MlfsEngine.GenerateOptions().maxNewTokens(0),
+        null));
+    expect("max new tokens huge", iae, () -> e.generate(prompt, full,
+        new MlfsEngine.GenerateOptions().maxNewTokens(Integer.MAX_VALUE), null));
+    expect("heads not whole groups", iae, () -> e.generate(prompt, Subnet.of(new int[] {0}, new int[] {1},
+        new int[] {e.intermediate()}), greedy, null));
+    expect("uniform heads not whole groups", iae, () -> e.uniform(1, 1, e.intermediate()));
+    expect("mlp too wide", iae, () -> e.generate(prompt, Subnet.of(new int[] {0}, new int[] {e.numHeads()},
+        new int[] {e.intermediate() + 1}), greedy, null));
+    expect("null subnet", iae, () -> e.generate(prompt, null, greedy, null));
+    expect("null options", iae, () -> e.generate(prompt, full, null, null));
+    expect("stop id outside", iae, () -> e.generate(prompt, full, new MlfsEngine.GenerateOptions().stopIds(v), null));
+    expect("null stop ids", iae, () -> new MlfsEngine.GenerateOptions().stopIds((int[]) null));
+    expect("negative temperature", iae, () -> e.generate(prompt, full,
+        new MlfsEngine.GenerateOptions().temperature(-1f), null));
+    expect("top_p 0", iae, () -> e.generate(prompt, full,
+        new MlfsEngine.GenerateOptions().temperature(1f).topP(0f), null));
+    expect("negative top_k", iae, () -> e.generate(prompt, full, new MlfsEngine.GenerateOptions().topK(-1), null));
+    expect("listener throws", UnsupportedOperationException.class, () -> e.generate(prompt, full, greedy, id -> {
+      throw new UnsupportedOperationException("listener refused token " + id);
+    }));
+    System.out.println(join("STILL_GENERATES", e.generate(prompt, full, greedy, null).ids));
+    e.close();
+    expect("generate after close", ise, () -> e.generate(prompt, full, greedy, null));
     System.out.println("FAILURES " + failures);
   }
 }

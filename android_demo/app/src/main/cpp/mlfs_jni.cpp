@@ -1,5 +1,6 @@
 // JNI face of the engine for org.mlfsedge.demo.engine.MlfsEngine: argument checks and conversions
-// only; the work is done by mlfs_native (csrc/). Every entry point runs inside guard(), which turns
+// only; the work is done by mlfs_native (csrc/). A handle holds an encoder (run) or a decoder
+// (generate), told apart by the packed file's model kind. Every entry point runs inside guard(), which turns
 // C++ exceptions into Java ones, so none ever unwinds through the JVM's frames (undefined behaviour,
 // in practice an abort). Arrays are copied in and out with Get/Set<Type>ArrayRegion: no pinned
 // memory to release on an error path.
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "mlfs/budget.h"
+#include "mlfs/decoder.h"
 #include "mlfs/engine.h"
 #include "mlfs/packed_file.h"
 
@@ -27,7 +29,10 @@ struct IllegalState : std::logic_error {
 };
 
 struct Handle {
-  std::unique_ptr<mlfs::Engine> engine;
+  std::unique_ptr<mlfs::Engine> engine;     // an encoder file, or
+  std::shared_ptr<mlfs::Decoder> decoder;  // a decoder file (a Generation shares it)
+  const mlfs::ModelDims& dims() const { return engine ? engine->dims() : decoder->dims(); }
+  const mlfs::PackedFile& file() const { return engine ? engine->file() : decoder->file(); }
 };
 
 // UTF-8 (possibly malformed) → UTF-16, so that any message or path becomes a valid Java string:
@@ -99,9 +104,22 @@ R guard(JNIEnv* env, R fallback, F&& body) {
   return fallback;
 }
 
-mlfs::Engine& engine_of(jlong handle) {
+Handle& handle_of(jlong handle) {
   if (handle == 0) throw IllegalState("this MlfsEngine is closed");
-  return *reinterpret_cast<Handle*>(handle)->engine;
+  return *reinterpret_cast<Handle*>(handle);
+}
+
+mlfs::Engine& engine_of(jlong handle) {
+  Handle& h = handle_of(handle);
+  if (!h.engine)
+    throw std::invalid_argument(h.file().path() + ": a decoder (causal LM) file; generate text with it instead");
+  return *h.engine;
+}
+
+const std::shared_ptr<mlfs::Decoder>& decoder_of(jlong handle) {
+  Handle& h = handle_of(handle);
+  if (!h.decoder) throw std::invalid_argument(h.file().path() + ": an encoder file; generate() needs a decoder");
+  return h.decoder;
 }
 
 void check(JNIEnv* env) {
@@ -201,7 +219,11 @@ MLFS_JNI(jlong, nativeOpen)(JNIEnv* env, jclass, jstring path, jboolean verify_c
     if (p.empty()) throw std::invalid_argument("path must not be empty");
     if (p.find('\0') != std::string::npos) throw std::invalid_argument("path must not contain NUL characters");
     auto handle = std::make_unique<Handle>();
-    handle->engine = std::make_unique<mlfs::Engine>(mlfs::PackedFile::open(p, verify_checksum == JNI_TRUE));
+    std::shared_ptr<const mlfs::PackedFile> file = mlfs::PackedFile::open(p, verify_checksum == JNI_TRUE);
+    if (file->dims().kind == mlfs::ModelKind::decoder)
+      handle->decoder = std::make_shared<mlfs::Decoder>(std::move(file));
+    else
+      handle->engine = std::make_unique<mlfs::Engine>(std::move(file));
     return reinterpret_cast<jlong>(handle.release());
   });
 }
@@ -215,29 +237,32 @@ MLFS_JNI(void, nativeClose)(JNIEnv* env, jclass, jlong handle) {
 
 MLFS_JNI(jintArray, nativeDims)(JNIEnv* env, jclass, jlong handle) {
   return guard<jintArray>(env, nullptr, [&] {
-    const mlfs::Engine& e = engine_of(handle);
-    const mlfs::ModelDims& d = e.dims();
-    // Order: MlfsEngine's NUM_LAYERS .. OUTPUT_DIM constants.
+    const Handle& h = handle_of(handle);
+    const mlfs::ModelDims& d = h.dims();
+    // Order: MlfsEngine's NUM_LAYERS .. NUM_KV_HEADS constants. A decoder's output row is the logits.
+    const std::size_t output_dim = h.engine ? h.engine->output_dim() : d.vocab_size;
     return new_ints(env, {static_cast<jint>(d.num_layers), static_cast<jint>(d.hidden),
                           static_cast<jint>(d.num_heads), static_cast<jint>(d.intermediate),
                           static_cast<jint>(d.vocab_size), static_cast<jint>(d.max_positions),
-                          static_cast<jint>(d.num_labels), static_cast<jint>(e.output_dim())});
+                          static_cast<jint>(d.num_labels), static_cast<jint>(output_dim),
+                          static_cast<jint>(d.kind == mlfs::ModelKind::decoder ? 1 : 0),
+                          static_cast<jint>(d.num_kv_heads)});
   });
 }
 
 MLFS_JNI(jstring, nativeDtype)(JNIEnv* env, jclass, jlong handle) {
   return guard<jstring>(env, nullptr, [&] {
-    return java_string(env, mlfs::dtype_name(engine_of(handle).dims().weight_dtype));
+    return java_string(env, mlfs::dtype_name(handle_of(handle).dims().weight_dtype));
   });
 }
 
 MLFS_JNI(jlong, nativeFileSize)(JNIEnv* env, jclass, jlong handle) {
-  return guard<jlong>(env, 0, [&] { return static_cast<jlong>(engine_of(handle).file().file_size()); });
+  return guard<jlong>(env, 0, [&] { return static_cast<jlong>(handle_of(handle).file().file_size()); });
 }
 
 MLFS_JNI(jbyteArray, nativeMetadata)(JNIEnv* env, jclass, jlong handle) {
   return guard<jbyteArray>(env, nullptr, [&] {
-    const std::string& meta = engine_of(handle).file().metadata_json();
+    const std::string& meta = handle_of(handle).file().metadata_json();
     jbyteArray a = env->NewByteArray(static_cast<jsize>(meta.size()));
     if (a == nullptr) throw JavaPending{};
     env->SetByteArrayRegion(a, 0, static_cast<jsize>(meta.size()), reinterpret_cast<const jbyte*>(meta.data()));
@@ -248,8 +273,16 @@ MLFS_JNI(jbyteArray, nativeMetadata)(JNIEnv* env, jclass, jlong handle) {
 
 MLFS_JNI(jintArray, nativeUniformLayers)(JNIEnv* env, jclass, jlong handle, jint depth, jint heads, jint mlp) {
   return guard<jintArray>(env, nullptr, [&] {
-    const mlfs::SubnetSpec spec = mlfs::uniform_subnet(engine_of(handle), non_negative(depth, "depth"),
-                                                       non_negative(heads, "heads"), non_negative(mlp, "mlp width"));
+    const Handle& h = handle_of(handle);
+    const std::uint32_t dp = non_negative(depth, "depth"), hd = non_negative(heads, "heads"),
+                        f = non_negative(mlp, "mlp width");
+    mlfs::SubnetSpec spec;
+    if (h.engine) {
+      spec = mlfs::uniform_subnet(*h.engine, dp, hd, f);
+    } else {  // the same spread of layers; the decoder checks whole key/value groups (and 4-bit widths)
+      for (std::uint32_t layer : mlfs::layers_for_depth(h.dims().num_layers, dp)) spec.push_back({layer, hd, f});
+      h.decoder->validate(spec);
+    }
     std::vector<jint> layers;
     for (const mlfs::LayerSlice& s : spec) layers.push_back(static_cast<jint>(s.layer));
     return new_ints(env, layers);
@@ -358,5 +391,57 @@ MLFS_JNI(jint, nativePickLargest)(JNIEnv* env, jclass, jlong handle, jobjectArra
     env->SetDoubleArrayRegion(latency_out, 0, static_cast<jsize>(pick.latency_ms.size()), pick.latency_ms.data());
     check(env);
     return static_cast<jint>(pick.index);
+  });
+}
+
+// One generation on the calling thread. stats_out (3 doubles): prompt tokens, prefill seconds, decode
+// seconds. listener: null, or an object with `boolean onToken(int)` called after each new token
+// (streaming; false stops the generation early). A Java exception thrown by it is left pending.
+MLFS_JNI(jintArray, nativeGenerate)(JNIEnv* env, jclass, jlong handle, jintArray prompt_ids, jintArray layers,
+                                    jintArray heads, jintArray mlp, jint max_new_tokens, jfloat temperature,
+                                    jint top_k, jfloat top_p, jfloat repetition_penalty, jlong seed,
+                                    jintArray stop_ids, jboolean fp16_cache, jint threads, jobject listener,
+                                    jdoubleArray stats_out) {
+  return guard<jintArray>(env, nullptr, [&] {
+    const std::shared_ptr<mlfs::Decoder>& d = decoder_of(handle);
+    std::vector<std::int32_t> prompt = ints(env, prompt_ids, "promptIds");
+    const mlfs::SubnetSpec spec = subnet(env, layers, heads, mlp);
+    if (stats_out == nullptr || env->GetArrayLength(stats_out) != 3)
+      throw std::invalid_argument("the stats output array must have 3 entries");
+    if (max_new_tokens < 1)
+      throw std::invalid_argument("max_new_tokens must be at least 1, got " + std::to_string(max_new_tokens));
+    mlfs::GenerationParams p;
+    p.max_new_tokens = static_cast<std::size_t>(max_new_tokens);
+    for (std::int32_t t : ints(env, stop_ids, "stopIds")) {
+      if (t < 0 || static_cast<std::uint32_t>(t) >= d->dims().vocab_size)
+        throw std::invalid_argument("stop token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                    std::to_string(d->dims().vocab_size) + ")");
+      p.stop_tokens.push_back(t);
+    }
+    // The seed's 64 bits as they are: a negative Java long is the same uint64 Python would pass.
+    p.sampling = {temperature, non_negative(top_k, "top_k"), top_p, repetition_penalty, static_cast<std::uint64_t>(seed)};
+    p.cache_dtype = fp16_cache == JNI_TRUE ? mlfs::DType::f16 : mlfs::DType::f32;
+    p.threads = threads;
+    jmethodID on_token = nullptr;
+    if (listener != nullptr) {
+      jclass cls = env->GetObjectClass(listener);
+      on_token = env->GetMethodID(cls, "onToken", "(I)Z");
+      check(env);  // NoSuchMethodError: not a TokenListener
+      env->DeleteLocalRef(cls);
+    }
+    mlfs::Generation gen(d, std::move(prompt), spec, std::move(p));  // validates everything up front
+    std::vector<jint> out;
+    for (std::int64_t t; (t = gen.next()) >= 0;) {
+      out.push_back(static_cast<jint>(t));
+      if (on_token != nullptr) {
+        const jboolean more = env->CallBooleanMethod(listener, on_token, static_cast<jint>(t));
+        check(env);
+        if (more != JNI_TRUE) break;
+      }
+    }
+    const double stats[3] = {static_cast<double>(gen.prompt_tokens()), gen.prefill_seconds(), gen.decode_seconds()};
+    env->SetDoubleArrayRegion(stats_out, 0, 3, stats);
+    check(env);
+    return new_ints(env, out);
   });
 }

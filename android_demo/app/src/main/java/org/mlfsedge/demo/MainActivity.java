@@ -24,13 +24,16 @@ import org.mlfsedge.demo.engine.MlfsEngine;
 import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
 
 /**
- * One screen, two panels over the same text box:
+ * One screen, two panels over the same text box, and a third for text generation:
  *
  * <ul>
  *   <li>ExecuTorch: the exported .pte sub-network (assets/pte/, from {@code mlfs-edge export});
  *   <li>the project's C++ engine over JNI: any sub-network of the one packed supernet
  *       (assets/mlfs/model-int8.mlfs, model-fp16.mlfs, from {@code mlfs-edge pack}), picked by hand
- *       or automatically as the largest that fits a latency budget on this phone.
+ *       or automatically as the largest that fits a latency budget on this phone;
+ *   <li>generation: a sub-network of a packed decoder (assets/mlfs/decoder-int8.mlfs,
+ *       decoder-fp16.mlfs and tokenizer.json, optional) continues a prompt; the text streams in
+ *       token by token, with prefill and decode tokens/s.
  * </ul>
  *
  * All model work runs on one background thread; views are touched on the UI thread only.
@@ -61,6 +64,23 @@ public class MainActivity extends Activity {
   private CheckBox auto;
   private Spinner subnetPicker;
 
+  // Generation panel: decoders by dtype, the byte-level BPE of their tokenizer.json.
+  private final Map<String, MlfsEngine> decoders = new HashMap<>();
+  private final Map<String, String> lastGenByDtype = new HashMap<>();
+  private ByteLevelBpeTokenizer bpe;
+  private Subnet[] decoderSubnets = new Subnet[0];
+  private int[] stopIds = new int[0];
+  private volatile boolean stopRequested;
+  private EditText genPrompt;
+  private EditText genMaxTokens;
+  private Switch genFp16;
+  private Spinner genSubnetPicker;
+  private Button runGenerate;
+  private Button stopGenerate;
+  private TextView genOutput;
+  private TextView genStats;
+  private TextView genComparison;
+
   @Override
   protected void onCreate(Bundle savedInstanceState) {
     super.onCreate(savedInstanceState);
@@ -76,8 +96,21 @@ public class MainActivity extends Activity {
     fp16 = findViewById(R.id.fp16_switch);
     auto = findViewById(R.id.auto_budget);
     subnetPicker = findViewById(R.id.subnet_picker);
+    genPrompt = findViewById(R.id.gen_prompt);
+    genMaxTokens = findViewById(R.id.gen_max_tokens);
+    genFp16 = findViewById(R.id.gen_fp16_switch);
+    genSubnetPicker = findViewById(R.id.gen_subnet_picker);
+    runGenerate = findViewById(R.id.run_generate);
+    stopGenerate = findViewById(R.id.stop_generate);
+    genOutput = findViewById(R.id.gen_output);
+    genStats = findViewById(R.id.gen_stats);
+    genComparison = findViewById(R.id.gen_comparison);
     runPte.setEnabled(false);
     runEngine.setEnabled(false);
+    runGenerate.setEnabled(false);
+    stopGenerate.setEnabled(false);
+    runGenerate.setOnClickListener(v -> generate());
+    stopGenerate.setOnClickListener(v -> stopRequested = true); // read by the token listener
     runPte.setOnClickListener(v -> classifyWithPte());
     runEngine.setOnClickListener(v -> runWithEngine());
     auto.setOnCheckedChangeListener((button, checked) -> {
@@ -94,7 +127,9 @@ public class MainActivity extends Activity {
     worker.execute(() -> {
       if (pte != null) pte.close();
       for (MlfsEngine e : engines.values()) e.close();
+      for (MlfsEngine e : decoders.values()) e.close();
     });
+    stopRequested = true; // a running generation ends at its next token
     worker.shutdown();
     super.onDestroy();
   }
@@ -135,7 +170,15 @@ public class MainActivity extends Activity {
       problems.append("C++ engine model: ").append(e.getMessage()).append('\n');
     }
     final String message = problems.length() == 0 ? getString(R.string.ready) : problems + getString(R.string.how_to_add_models);
+    final String decoderProblem = loadDecoders();
     runOnUiThread(() -> {
+      genStats.setText(decoderProblem);
+      runGenerate.setEnabled(decoderProblem.isEmpty());
+      String[] genNames = new String[decoderSubnets.length];
+      for (int i = 0; i < genNames.length; i++) genNames[i] = decoderSubnets[i].name();
+      ArrayAdapter<String> genAdapter = new ArrayAdapter<>(this, android.R.layout.simple_spinner_item, genNames);
+      genAdapter.setDropDownViewResource(android.R.layout.simple_spinner_dropdown_item);
+      genSubnetPicker.setAdapter(genAdapter);
       status.setText(message);
       runPte.setEnabled(pte != null);
       runEngine.setEnabled(engines.size() == DTYPES.length && tokenizer != null);
@@ -145,6 +188,58 @@ public class MainActivity extends Activity {
       adapter.setDropDownViewResource(android.R.layout.simple_spinner_dropdown_item);
       subnetPicker.setAdapter(adapter);
     });
+  }
+
+  /** The generation panel's models (optional): "" when loaded, else what is missing. */
+  private String loadDecoders() {
+    try {
+      File json = AssetFiles.copy(this, "mlfs/tokenizer.json");
+      try (java.io.InputStream in = new java.io.FileInputStream(json)) {
+        bpe = ByteLevelBpeTokenizer.fromTokenizerJson(in);
+      }
+      for (String dtype : DTYPES) {
+        File file = AssetFiles.copy(this, "mlfs/decoder-" + dtype + ".mlfs");
+        MlfsEngine d = MlfsEngine.open(file.getAbsolutePath());
+        if (!d.isDecoder()) {
+          d.close();
+          throw new IOException(file.getName() + " is an encoder; pack a causal LM (e.g. smollm2)");
+        }
+        d.setThreads(Math.max(1, Math.min(4, Runtime.getRuntime().availableProcessors())));
+        decoders.put(dtype, d);
+      }
+      decoderSubnets = decoderPalette(decoders.get("int8"));
+      // Stop at the end-of-text / end-of-turn tokens the tokenizer knows (SmolLM2: 0 and 2).
+      java.util.List<Integer> stops = new java.util.ArrayList<>();
+      for (String t : new String[] {"<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>"}) {
+        int id = bpe.tokenId(t);
+        if (id >= 0 && id < decoders.get("int8").vocabSize()) stops.add(id);
+      }
+      stopIds = new int[stops.size()];
+      for (int i = 0; i < stopIds.length; i++) stopIds[i] = stops.get(i);
+      return "";
+    } catch (IOException | RuntimeException e) {
+      return getString(R.string.gen_missing) + "\n(" + e.getMessage() + ")";
+    }
+  }
+
+  /**
+   * Four decoder sub-networks, largest first: the full model; all layers at 2/3 of the key/value
+   * groups and 3/4 of the MLP; 2/3 of the layers and 1/2 depth, narrower. Heads are whole groups
+   * and MLP widths multiples of 32 (what a 4-bit file can slice too).
+   */
+  private static Subnet[] decoderPalette(MlfsEngine d) {
+    int groups = d.numKvHeads();
+    int group = d.numHeads() / groups;
+    double[][] fractions = {{1, 1, 1}, {1, 2 / 3.0, 0.75}, {2 / 3.0, 2 / 3.0, 0.5}, {0.5, 1 / 3.0, 0.5}};
+    java.util.List<Subnet> out = new java.util.ArrayList<>();
+    for (double[] f : fractions) {
+      int depth = Math.max(1, (int) Math.round(d.numLayers() * f[0]));
+      int heads = group * Math.max(1, (int) Math.round(groups * f[1]));
+      int mlp = Math.min(d.intermediate(), Math.max(32, (int) Math.round(d.intermediate() * f[2] / 32) * 32));
+      Subnet s = d.uniform(depth, heads, mlp);
+      if (!out.contains(s)) out.add(s);
+    }
+    return out.toArray(new Subnet[0]);
   }
 
   private static String[] labelsOf(String metadataJson) {
@@ -257,6 +352,60 @@ public class MainActivity extends Activity {
     return candidates[best];
   }
 
+  private void generate() {
+    final String prompt = genPrompt.getText().toString();
+    final String dtype = genFp16.isChecked() ? "fp16" : "int8";
+    final int picked = genSubnetPicker.getSelectedItemPosition();
+    final String maxText = genMaxTokens.getText().toString();
+    stopRequested = false;
+    busy(true);
+    runGenerate.setEnabled(false);
+    stopGenerate.setEnabled(true);
+    genOutput.setText(prompt);
+    worker.execute(() -> {
+      String line;
+      try {
+        MlfsEngine d = decoders.get(dtype);
+        Subnet subnet = decoderSubnets[Math.max(0, picked)];
+        int maxNew;
+        try {
+          maxNew = Integer.parseInt(maxText.trim());
+        } catch (NumberFormatException e) {
+          throw new IllegalArgumentException("the number of new tokens must be a whole number");
+        }
+        int[] promptIds = bpe.encode(prompt);
+        final int[] produced = new int[Math.max(0, Math.min(maxNew, d.maxPositions()))]; // no more fit
+        final int[] count = {0};
+        MlfsEngine.GenerateOptions options = new MlfsEngine.GenerateOptions().maxNewTokens(maxNew).stopIds(stopIds)
+            .repetitionPenalty(1.1f);
+        MlfsEngine.Generated g = d.generate(promptIds, subnet, options, id -> {
+          produced[count[0]++] = id;
+          // The whole continuation is decoded again: a character may span tokens (UTF-8 bytes).
+          final String text = prompt + bpe.decodeComplete(java.util.Arrays.copyOf(produced, count[0]));
+          runOnUiThread(() -> genOutput.setText(text));
+          return !stopRequested;
+        });
+        final String text = prompt + bpe.decode(g.ids);
+        runOnUiThread(() -> genOutput.setText(text));
+        String stats = String.format(Locale.US, "%s %s: prefill %.1f tok/s (%d tokens) · decode %.1f tok/s "
+            + "(%d new) · %.1f MiB file", dtype, subnet.name(), g.prefillTokensPerSecond(), g.promptTokens,
+            g.decodeTokensPerSecond(), g.ids.length, d.fileSizeBytes() / 1048576.0);
+        lastGenByDtype.put(dtype, stats);
+        line = stats;
+      } catch (RuntimeException e) {
+        line = "error: " + e.getMessage();
+      }
+      final String shown = line;
+      final String table = orDash(lastGenByDtype.get("int8")) + "\n" + orDash(lastGenByDtype.get("fp16"));
+      runOnUiThread(() -> {
+        genStats.setText(shown);
+        genComparison.setText(table);
+        stopGenerate.setEnabled(false);
+        busy(false);
+      });
+    });
+  }
+
   private static String orDash(String s) {
     return s == null ? "—" : s;
   }
@@ -264,6 +413,7 @@ public class MainActivity extends Activity {
   private void busy(boolean on) {
     runPte.setEnabled(!on && pte != null);
     runEngine.setEnabled(!on && engines.size() == DTYPES.length && tokenizer != null);
+    runGenerate.setEnabled(!on && decoders.size() == DTYPES.length && bpe != null);
     status.setVisibility(on ? View.VISIBLE : View.GONE);
     if (on) status.setText(R.string.running);
   }

@@ -8,6 +8,8 @@ import java.util.Arrays;
  * The project's C++ engine over one memory-mapped {@code .mlfs} packed supernet, through JNI
  * ({@code libmlfs_jni.so}, built from {@code app/src/main/cpp}). Plain Java with no Android
  * dependency, so the host JVM tests it against the Python engine ({@code tests/test_jni_bridge.py}).
+ * An encoder file runs with {@link #run}; a decoder (causal LM) file continues a prompt of token ids
+ * with {@link #generate}, optionally streaming each new token to a {@link TokenListener}.
  *
  * <p>Every sub-network of the supernet runs from the same file: a {@link Subnet} only says which
  * layers, and how many heads and MLP channels of each, to use. Bad arguments raise Java exceptions
@@ -106,9 +108,102 @@ public final class MlfsEngine implements AutoCloseable {
     }
   }
 
+  /** Called on the generating thread after each new token; return false to stop early. */
+  public interface TokenListener {
+    boolean onToken(int tokenId);
+  }
+
+  /**
+   * How {@link #generate} samples and stops; the defaults are greedy, 32 new tokens, no stop ids,
+   * an fp32 KV cache. Setters return this. Values are checked by the engine when generating.
+   */
+  public static final class GenerateOptions {
+    int maxNewTokens = 32;
+    float temperature = 0f;
+    int topK = 0;
+    float topP = 1f;
+    float repetitionPenalty = 1f;
+    long seed = 0;
+    int[] stopIds = new int[0];
+    boolean fp16Cache = false;
+
+    public GenerateOptions maxNewTokens(int n) {
+      maxNewTokens = n;
+      return this;
+    }
+
+    /** 0: greedy (argmax); otherwise a seeded draw after top-k / top-p. */
+    public GenerateOptions temperature(float t) {
+      temperature = t;
+      return this;
+    }
+
+    /** 0: off. */
+    public GenerateOptions topK(int k) {
+      topK = k;
+      return this;
+    }
+
+    /** 1: off. */
+    public GenerateOptions topP(float p) {
+      topP = p;
+      return this;
+    }
+
+    /** 1: off (Hugging Face's rule). */
+    public GenerateOptions repetitionPenalty(float r) {
+      repetitionPenalty = r;
+      return this;
+    }
+
+    /** All 64 bits count: a negative long is the unsigned seed with the same bits. */
+    public GenerateOptions seed(long s) {
+      seed = s;
+      return this;
+    }
+
+    /** Generation ends after emitting one of these (e.g. the model's end-of-sequence id). */
+    public GenerateOptions stopIds(int... ids) {
+      if (ids == null) throw new IllegalArgumentException("stopIds must not be null");
+      stopIds = ids.clone();
+      return this;
+    }
+
+    /** Keep the KV cache in fp16 (half the memory; attention converts back). */
+    public GenerateOptions fp16Cache(boolean on) {
+      fp16Cache = on;
+      return this;
+    }
+  }
+
+  /** The new token ids of one generation and how fast they came. */
+  public static final class Generated {
+    public final int[] ids;
+    public final int promptTokens;
+    public final double prefillSeconds;
+    public final double decodeSeconds;
+
+    Generated(int[] ids, double[] stats) {
+      this.ids = ids;
+      this.promptTokens = (int) stats[0];
+      this.prefillSeconds = stats[1];
+      this.decodeSeconds = stats[2];
+    }
+
+    /** Prompt tokens per second (the prefill also produced the first new token). */
+    public double prefillTokensPerSecond() {
+      return prefillSeconds > 0 ? promptTokens / prefillSeconds : 0;
+    }
+
+    /** New tokens per second after the first. */
+    public double decodeTokensPerSecond() {
+      return decodeSeconds > 0 ? (ids.length - 1) / decodeSeconds : 0;
+    }
+  }
+
   // Indices into nativeDims(): the model's dimensions as the file's header gives them.
   private static final int NUM_LAYERS = 0, HIDDEN = 1, NUM_HEADS = 2, INTERMEDIATE = 3, VOCAB = 4,
-      MAX_POSITIONS = 5, NUM_LABELS = 6, OUTPUT_DIM = 7;
+      MAX_POSITIONS = 5, NUM_LABELS = 6, OUTPUT_DIM = 7, IS_DECODER = 8, NUM_KV_HEADS = 9;
 
   private long handle;
   private final int[] dims;
@@ -196,12 +291,22 @@ public final class MlfsEngine implements AutoCloseable {
     return dims[NUM_LABELS];
   }
 
-  /** Width of one output row: numLabels() logits, or the pooled embedding (hidden()). */
+  /** Width of one output row: numLabels() logits, or the pooled embedding (hidden()); a decoder's vocabSize(). */
   public int outputDim() {
     return dims[OUTPUT_DIM];
   }
 
-  /** CPU threads for run() and profiling, 1..256. */
+  /** True for a decoder (causal LM) file: {@link #generate}; false for an encoder: {@link #run}. */
+  public boolean isDecoder() {
+    return dims[IS_DECODER] == 1;
+  }
+
+  /** Key/value heads per layer (a decoder's sub-network keeps whole groups of numHeads() / this). */
+  public int numKvHeads() {
+    return dims[NUM_KV_HEADS];
+  }
+
+  /** CPU threads for run(), generate() and profiling, 1..256. */
   public synchronized void setThreads(int threads) {
     if (threads < 1 || threads > 256) {
       throw new IllegalArgumentException("threads must be between 1 and 256, got " + threads);
@@ -278,6 +383,32 @@ public final class MlfsEngine implements AutoCloseable {
     return new Pick(index >= 0 ? candidates[index] : null, index, latency);
   }
 
+  /**
+   * Continue {@code promptIds} with {@code subnet} of a decoder file: the new token ids (stop id
+   * included when one ended it). Everything is validated before any compute: ids outside the
+   * vocabulary, a prompt that leaves no position free, maxNewTokens &lt; 1 or past the positions,
+   * heads that are not whole key/value groups raise IllegalArgumentException. {@code listener}
+   * (may be null) gets each token as soon as it is sampled, on this thread.
+   */
+  public synchronized Generated generate(int[] promptIds, Subnet subnet, GenerateOptions options,
+      TokenListener listener) {
+    Subnet s = nonNull(subnet);
+    if (options == null) throw new IllegalArgumentException("options must not be null");
+    double[] stats = new double[3];
+    int[] ids = nativeGenerate(live(), promptIds, s.layers, s.heads, s.mlp, options.maxNewTokens,
+        options.temperature, options.topK, options.topP, options.repetitionPenalty, options.seed,
+        options.stopIds, options.fp16Cache, threads, listener, stats);
+    return new Generated(ids, stats);
+  }
+
+  /** The new token ids only (see {@link #generate(int[], Subnet, GenerateOptions, TokenListener)}). */
+  public int[] generate(int[] promptIds, Subnet subnet, int maxNewTokens, float temperature, int topK, float topP,
+      long seed, int[] stopIds) {
+    GenerateOptions o = new GenerateOptions().maxNewTokens(maxNewTokens).temperature(temperature).topK(topK)
+        .topP(topP).seed(seed).stopIds(stopIds);
+    return generate(promptIds, subnet, o, null).ids;
+  }
+
   // --- helpers -----------------------------------------------------------------------------------
 
   private static Subnet nonNull(Subnet subnet) {
@@ -343,4 +474,8 @@ public final class MlfsEngine implements AutoCloseable {
 
   private static native int nativePickLargest(long handle, int[][] layers, int[][] heads, int[][] mlp,
       double budgetMs, int seq, int threads, int runs, double[] latencyOut);
+
+  private static native int[] nativeGenerate(long handle, int[] promptIds, int[] layers, int[] heads, int[] mlp,
+      int maxNewTokens, float temperature, int topK, float topP, float repetitionPenalty, long seed, int[] stopIds,
+      boolean fp16Cache, int threads, TokenListener listener, double[] statsOut);
 }
