@@ -211,6 +211,9 @@ GEN_CASES = {
                                                       {"repetition_penalty": 1.3, "cache_dtype": "fp16"}),
     "full;12;0.9;20;0.9;1;7;;false;1": ("full", {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}),
     "full;12;1.5;0;0.95;1;123456789;;false;1": ("full", {"temperature": 1.5, "top_p": 0.95, "seed": 123456789}),
+    # self-speculative decoding (greedy: the same ids as without a draft): a depth prefix, a narrower draft
+    "full;12;0;0;1;1;0;;false;1;e:0/4/96;3": ("full", {"draft": SubnetConfig((0,), (4,), (96,))}),
+    "full;12;0;0;1;1;0;;false;2;e:0,1/2,2/32,32;2": ("full", {"draft": SubnetConfig((0, 1), (2, 2), (32, 32))}),
 }
 
 
@@ -229,12 +232,18 @@ def test_java_generate_matches_the_python_engine(jni, packed_tiny_decoder, dtype
         assert [int(t) for t in fields["STREAM"]] == want, f"{case}: the listener saw other tokens"
         if "PLAIN" in fields:
             assert [int(t) for t in fields["PLAIN"]] == want, case
+        rounds, drafted, accepted = map(int, fields["DRAFT"])
+        if "draft" in kwargs:
+            assert want == engine.generate(GEN_PROMPT, subnet=cfg, max_new_tokens=12, stop_tokens=[])
+            assert rounds >= 1 and drafted >= accepted, case
+        else:
+            assert rounds == drafted == accepted == 0, case
         prompt_tokens, prefill, decode = fields["RATES"]
         assert int(prompt_tokens) == len(GEN_PROMPT) and float(prefill) > 0 and float(decode) > 0
         outputs.append(want)
     assert "CUT 3 3" in lines  # the listener's false ended it after the third token
     # Seeded sampling differs from greedy (else equal ids could hide dropped sampling settings).
-    assert outputs[-1] != outputs[0] and outputs[-2] != outputs[0]
+    assert outputs[4] != outputs[0] and outputs[3] != outputs[0]
 
 
 def test_java_generate_bad_arguments_raise_java_exceptions(jni, packed_tiny_decoder, tiny_bert_dir, tmp_path):

@@ -186,6 +186,23 @@ def test_runner_generate_under_qemu_matches_the_python_engine(runner, packed_tin
     assert _generated(out) == want[: want.index(want[3]) + 1]
 
 
+def test_runner_generate_with_a_draft_under_qemu(runner, packed_tiny_decoder):
+    """Self-speculative decoding in the runner: greedy ids identical to plain decoding (Python's), for a
+    depth-prefix draft (shares the cache) and a narrower one, with the speculation counters printed."""
+    engine = Engine.load(packed_tiny_decoder["fp32"])
+    want = engine.generate(PROMPT, max_new_tokens=12, stop_tokens=[])
+    base = [str(packed_tiny_decoder["fp32"]), "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens", "12"]
+    for draft, shared in (("depth=2", True), ("depth=2,heads=2,mlp=32", False)):
+        out = emulate(runner, "cortex-a53", "generate", *base, "--draft", draft, "--draft-k", "3").stdout
+        assert _generated(out) == want, (draft, out)
+        [line] = [x for x in out.splitlines() if x.startswith("draft: ")]
+        assert "tokens per verification" in line and ("KV cache shared" in line) == shared, line
+    err = emulate(runner, "max", "generate", *base, "--draft", "depth=4", rc=2).stderr
+    assert "exceeds the sub-network's 3 layers" in err
+    err = emulate(runner, "max", "generate", *base, "--draft", "depth=1", "--draft-vocab", "40", rc=2).stderr
+    assert "draft_vocab must be a multiple of 32" in err
+
+
 def test_runner_generate_bad_input_is_one_line_and_exit_2(runner, packed_tiny_decoder, tiny_bert_dir, tmp_path):
     from mlfs_edge.runtime import pack
 

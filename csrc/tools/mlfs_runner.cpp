@@ -47,6 +47,10 @@ const char kUsage[] =
     "  --temperature T  0 = greedy (default)  --top-k K (0 = off)  --top-p P (1 = off)  --seed S\n"
     "  --repetition-penalty R (1 = off)       --threads N (default 1)  --cache fp32|fp16 (default fp32)\n"
     "  --no-verify      skip the checksum pass\n"
+    "  --draft depth=D[,heads=H,mlp=F]   self-speculative decoding: the sub-network's first D layers (at\n"
+    "                   widths H/F, default its own) draft, the sub-network verifies; greedy output unchanged\n"
+    "  --draft-k K      draft tokens per round to start with (default 4; adapted)   --draft-vocab N  the draft\n"
+    "                   scores only the first N tokens of a frequency-ordered file (pack --vocab-order)\n"
     "  prints the new ids as they are produced, then prefill and decode tokens/s\n";
 
 struct Options {
@@ -268,7 +272,8 @@ int run(const Options& o) {
 // --- generate: a packed decoder continues a prompt of token ids ------------------------------------
 
 struct GenOptions {
-  std::string model, subnet = "full";
+  std::string model, subnet = "full", draft;
+  std::size_t draft_k = 4, draft_vocab = 0;
   std::vector<std::int32_t> prompt, stops;
   bool have_prompt = false, verify = true;
   mlfs::GenerationParams params;
@@ -330,6 +335,10 @@ GenOptions parse_generate_args(int argc, char** argv) {
       else if (v == "fp16") o.params.cache_dtype = mlfs::DType::f16;
       else throw UsageError("--cache must be fp32 or fp16, got '" + v + "'");
     } else if (a == "--no-verify") o.verify = false;
+    else if (a == "--draft") o.draft = value();
+    else if (a == "--draft-k") o.draft_k = static_cast<std::size_t>(parse_int(value(), "--draft-k", 1, 64));
+    else if (a == "--draft-vocab")
+      o.draft_vocab = static_cast<std::size_t>(parse_int(value(), "--draft-vocab", 32, 1L << 31));
     else if (a.rfind("--", 0) == 0) throw UsageError("unknown option " + a);
     else if (o.model.empty()) o.model = a;
     else throw UsageError("generate takes one .mlfs file, got a second: " + a);
@@ -359,6 +368,22 @@ int generate(const GenOptions& o) {
                                   std::to_string(d.vocab_size) + ")");
   mlfs::GenerationParams params = o.params;
   params.stop_tokens = o.stops;
+  if (!o.draft.empty()) {
+    // The draft: the first D of the sub-network's layers (a depth prefix at the same widths shares its KV cache).
+    mlfs::ModelDims unset = d;  // widths left out of --draft (0 here) keep the sub-network's own
+    unset.num_heads = unset.intermediate = 0;
+    const Uniform u = parse_uniform(o.draft, unset);
+    if (u.depth > spec.size())
+      throw std::invalid_argument("--draft depth " + std::to_string(u.depth) + " exceeds the sub-network's " +
+                                  std::to_string(spec.size()) + " layers");
+    mlfs::SubnetSpec draft(spec.begin(), spec.begin() + u.depth);
+    for (mlfs::LayerSlice& l : draft) {
+      if (u.heads) l.heads = u.heads;
+      if (u.mlp) l.mlp = u.mlp;
+    }
+    params.speculation = mlfs::SpeculationParams{draft, std::max<std::size_t>(8, o.draft_k), o.draft_k, true,
+                                                 o.draft_vocab};
+  }
   mlfs::Generation gen(decoder, o.prompt, spec, params);  // validates everything before any compute
   std::printf("mlfs-runner: kernels %s, %d thread(s)\n", mlfs::isa_name(mlfs::selected_isa()), o.params.threads);
   const std::string base = o.model.substr(o.model.find_last_of('/') + 1);
@@ -378,6 +403,13 @@ int generate(const GenOptions& o) {
   std::printf("%zu new tokens; prefill %.1f tok/s (%zu tokens, %.3f ms); decode %.1f tok/s; KV cache %.1f KiB\n",
               gen.generated(), prefill, gen.prompt_tokens(), gen.prefill_seconds() * 1e3, decode,
               gen.cache().bytes() / 1024.0);
+  if (const mlfs::Speculator* sp = gen.speculator()) {
+    const mlfs::SpeculationStats& st = sp->stats();
+    std::printf("draft: %zu/%zu drafted tokens accepted, %.2f tokens per verification over %zu rounds, %zu plain "
+                "steps%s\n", st.accepted, st.drafted,
+                st.rounds ? static_cast<double>(st.accepted + st.rounds) / static_cast<double>(st.rounds) : 0.0,
+                st.rounds, st.plain_steps, sp->shares_cache() ? ", KV cache shared with the sub-network" : "");
+  }
   return 0;
 }
 

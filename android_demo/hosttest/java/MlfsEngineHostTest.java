@@ -23,7 +23,7 @@ import org.mlfsedge.demo.engine.MlfsEngine.Subnet;
  *   open MODEL                                   open only (the Python side sets a bad MLFS_ISA)
  *   generate MODEL PROMPT CASE...                a decoder continues PROMPT (comma-separated ids) once
  *                                                per CASE, "SUBNET;max;temperature;topK;topP;penalty;
- *                                                seed;stops;fp16Cache;threads", streamed and not
+ *                                                seed;stops;fp16Cache;threads[;DRAFT;k]", streamed and not
  *   generrors DECODER ENCODER                    bad generate arguments must raise Java exceptions
  *   app TOKENIZER_JSON MODEL PROMPT_FILE SUBNET MAX   the app's generation path: BPE-encode the prompt,
  *                                                generate (streamed), decode the continuation
@@ -278,6 +278,7 @@ public final class MlfsEngineHostTest {
         MlfsEngine.GenerateOptions o = new MlfsEngine.GenerateOptions().maxNewTokens(maxNew).temperature(temperature)
             .topK(topK).topP(topP).repetitionPenalty(penalty).seed(seed).stopIds(stops)
             .fp16Cache(Boolean.parseBoolean(f[8]));
+        if (f.length > 10) o.draft(parseSubnet(e, f[10])).draftK(Integer.parseInt(f[11]));  // speculative
         e.setThreads(Integer.parseInt(f[9]));
         final StringBuilder streamed = new StringBuilder("STREAM " + i);
         MlfsEngine.Generated g = e.generate(prompt, subnet, o, id -> {
@@ -289,6 +290,7 @@ public final class MlfsEngineHostTest {
         System.out.println(streamed);
         System.out.println("RATES " + i + " " + g.promptTokens + " " + g.prefillTokensPerSecond() + " "
             + g.decodeTokensPerSecond());
+        System.out.println("DRAFT " + i + " " + g.rounds + " " + g.drafted + " " + g.accepted);
         // Without a listener, through the plain-array overload (greedy/sampled alike).
         if (penalty == 1f && !Boolean.parseBoolean(f[8])) {
           System.out.println(join("PLAIN " + i, e.generate(prompt, subnet, maxNew, temperature, topK, topP, seed, stops)));

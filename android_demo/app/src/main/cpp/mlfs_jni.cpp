@@ -394,20 +394,22 @@ MLFS_JNI(jint, nativePickLargest)(JNIEnv* env, jclass, jlong handle, jobjectArra
   });
 }
 
-// One generation on the calling thread. stats_out (3 doubles): prompt tokens, prefill seconds, decode
-// seconds. listener: null, or an object with `boolean onToken(int)` called after each new token
-// (streaming; false stops the generation early). A Java exception thrown by it is left pending.
+// One generation on the calling thread. stats_out (6 doubles): prompt tokens, prefill seconds, decode
+// seconds, and with a draft (draft_layers non-null: self-speculative decoding) rounds, drafted and
+// accepted tokens. listener: null, or an object with `boolean onToken(int)` called after each new
+// token (streaming; false stops the generation early). A Java exception thrown by it is left pending.
 MLFS_JNI(jintArray, nativeGenerate)(JNIEnv* env, jclass, jlong handle, jintArray prompt_ids, jintArray layers,
                                     jintArray heads, jintArray mlp, jint max_new_tokens, jfloat temperature,
                                     jint top_k, jfloat top_p, jfloat repetition_penalty, jlong seed,
                                     jintArray stop_ids, jboolean fp16_cache, jint threads, jobject listener,
-                                    jdoubleArray stats_out) {
+                                    jdoubleArray stats_out, jintArray draft_layers, jintArray draft_heads,
+                                    jintArray draft_mlp, jint draft_k, jint draft_vocab) {
   return guard<jintArray>(env, nullptr, [&] {
     const std::shared_ptr<mlfs::Decoder>& d = decoder_of(handle);
     std::vector<std::int32_t> prompt = ints(env, prompt_ids, "promptIds");
     const mlfs::SubnetSpec spec = subnet(env, layers, heads, mlp);
-    if (stats_out == nullptr || env->GetArrayLength(stats_out) != 3)
-      throw std::invalid_argument("the stats output array must have 3 entries");
+    if (stats_out == nullptr || env->GetArrayLength(stats_out) != 6)
+      throw std::invalid_argument("the stats output array must have 6 entries");
     if (max_new_tokens < 1)
       throw std::invalid_argument("max_new_tokens must be at least 1, got " + std::to_string(max_new_tokens));
     mlfs::GenerationParams p;
@@ -422,6 +424,13 @@ MLFS_JNI(jintArray, nativeGenerate)(JNIEnv* env, jclass, jlong handle, jintArray
     p.sampling = {temperature, non_negative(top_k, "top_k"), top_p, repetition_penalty, static_cast<std::uint64_t>(seed)};
     p.cache_dtype = fp16_cache == JNI_TRUE ? mlfs::DType::f16 : mlfs::DType::f32;
     p.threads = threads;
+    if (draft_layers != nullptr) {
+      if (draft_k < 1 || draft_k > 64) throw std::invalid_argument("draftK must be in 1..64, got " + std::to_string(draft_k));
+      p.speculation = mlfs::SpeculationParams{subnet(env, draft_layers, draft_heads, draft_mlp),
+                                              std::max<std::size_t>(8, static_cast<std::size_t>(draft_k)),
+                                              static_cast<std::size_t>(draft_k), true,
+                                              non_negative(draft_vocab, "draftVocab")};
+    }
     jmethodID on_token = nullptr;
     if (listener != nullptr) {
       jclass cls = env->GetObjectClass(listener);
@@ -439,8 +448,12 @@ MLFS_JNI(jintArray, nativeGenerate)(JNIEnv* env, jclass, jlong handle, jintArray
         if (more != JNI_TRUE) break;
       }
     }
-    const double stats[3] = {static_cast<double>(gen.prompt_tokens()), gen.prefill_seconds(), gen.decode_seconds()};
-    env->SetDoubleArrayRegion(stats_out, 0, 3, stats);
+    const mlfs::Speculator* sp = gen.speculator();
+    const double stats[6] = {static_cast<double>(gen.prompt_tokens()), gen.prefill_seconds(), gen.decode_seconds(),
+                             sp ? static_cast<double>(sp->stats().rounds) : 0.0,
+                             sp ? static_cast<double>(sp->stats().drafted) : 0.0,
+                             sp ? static_cast<double>(sp->stats().accepted) : 0.0};
+    env->SetDoubleArrayRegion(stats_out, 0, 6, stats);
     check(env);
     return new_ints(env, out);
   });

@@ -74,6 +74,7 @@ public class MainActivity extends Activity {
   private EditText genPrompt;
   private EditText genMaxTokens;
   private Switch genFp16;
+  private Switch genDraft; // self-speculative decoding: a depth prefix of the sub-network drafts
   private Spinner genSubnetPicker;
   private Button runGenerate;
   private Button stopGenerate;
@@ -99,6 +100,7 @@ public class MainActivity extends Activity {
     genPrompt = findViewById(R.id.gen_prompt);
     genMaxTokens = findViewById(R.id.gen_max_tokens);
     genFp16 = findViewById(R.id.gen_fp16_switch);
+    genDraft = findViewById(R.id.gen_draft_switch);
     genSubnetPicker = findViewById(R.id.gen_subnet_picker);
     runGenerate = findViewById(R.id.run_generate);
     stopGenerate = findViewById(R.id.stop_generate);
@@ -355,6 +357,7 @@ public class MainActivity extends Activity {
   private void generate() {
     final String prompt = genPrompt.getText().toString();
     final String dtype = genFp16.isChecked() ? "fp16" : "int8";
+    final boolean speculative = genDraft.isChecked();
     final int picked = genSubnetPicker.getSelectedItemPosition();
     final String maxText = genMaxTokens.getText().toString();
     stopRequested = false;
@@ -378,6 +381,7 @@ public class MainActivity extends Activity {
         final int[] count = {0};
         MlfsEngine.GenerateOptions options = new MlfsEngine.GenerateOptions().maxNewTokens(maxNew).stopIds(stopIds)
             .repetitionPenalty(1.1f);
+        if (speculative) options.draft(subnet.prefix(Math.max(1, subnet.depth() / 3)));
         MlfsEngine.Generated g = d.generate(promptIds, subnet, options, id -> {
           produced[count[0]++] = id;
           // The whole continuation is decoded again: a character may span tokens (UTF-8 bytes).
@@ -387,16 +391,20 @@ public class MainActivity extends Activity {
         });
         final String text = prompt + bpe.decode(g.ids);
         runOnUiThread(() -> genOutput.setText(text));
+        String draft = speculative ? String.format(Locale.US, " · draft accepted %.0f%%", 100 * g.acceptanceRate()) : "";
+        String key = dtype + (speculative ? " speculative" : "");
         String stats = String.format(Locale.US, "%s %s: prefill %.1f tok/s (%d tokens) · decode %.1f tok/s "
-            + "(%d new) · %.1f MiB file", dtype, subnet.name(), g.prefillTokensPerSecond(), g.promptTokens,
-            g.decodeTokensPerSecond(), g.ids.length, d.fileSizeBytes() / 1048576.0);
-        lastGenByDtype.put(dtype, stats);
+            + "(%d new) · %.1f MiB file%s", key, subnet.name(), g.prefillTokensPerSecond(), g.promptTokens,
+            g.decodeTokensPerSecond(), g.ids.length, d.fileSizeBytes() / 1048576.0, draft);
+        lastGenByDtype.put(key, stats);
         line = stats;
       } catch (RuntimeException e) {
         line = "error: " + e.getMessage();
       }
       final String shown = line;
-      final String table = orDash(lastGenByDtype.get("int8")) + "\n" + orDash(lastGenByDtype.get("fp16"));
+      // int8 vs fp16, each with and without the draft: the last run of each, side by side
+      final String table = orDash(lastGenByDtype.get("int8")) + "\n" + orDash(lastGenByDtype.get("int8 speculative"))
+          + "\n" + orDash(lastGenByDtype.get("fp16")) + "\n" + orDash(lastGenByDtype.get("fp16 speculative"));
       runOnUiThread(() -> {
         genStats.setText(shown);
         genComparison.setText(table);

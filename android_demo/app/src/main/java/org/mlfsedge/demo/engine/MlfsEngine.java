@@ -50,6 +50,17 @@ public final class MlfsEngine implements AutoCloseable {
       return layers.length;
     }
 
+    /**
+     * The first {@code depth} kept layers at the same widths: a speculative draft that shares this
+     * sub-network's KV cache (its keys and values at those layers are the same).
+     */
+    public Subnet prefix(int depth) {
+      if (depth < 1 || depth > layers.length) {
+        throw new IllegalArgumentException("prefix depth must be in 1.." + layers.length + ", got " + depth);
+      }
+      return new Subnet(Arrays.copyOf(layers, depth), Arrays.copyOf(heads, depth), Arrays.copyOf(mlp, depth));
+    }
+
     public int[] layers() {
       return layers.clone();
     }
@@ -126,6 +137,31 @@ public final class MlfsEngine implements AutoCloseable {
     long seed = 0;
     int[] stopIds = new int[0];
     boolean fp16Cache = false;
+    Subnet draft = null;
+    int draftK = 4;
+    int draftVocab = 0;
+
+    /**
+     * Self-speculative decoding: {@code draft} (a smaller sub-network of the same file, e.g. the
+     * generating one's first layers) proposes tokens, the generating sub-network verifies them in
+     * one pass. Greedy output is unchanged; null turns it off.
+     */
+    public GenerateOptions draft(Subnet d) {
+      draft = d;
+      return this;
+    }
+
+    /** Draft tokens per round to start with (adapted to the measured acceptance), 1..64. */
+    public GenerateOptions draftK(int k) {
+      draftK = k;
+      return this;
+    }
+
+    /** The draft scores only the first n tokens of a frequency-ordered file (a multiple of 32; 0 = all). */
+    public GenerateOptions draftVocab(int n) {
+      draftVocab = n;
+      return this;
+    }
 
     public GenerateOptions maxNewTokens(int n) {
       maxNewTokens = n;
@@ -182,12 +218,22 @@ public final class MlfsEngine implements AutoCloseable {
     public final int promptTokens;
     public final double prefillSeconds;
     public final double decodeSeconds;
+    /** With a draft: verification rounds, drafted tokens, accepted drafted tokens (else 0). */
+    public final int rounds, drafted, accepted;
 
     Generated(int[] ids, double[] stats) {
       this.ids = ids;
       this.promptTokens = (int) stats[0];
       this.prefillSeconds = stats[1];
       this.decodeSeconds = stats[2];
+      this.rounds = (int) stats[3];
+      this.drafted = (int) stats[4];
+      this.accepted = (int) stats[5];
+    }
+
+    /** Accepted / drafted tokens (0 without a draft). */
+    public double acceptanceRate() {
+      return drafted > 0 ? (double) accepted / drafted : 0;
     }
 
     /** Prompt tokens per second (the prefill also produced the first new token). */
@@ -394,10 +440,12 @@ public final class MlfsEngine implements AutoCloseable {
       TokenListener listener) {
     Subnet s = nonNull(subnet);
     if (options == null) throw new IllegalArgumentException("options must not be null");
-    double[] stats = new double[3];
+    double[] stats = new double[6];
+    Subnet d = options.draft;
     int[] ids = nativeGenerate(live(), promptIds, s.layers, s.heads, s.mlp, options.maxNewTokens,
         options.temperature, options.topK, options.topP, options.repetitionPenalty, options.seed,
-        options.stopIds, options.fp16Cache, threads, listener, stats);
+        options.stopIds, options.fp16Cache, threads, listener, stats, d == null ? null : d.layers,
+        d == null ? null : d.heads, d == null ? null : d.mlp, options.draftK, options.draftVocab);
     return new Generated(ids, stats);
   }
 
@@ -477,5 +525,6 @@ public final class MlfsEngine implements AutoCloseable {
 
   private static native int[] nativeGenerate(long handle, int[] promptIds, int[] layers, int[] heads, int[] mlp,
       int maxNewTokens, float temperature, int topK, float topP, float repetitionPenalty, long seed, int[] stopIds,
-      boolean fp16Cache, int threads, TokenListener listener, double[] statsOut);
+      boolean fp16Cache, int threads, TokenListener listener, double[] statsOut, int[] draftLayers,
+      int[] draftHeads, int[] draftMlp, int draftK, int draftVocab);
 }
