@@ -286,3 +286,38 @@ def test_shipped_smollm2_quick_run(tmp_path):
     assert 5 < record["teacher_perplexity"] < 200
     full = record["rows"][-1]
     assert full["param_fraction"] == 1.0 and full["perplexity"] < 2 * record["teacher_perplexity"]
+
+
+def test_sandwich_weighted_toward_drafts(tiny_llama_dir):
+    """draft_share puts the sub-networks meant as speculative drafts into the sandwich's random slots at
+    that rate (full-depth drafts only in a widths-only stage); without drafts the draws are unchanged."""
+    from transformers import AutoConfig
+
+    from mlfs_edge.train.sampling import sandwich
+
+    arch = ArchSpec.from_hf_config(AutoConfig.from_pretrained(tiny_llama_dir))
+    space = SearchSpace.from_dict(arch, {"depths": [2, 3], "heads": [2, 4], "mlp": [32, 64]})
+    shallow = SubnetConfig((0,), (2,), (32,))
+    narrow = SubnetConfig((0, 1, 2), (2, 2, 2), (32, 32, 32))
+    plain = [sandwich(space, random.Random(f"0/1/{s}"), True, 2) for s in range(50)]
+    same = [sandwich(space, random.Random(f"0/1/{s}"), True, 2, (shallow,), 0.0) for s in range(50)]
+    assert plain == same  # draft_share 0: bit-for-bit the old sandwich
+    picks = [c for s in range(400) for c in sandwich(space, random.Random(f"0/1/{s}"), True, 2, (shallow,), 0.5)[2:]]
+    assert 0.4 < picks.count(shallow) / len(picks) < 0.6
+    widths_only = [c for s in range(200)
+                   for c in sandwich(space, random.Random(f"0/0/{s}"), False, 1, (shallow, narrow), 1.0)[2:]]
+    assert set(widths_only) == {narrow}  # the depth-1 draft waits for the depth stage
+    with pytest.raises(ValueError, match="draft_share must be in"):
+        MLFSConfig.from_dict({"model": "smollm2", "stages": [{"name": "a", "vary_depth": True, "steps": 1}],
+                              "drafts": ["depth=2"], "draft_share": 1.5})
+    with pytest.raises(ValueError, match="needs the draft sub-networks"):
+        MLFSConfig.from_dict({"model": "smollm2", "stages": [{"name": "a", "vary_depth": True, "steps": 1}],
+                              "draft_share": 0.5})
+
+
+def test_lm_training_with_drafts_runs_and_resumes(tmp_path, tiny_llama_dir, toy_text):
+    extra = {"drafts": ['{"layers": [0], "heads": [4], "mlp": [64]}'], "draft_share": 0.5}
+    straight = MLFSConfig.from_dict(lm_config(tmp_path / "a", tiny_llama_dir, toy_text, **extra))
+    resumed = MLFSConfig.from_dict(lm_config(tmp_path / "b", tiny_llama_dir, toy_text, **extra))
+    summary_a, summary = train_straight_and_killed(straight, resumed)
+    assert [h["total"] for h in summary["history"]] == [h["total"] for h in summary_a["history"]]

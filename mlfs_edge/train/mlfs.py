@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mlfs_edge.config import ArchSpec, SearchSpace
+from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
 from mlfs_edge.supernet import ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import add_lora, trainable_report
 from mlfs_edge.supernet.quantized import quantize_frozen_base
@@ -147,6 +147,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         order = reorder_by_importance(model.eval(), cfg.importance, calibration)
     arch = ArchSpec.from_hf_config(model.config)
     space = SearchSpace.from_dict(arch, cfg.search)
+    drafts = tuple(SubnetConfig.parse(spec, arch) for spec in cfg.drafts)  # weighted into the sandwich
     torch.manual_seed(cfg.seed)  # LoRA A initialisation
     model = add_lora(model, cfg.lora)
     state = TrainState()
@@ -206,7 +207,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         while state.step < stage.steps:
             rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
-            subnets = sandwich(space, rng, stage.vary_depth, stage.k_random)
+            subnets = sandwich(space, rng, stage.vary_depth, stage.k_random, drafts, cfg.draft_share)
             ranks = sandwich_ranks(cfg.lora.ranks, rng, stage.k_random)
             scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
             idx = batch_indices(state.global_step, cfg.batch_size, setup.lengths, cfg.seed,

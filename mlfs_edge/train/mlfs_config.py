@@ -76,6 +76,10 @@ class MLFSConfig:
     checkpoint_every: int = 50
     group_by_length: bool = True  # batches of similar length (as the teacher's): less padding per step
     palette: tuple[str, ...] = ("full",)  # sub-networks `mlfs-edge eval` reports, SubnetConfig.parse specs
+    # Sub-networks meant as speculative drafts for the full model (SubnetConfig.parse specs): each random
+    # slot of a sandwich step is one of them with probability draft_share (0 = the plain sandwich rule).
+    drafts: tuple[str, ...] = ()
+    draft_share: float = 0.0
 
     @classmethod
     def from_toml(cls, path: str | Path, quick: bool = False, **overrides: Any) -> MLFSConfig:
@@ -102,6 +106,7 @@ class MLFSConfig:
         kw["loss"] = _make(LossSettings, raw.get("loss", {}), "loss")
         kw["stages"] = tuple(_make(StageSettings, s, "stages") for s in raw.get("stages", []))
         kw["palette"] = tuple(raw.get("palette", ("full",)))
+        kw["drafts"] = tuple(raw.get("drafts", ()))
         cfg = cls(**kw)
         if quick:
             cfg = cfg.quick(quick_table)
@@ -122,6 +127,12 @@ class MLFSConfig:
             raise ValueError(f"task must be {' or '.join(TASKS)} (or left out), got {self.task!r}")
         if self.block_size < 2 or self.calibration_examples < 1:
             raise ValueError("block_size must be ≥ 2 tokens and calibration_examples ≥ 1")
+        if not 0.0 <= self.draft_share <= 1.0:
+            raise ValueError(f"draft_share must be in [0, 1], got {self.draft_share}")
+        if self.draft_share > 0 and not self.drafts:
+            raise ValueError("draft_share > 0 needs the draft sub-networks: drafts = [\"depth=10\", ...]")
+        if self.draft_share > 0 and not any(s.k_random > 0 for s in self.stages):
+            raise ValueError("draft_share replaces random sandwich slots: give a stage k_random ≥ 1")
         return self
 
     def resolved_task(self) -> str:

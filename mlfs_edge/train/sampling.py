@@ -17,9 +17,21 @@ if TYPE_CHECKING:
     from mlfs_edge.train.mlfs_config import StageSettings
 
 
-def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int) -> list[SubnetConfig]:
-    """Largest, smallest, then k random sub-networks (the sandwich rule)."""
-    return [space.largest(), space.smallest(vary_depth), *(space.sample(rng, vary_depth) for _ in range(k))]
+def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int,
+             drafts: tuple[SubnetConfig, ...] = (), draft_share: float = 0.0) -> list[SubnetConfig]:
+    """Largest, smallest, then k random sub-networks (the sandwich rule). With `drafts` (sub-networks
+    meant as speculative drafts) each random slot is one of them with probability `draft_share`, so
+    they get more of the distillation toward the largest; at full depth only in a widths-only stage.
+    Without drafts `rng` is used exactly as before (old runs resume bit for bit)."""
+    n_layers = space.arch.num_layers
+    eligible = [d for d in drafts if vary_depth or len(d.layers) == n_layers]
+
+    def slot() -> SubnetConfig:
+        if eligible and draft_share > 0 and rng.random() < draft_share:
+            return rng.choice(eligible)
+        return space.sample(rng, vary_depth)
+
+    return [space.largest(), space.smallest(vary_depth), *(slot() for _ in range(k))]
 
 
 def sandwich_ranks(ranks: tuple[int, ...], rng: random.Random, k: int) -> list[int] | None:
