@@ -280,8 +280,8 @@ void test_sampler() {
 int main() {
   test_isas_and_incremental();
   test_generation_and_rollback();
-  test_old_q4_file();
   test_kv_cache_chunks();
   test_sampler();
+  test_old_q4_file();
   return mlfs_test::report("test_decoder");
 }
