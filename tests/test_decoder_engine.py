@@ -257,7 +257,7 @@ def _with_version(data: bytes, version: int) -> bytes:
 
 def test_format_versions(tiny_bert_dir, tmp_path, packed):
     enc = pack(tiny_bert_dir, tmp_path / "enc.mlfs").read_bytes()
-    assert struct.unpack_from("<I", enc, 8)[0] == fmt.FORMAT_VERSION == 2
+    assert struct.unpack_from("<I", enc, 8)[0] == fmt.FORMAT_VERSION == 3
     v1 = Engine.from_bytes(_with_version(enc, 1))  # an old encoder file still loads (its kind bytes are 0)
     ids = np.ones((1, 5), np.int64)
     assert np.array_equal(v1.run(ids), Engine.from_bytes(enc).run(ids))
@@ -266,6 +266,14 @@ def test_format_versions(tiny_bert_dir, tmp_path, packed):
     with open(packed[("llama", "fp32")].path, "rb") as f:
         dec = f.read()
     assert Engine.from_bytes(dec).kind == "decoder"
+    # version 3 changed the q4 layout: an older file without q4 tensors still loads, one with them
+    # is refused with a one-line "re-pack" message
+    assert Engine.from_bytes(_with_version(dec, fmt.Q4_PANELS_VERSION - 1)).kind == "decoder"
+    with open(packed[("llama", "q4")].path, "rb") as f:
+        old_q4 = _with_version(f.read(), fmt.Q4_PANELS_VERSION - 1)
+    with pytest.raises(PackedFileError, match=r"old layout; re-pack with `mlfs-edge pack`") as info:
+        Engine.from_bytes(old_q4)
+    assert "\n" not in str(info.value)
 
 
 def test_pack_refuses_unsupported_rope(tmp_path):

@@ -27,12 +27,8 @@ void LinearWeights::column(std::size_t n, float* dst) const {
       break;
     }
     case DType::q4: {
-      const auto* w = static_cast<const std::uint8_t*>(weight) + n / 2;
-      const int shift = 4 * static_cast<int>(n % 2);
-      for (std::size_t k = 0; k < in; ++k) {
-        const std::size_t g = (k / kernels::kQ4Group) * out + n;
-        dst[k] = w_scale[g] * static_cast<float>((w[k * ldw] >> shift) & 15) + w_min[g];
-      }
+      const auto* w = static_cast<const std::uint8_t*>(weight);
+      for (std::size_t k = 0; k < in; ++k) dst[k] = kernels::q4_weight(w, ldw, k, n);
       break;
     }
   }
@@ -59,10 +55,8 @@ LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::
       if (in % kernels::kQ4Group != 0)
         throw PackedFileError(file.path() + ": tensor '" + name + ".w': 4-bit weights need an input width that is a "
                               "multiple of 32, got " + std::to_string(in));
-      w.weight = file.require(name + ".w", dtype, {in, kernels::packed_q4_ld(out)}).data;
-      w.ldw = kernels::packed_q4_ld(out);
-      w.w_scale = f32(name + ".w.scale", {in / kernels::kQ4Group, out});
-      w.w_min = f32(name + ".w.min", {in / kernels::kQ4Group, out});
+      w.weight = file.require(name + ".w", dtype, {kernels::packed_q4_panels(out), kernels::packed_q4_ld(in)}).data;
+      w.ldw = kernels::packed_q4_ld(in);
       break;
     default:
       w.weight = file.require(name + ".w", dtype, {in, out}).data;
@@ -87,23 +81,31 @@ void LinearRunner::reserve(std::size_t rows, std::size_t max_in, std::size_t max
   rows_ = std::max(rows_, rows);
   ldq_ = std::max(ldq_, ldq);
   rank_ = std::max(rank_, max_rank);
+  ldb_ = ldq_ / kernels::kQ4Group;
   qact_.assign(rows_ * ldq_, 0);
   qscale_.assign(rows_, 0.f);
   qsum_.assign(rows_, 0);
+  bscale_.assign(rows_ * std::max<std::size_t>(ldb_, 1), 0.f);
+  bsum_.assign(rows_ * std::max<std::size_t>(ldb_, 1), 0);
   lora_.assign(rows_ * std::max<std::size_t>(rank_, 1), 0.f);
 }
 
 std::size_t LinearRunner::bytes() const {
-  return qact_.capacity() + qscale_.capacity() * 4 + qsum_.capacity() * 4 + lora_.capacity() * 4;
+  return qact_.capacity() + qscale_.capacity() * 4 + qsum_.capacity() * 4 + lora_.capacity() * 4 +
+         bscale_.capacity() * 4 + bsum_.capacity() * 4;
 }
 
-void LinearRunner::quantize(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads) {
+void LinearRunner::quantize(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads, bool blocks) {
   threads = row_threads(m * k, threads);
   const std::size_t rows = std::max<std::size_t>(1, (m + threads - 1) / threads);
   pool_.parallel_for((m + rows - 1) / rows, threads, [&](std::size_t task, int) {
     const std::size_t r0 = task * rows, r1 = std::min(m, r0 + rows);
-    kt_.quantize_rows_i8(r1 - r0, k, x + r0 * ldx, ldx, qact_.data() + r0 * ldq_, ldq_, qscale_.data() + r0,
-                         qsum_.data() + r0);
+    if (blocks)  // q4: per block of 32 inputs (the kernel's groups), see kernels.h
+      kt_.quantize_blocks_q8(r1 - r0, k, x + r0 * ldx, ldx, qact_.data() + r0 * ldq_, ldq_, bscale_.data() + r0 * ldb_,
+                             bsum_.data() + r0 * ldb_, ldb_);
+    else
+      kt_.quantize_rows_i8(r1 - r0, k, x + r0 * ldx, ldx, qact_.data() + r0 * ldq_, ldq_, qscale_.data() + r0,
+                           qsum_.data() + r0);
   });
 }
 
@@ -113,7 +115,8 @@ void LinearRunner::run(std::initializer_list<Out> outs, std::size_t n, std::size
   const std::size_t n_outs = outs.size();
   bool any_lora = false;
   for (const Out& o : outs) any_lora = any_lora || o.w->lora_at != nullptr;
-  if (first->w->dtype == DType::i8) quantize(x, ldx, m, k, threads);
+  if (first->w->dtype == DType::i8 || first->w->dtype == DType::q4)
+    quantize(x, ldx, m, k, threads, first->w->dtype == DType::q4);
   // `threads` column blocks per output: every thread gets one block of each output, balanced.
   const std::size_t per_out = round_up((n + threads - 1) / threads, 16);
   const std::size_t blocks_per_out = (n + per_out - 1) / per_out;
@@ -137,8 +140,9 @@ void LinearRunner::run(std::initializer_list<Out> outs, std::size_t n, std::size
                     o.accumulate);
         break;
       case DType::q4:
-        kt_.gemm_q4(m, nb, k, x, ldx, static_cast<const std::uint8_t*>(w.weight) + n0 / 2, w.ldw, w.w_scale + n0,
-                    w.w_min + n0, w.out, bias, o.y + n0, ldy, o.accumulate);
+        kt_.gemm_q4(m, nb, k, qact_.data(), ldq_, bscale_.data(), bsum_.data(), ldb_,
+                    static_cast<const std::uint8_t*>(w.weight) + (n0 / kernels::kQ4Panel) * w.ldw, w.ldw, bias,
+                    o.y + n0, ldy, o.accumulate);
         break;
     }
     if (gelu && !any_lora) kt_.bias_gelu_f32(m, nb, nullptr, o.y + n0, ldy);  // bias is in the GEMM already

@@ -243,6 +243,9 @@ void PackedFile::parse(bool verify_checksum) {
     throw PackedFileError(where + "corrupt header: unknown weight dtype " + std::to_string(wdtype));
   if (!(dims_.layer_norm_eps > 0.f && dims_.layer_norm_eps < 1.f))
     throw PackedFileError(where + "corrupt header: layer_norm_eps out of range");
+  if (wdtype == 3 && version < kPackQ4PanelsVersion)
+    throw PackedFileError(where + "4-bit weights of format version " + std::to_string(version) +
+                          " use the old layout; re-pack with `mlfs-edge pack`");
   dims_.pooling = static_cast<Pooling>(pooling);
   dims_.weight_dtype = static_cast<DType>(wdtype);
 
@@ -263,6 +266,9 @@ void PackedFile::parse(bool verify_checksum) {
     const auto ndim = load_le<std::uint32_t>(e + 68);
     if (code > 3) throw PackedFileError(tw + "unknown dtype code " + std::to_string(code));
     if (ndim < 1 || ndim > kMaxDims) throw PackedFileError(tw + "bad rank " + std::to_string(ndim));
+    if (code == 3 && version < kPackQ4PanelsVersion)
+      throw PackedFileError(tw + "4-bit weights of format version " + std::to_string(version) +
+                            " use the old layout; re-pack with `mlfs-edge pack`");
     t.dtype = static_cast<DType>(code);
     std::uint64_t count = 1;
     for (std::uint32_t k = 0; k < ndim; ++k) {

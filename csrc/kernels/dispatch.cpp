@@ -10,7 +10,7 @@ namespace {
 
 KernelTable scalar_table() {
   return KernelTable{Isa::scalar,         &ref::dot_f32,         &ref::gemm_f32,      &ref::gemm_f16,
-                     &ref::quantize_rows_i8, &ref::gemm_i8,       &ref::gemm_q4,       &ref::bias_gelu_f32,
+                     &ref::quantize_rows_i8, &ref::gemm_i8,       &ref::quantize_blocks_q8, &ref::gemm_q4,       &ref::bias_gelu_f32,
                      &ref::layernorm_f32, &ref::softmax_f32,     &ref::rmsnorm_f32,   &ref::silu_mul_f32,
                      &ref::f32_to_f16,    &ref::f16_to_f32};
 }
@@ -27,6 +27,7 @@ KernelTable make_table(Isa isa) {
       t.gemm_f16 = &avx2::gemm_f16;
       t.gemm_i8 = &avx2::gemm_i8;
       t.gemm_q4 = &avx2::gemm_q4;
+      t.quantize_blocks_q8 = &avx2::quantize_blocks_q8;
       t.rmsnorm_f32 = &avx2::rmsnorm_f32;
       t.silu_mul_f32 = &avx2::silu_mul_f32;
       t.quantize_rows_i8 = &avx2::quantize_rows_i8;
@@ -71,6 +72,7 @@ KernelTable make_table(Isa isa) {
     case Isa::dotprod:
       t = make_table(Isa::neon);
       t.gemm_i8 = &dotprod::gemm_i8;
+      t.gemm_q4 = &dotprod::gemm_q4;
       break;
     case Isa::i8mm:
       t = make_table(Isa::dotprod);

@@ -10,8 +10,6 @@
 //   Vec load(const float* p, Mask m);             masked fp32 load (lanes outside m are 0)
 //   Vec load(const uint16_t* p, Mask m);          masked fp16 load, converted to fp32
 //   void store(float* y, Mask m, Vec v, bool accumulate);  y = v (+ y), masked
-//   Vec load_q4(const uint8_t* p, Mask m);        kBlock 4-bit values from kBlock / 2 bytes (q4
-//                                                 "KN4", mlfs/kernels.h), as fp32 q in [0, 15]
 //
 // Partial blocks (the last columns of a prefix slice) are masked, so a sub-network's GEMM never
 // reads or writes outside its slice. Anonymous namespace: see tiling.h.
@@ -72,91 +70,6 @@ struct FloatTile {
     }
   }
 };
-
-// Unpack the first `count` nibbles at p (two per byte, low first) as float q; the rest 0. The
-// portable staging path of load_q4 (NEON uses it; x86 has shuffles for full blocks).
-template <std::size_t Lanes>
-inline void q4_stage(const uint8_t* p, std::size_t count, float (&out)[Lanes]) {
-  for (std::size_t i = 0; i < Lanes; ++i)
-    out[i] = i < count ? static_cast<float>((p[i / 2] >> (4 * (i % 2))) & 15) : 0.f;
-}
-
-// 4-bit group-wise weights: per group of 32 inputs the block's scales and minimums are loaded once
-// and every weight vector is dequantised in registers (q * s + z, one FMA) before the FMAs, so one accumulator set serves
-// all groups (the scale multiply is amortised over the MR rows of the tile).
-template <typename Isa>
-struct Q4Tile {
-  std::size_t K;  // a multiple of 32
-  const float* x;
-  std::size_t ldx;
-  const uint8_t* W;
-  std::size_t ldw;
-  const float* S;
-  const float* Z;
-  std::size_t lds;
-  const float* bias;
-  float* y;
-  std::size_t ldy;
-  bool accumulate;
-
-  template <int MR, int NB>
-  void run(std::size_t m0, std::size_t n0, std::size_t n_valid) const {
-    using Vec = typename Isa::Vec;
-    constexpr std::size_t kBlock = Isa::kBlock;
-    typename Isa::Mask mask[NB];
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) mask[b] = Isa::mask(n_valid, b);
-    Vec acc[MR][NB];
-    MLFS_UNROLL
-    for (int r = 0; r < MR; ++r)
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) acc[r][b] = Isa::zero();
-    const float* xr = x + m0 * ldx;
-    for (std::size_t g = 0; g < K; g += 32) {
-      Vec s[NB], z[NB];
-      MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) {
-        s[b] = Isa::load(S + (g / 32) * lds + n0 + b * kBlock, mask[b]);
-        z[b] = Isa::load(Z + (g / 32) * lds + n0 + b * kBlock, mask[b]);
-      }
-      const uint8_t* wk = W + g * ldw + n0 / 2;
-      for (std::size_t k = g; k < g + 32; ++k, wk += ldw) {
-        Vec w[NB];
-        MLFS_UNROLL
-        for (int b = 0; b < NB; ++b) w[b] = Isa::fma(Isa::load_q4(wk + b * kBlock / 2, mask[b]), s[b], z[b]);
-        MLFS_UNROLL
-        for (int r = 0; r < MR; ++r) {
-          const Vec xv = Isa::broadcast(xr + r * ldx + k);
-          MLFS_UNROLL
-          for (int b = 0; b < NB; ++b) acc[r][b] = Isa::fma(xv, w[b], acc[r][b]);
-        }
-      }
-    }
-    MLFS_UNROLL
-    for (int b = 0; b < NB; ++b) {
-      const Vec bv = bias ? Isa::load(bias + n0 + b * kBlock, mask[b]) : Isa::zero();
-      MLFS_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const float one = 1.f;
-        Isa::store(y + (m0 + r) * ldy + n0 + b * kBlock, mask[b], Isa::fma(acc[r][b], Isa::broadcast(&one), bv),
-                   accumulate);
-      }
-    }
-  }
-};
-
-template <typename Isa, int NB>
-void run_q4_gemm(std::size_t M, std::size_t N, std::size_t K, const float* x, std::size_t ldx, const uint8_t* W,
-                 std::size_t ldw, const float* S, const float* Z, std::size_t lds, const float* bias, float* y,
-                 std::size_t ldy, bool accumulate) {
-  if (M == 0 || N == 0) return;
-  using Tile = Q4Tile<Isa>;
-  const Tile tile{K, x, ldx, W, ldw, S, Z, lds, bias, y, ldy, accumulate};
-  if (M == 1)
-    TileGrid<1, 2 * NB, Tile>::run(tile, M, N, Isa::kBlock);
-  else
-    TileGrid<6, NB, Tile>::run(tile, M, N, Isa::kBlock);
-}
 
 // fp32 and fp16 GEMMs with the tile shapes every ISA uses: a 1 x 8-block tile for M = 1 (more
 // independent accumulators hide the FMA latency of a GEMV), 6 x NB otherwise.

@@ -2,6 +2,7 @@
 // per-ISA kernels are tested against (double accumulation for the float paths, exact int32 for
 // int8).
 #include <cmath>
+#include <cstring>
 
 #include "mlfs/kernels.h"
 
@@ -78,16 +79,45 @@ void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const f
     }
 }
 
-void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
-             bool accumulate) {
+void quantize_blocks_q8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq, float* d,
+                        int32_t* xs, size_t ldd) {
+  for (size_t i = 0; i < M; ++i)
+    for (size_t b = 0; b < K / kQ4Group; ++b) {
+      const float* blk = x + i * ldx + b * kQ4Group;
+      float amax = 0.f;
+      for (size_t k = 0; k < kQ4Group; ++k) amax = std::fmax(amax, std::fabs(blk[k]));
+      const float s = amax > 0.f ? amax / 127.f : 1.f;  // as quantize_rows_i8: division, half-even
+      int32_t sum = 0;
+      for (size_t k = 0; k < kQ4Group; ++k) {
+        const float q = std::fmin(std::fmax(std::nearbyint(blk[k] / s), -127.f), 127.f);
+        xq[i * ldq + b * kQ4Group + k] = static_cast<int8_t>(q);
+        sum += static_cast<int32_t>(q);
+      }
+      d[i * ldd + b] = s;
+      xs[i * ldd + b] = sum;
+    }
+}
+
+void gemm_q4(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d, const int32_t* xs,
+             size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
   for (size_t i = 0; i < M; ++i)
     for (size_t n = 0; n < N; ++n) {
       double acc = 0.0;
-      for (size_t k = 0; k < K; ++k) {
-        const int q = (Wq[k * ldw + n / 2] >> (4 * (n % 2))) & 15;
-        const size_t g = (k / kQ4Group) * lds + n;
-        acc += static_cast<double>(x[i * ldx + k]) * (static_cast<double>(scale[g]) * q + zero[g]);
+      for (size_t g = 0; g < K / kQ4Group; ++g) {
+        int32_t dot = 0;
+        for (size_t j = 0; j < kQ4Group; ++j) {
+          const size_t k = g * kQ4Group + j, s = j / 8, t = j % 8;
+          const uint8_t* blk = Wq + (n / kQ4Panel) * ldw + g * kQ4BlockBytes;
+          const int q = (blk[s * 64 + (n % kQ4Panel) * 4 + t % 4] >> (4 * (t / 4))) & 15;
+          dot += static_cast<int32_t>(xq[i * ldq + k]) * q;
+        }
+        const uint8_t* blk = Wq + (n / kQ4Panel) * ldw + g * kQ4BlockBytes;
+        uint16_t sh, zh;
+        std::memcpy(&sh, blk + 256 + 2 * (n % kQ4Panel), 2);
+        std::memcpy(&zh, blk + 288 + 2 * (n % kQ4Panel), 2);
+        acc += static_cast<double>(d[i * ldd + g]) *
+               (static_cast<double>(f16_to_f32_scalar(sh)) * dot +
+                static_cast<double>(f16_to_f32_scalar(zh)) * xs[i * ldd + g]);
       }
       double v = acc + (bias ? bias[n] : 0.0);
       store(&y[i * ldy + n], static_cast<float>(v), accumulate);

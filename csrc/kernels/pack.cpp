@@ -30,14 +30,33 @@ void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out)
     for (size_t k = 0; k < K; ++k) out[(k / 4) * (4 * N) + n * 4 + k % 4] = W[n * ld_in + k];
 }
 
-void pack_kn_q4(size_t N, size_t K, const uint8_t* q, size_t ld_in, uint8_t* out) {
-  const size_t ldo = packed_q4_ld(N);
-  std::memset(out, 0, K * ldo);
-  for (size_t n = 0; n < N; ++n)
-    for (size_t k = 0; k < K; ++k) {
-      const auto nib = static_cast<uint8_t>(q[n * ld_in + k] & 15);
-      out[k * ldo + n / 2] |= static_cast<uint8_t>(nib << (4 * (n % 2)));
+void pack_q4_panels(size_t N, size_t K, const uint8_t* q, size_t ld_q, const uint16_t* S, const uint16_t* Z,
+                    size_t ld_s, uint8_t* out) {
+  const size_t ldw = packed_q4_ld(K);
+  std::memset(out, 0, packed_q4_size(N, K));
+  for (size_t n = 0; n < N; ++n) {
+    const size_t c = n % kQ4Panel;
+    for (size_t g = 0; g < K / kQ4Group; ++g) {
+      uint8_t* blk = out + (n / kQ4Panel) * ldw + g * kQ4BlockBytes;
+      for (size_t j = 0; j < kQ4Group; ++j) {
+        const size_t s = j / 8, t = j % 8;
+        const auto nib = static_cast<uint8_t>(q[n * ld_q + g * kQ4Group + j] & 15);
+        blk[s * 64 + c * 4 + t % 4] |= static_cast<uint8_t>(nib << (4 * (t / 4)));
+      }
+      std::memcpy(blk + 256 + 2 * c, &S[g * ld_s + n], 2);
+      std::memcpy(blk + 288 + 2 * c, &Z[g * ld_s + n], 2);
     }
+  }
+}
+
+float q4_weight(const uint8_t* Wq, size_t ldw, size_t k, size_t n) {
+  const size_t c = n % kQ4Panel, j = k % kQ4Group, s = j / 8, t = j % 8;
+  const uint8_t* blk = Wq + (n / kQ4Panel) * ldw + (k / kQ4Group) * kQ4BlockBytes;
+  const int q = (blk[s * 64 + c * 4 + t % 4] >> (4 * (t / 4))) & 15;
+  uint16_t sh, zh;
+  std::memcpy(&sh, blk + 256 + 2 * c, 2);
+  std::memcpy(&zh, blk + 288 + 2 * c, 2);
+  return f16_to_f32_scalar(sh) * static_cast<float>(q) + f16_to_f32_scalar(zh);
 }
 
 void transpose_f32(size_t rows, size_t cols, const float* in, size_t ldi, float* out, size_t ldo) {

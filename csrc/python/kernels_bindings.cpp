@@ -293,20 +293,29 @@ void register_kernels(py::module_& m) {
   }, py::arg("a"), py::arg("b"), py::arg("isa") = "",
      "Dot product of two float32 vectors with the given ISA's kernel (default: the selected one).");
 
-  m.def("pack_weight_q4", [](const py::handle& q_obj) {
+  m.def("pack_weight_q4", [](const py::handle& q_obj, const py::handle& s_obj, const py::handle& z_obj) {
     static const py::dtype u8 = py::dtype::of<uint8_t>();
     auto q = checked<uint8_t>(q_obj, "q", u8, 2);
+    auto S = checked<uint16_t>(s_obj, "scale", f16(), 2);
+    auto Z = checked<uint16_t>(z_obj, "minimum", f16(), 2);
     const std::size_t N = dim(q, 0), K = dim(q, 1);
+    if (K % mk::kQ4Group != 0)
+      throw py::value_error("4-bit weights need an input width that is a multiple of 32, got " + std::to_string(K));
+    for (const auto* a : {&S, &Z})
+      if (dim(*a, 0) != K / mk::kQ4Group || dim(*a, 1) != N)
+        throw py::value_error("scale and minimum must be float16 [in / 32, out] = [" + std::to_string(K / mk::kQ4Group) +
+                              ", " + std::to_string(N) + "]");
     for (py::ssize_t i = 0; i < q.size(); ++i)
       if (q.data()[i] > 15) throw py::value_error("q must hold 4-bit values in [0, 15]");
-    py::array_t<uint8_t> out({K, mk::packed_q4_ld(N)});
+    py::array_t<uint8_t> out({mk::packed_q4_panels(N), mk::packed_q4_ld(K)});
     uint8_t* dst = out.mutable_data();
     py::gil_scoped_release release;
-    mk::pack_kn_q4(N, K, q.data(), K, dst);
+    mk::pack_q4_panels(N, K, q.data(), K, S.data(), Z.data(), N, dst);
     return out;
-  }, py::arg("q"),
-        "Pack 4-bit values q [out, in] (uint8 in [0, 15], mlfs_edge.quant.scheme.quantize_q4_groups) into the\n"
-        "engine's \"KN4\" layout: [in, ceil(out / 2)] bytes, two outputs per byte, low nibble first.");
+  }, py::arg("q"), py::arg("scale"), py::arg("minimum"),
+        "Pack 4-bit values q [out, in] (uint8 in [0, 15]) with their float16 scales and minimums [in / 32, out]\n"
+        "(mlfs_edge.quant.scheme.quantize_q4_groups) into the engine's q4 \"P16\" panels (csrc/include/mlfs/kernels.h):\n"
+        "[ceil(out / 16), in / 32 * 320] bytes.");
   m.def("pack_weight", &pack_weight, py::arg("w"),
         "Pack a Linear weight W [out, in] into the engine's layout (csrc/include/mlfs/kernels.h):\n"
         "float32/float16 -> W^T [in, out] (\"KN\"); int8 -> [ceil(in/4), out*4] (\"K4N\": groups of\n"

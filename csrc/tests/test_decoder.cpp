@@ -31,10 +31,11 @@ namespace mk = mlfs::kernels;
 
 constexpr std::uint32_t L = 2, H = 64, NH = 4, NKV = 2, DH = 16, I = 96, V = 40, P = 64;
 
-// A version-2 decoder file (GQA, tied head) with weights stored as `wd`.
-std::vector<std::uint8_t> encode_decoder(const std::vector<Tensor>& tensors, DType wd) {
-  return encode(tensors, [wd](std::vector<std::uint8_t>& buf) {
-    put<std::uint32_t>(buf, 8, 2);
+// A decoder file of the current version (GQA, tied head) with weights stored as `wd`.
+std::vector<std::uint8_t> encode_decoder(const std::vector<Tensor>& tensors, DType wd,
+                                         std::uint32_t version = mlfs::kPackFormatVersion) {
+  return encode(tensors, [wd, version](std::vector<std::uint8_t>& buf) {
+    put<std::uint32_t>(buf, 8, version);
     const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, 1, 0, 0, static_cast<std::uint32_t>(wd)};
     for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
     put<float>(buf, 100, 1e-5f);
@@ -74,26 +75,26 @@ void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& n
   } else {
     const std::size_t groups = in / mk::kQ4Group;
     std::vector<std::uint8_t> q(w.size());
-    std::vector<float> scale(groups * out), mins(groups * out);
+    std::vector<std::uint16_t> scale(groups * out), mins(groups * out);
     for (std::size_t n = 0; n < out; ++n)
       for (std::size_t g = 0; g < groups; ++g) {
         float lo = w[n * in + g * 32], hi = lo;
         for (std::size_t k = g * 32; k < g * 32 + 32; ++k) lo = std::min(lo, w[n * in + k]), hi = std::max(hi, w[n * in + k]);
-        const float d = hi > lo ? (hi - lo) / 15.f : 1.f;
-        scale[g * out + n] = d;
-        mins[g * out + n] = lo;
+        const std::uint16_t dh = mk::f32_to_f16_scalar(hi > lo ? (hi - lo) / 15.f : 1.f);
+        const std::uint16_t lh = mk::f32_to_f16_scalar(lo);
+        const float d = mk::f16_to_f32_scalar(dh), l = mk::f16_to_f32_scalar(lh);
+        scale[g * out + n] = dh;
+        mins[g * out + n] = lh;
         for (std::size_t k = g * 32; k < g * 32 + 32; ++k)
-          q[n * in + k] = static_cast<std::uint8_t>(std::fmax(0.f, std::fmin(15.f, std::nearbyint((w[n * in + k] - lo) / d))));
+          q[n * in + k] = static_cast<std::uint8_t>(std::fmax(0.f, std::fmin(15.f, std::nearbyint((w[n * in + k] - l) / d))));
       }
-    std::vector<std::uint8_t> packed(in * mk::packed_q4_ld(out));
-    mk::pack_kn_q4(out, in, q.data(), in, packed.data());
-    ts.push_back(make(name + ".w", DType::q4, {in, mk::packed_q4_ld(out)}, packed));
-    ts.push_back(make(name + ".w.scale", DType::f32, {groups, out}, scale));
-    ts.push_back(make(name + ".w.min", DType::f32, {groups, out}, mins));
+    std::vector<std::uint8_t> packed(mk::packed_q4_size(out, in));
+    mk::pack_q4_panels(out, in, q.data(), in, scale.data(), mins.data(), out, packed.data());
+    ts.push_back(make(name + ".w", DType::q4, {mk::packed_q4_panels(out), mk::packed_q4_ld(in)}, packed));
   }
 }
 
-std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd) {
+std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd, std::uint32_t version = mlfs::kPackFormatVersion) {
   std::mt19937 rng(42);
   std::vector<Tensor> ts;
   add_linear(ts, rng, "head", V, H, wd);
@@ -110,7 +111,7 @@ std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd) {
     ts.push_back(make(p + "attn_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
     ts.push_back(make(p + "mlp_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
   }
-  return mlfs::PackedFile::from_bytes(encode_decoder(ts, wd));
+  return mlfs::PackedFile::from_bytes(encode_decoder(ts, wd, version));
 }
 
 double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
@@ -134,6 +135,7 @@ void test_isas_and_incremental() {
   const mlfs::SubnetSpec sub = {{1, 2, 64}};  // one layer, one key/value group, MLP 64 (a multiple of 32)
   for (DType wd : {DType::f32, DType::f16, DType::i8, DType::q4}) {
     auto file = tiny_decoder(wd);
+    const bool int8_acts = wd == DType::i8 || wd == DType::q4;
     mlfs::Decoder ref(file, mk::table_for(mlfs::Isa::scalar));
     for (const auto* spec : {&full, &sub}) {
       const std::vector<float> want = logits(ref, *spec, 1);
@@ -142,7 +144,8 @@ void test_isas_and_incremental() {
         for (int threads : {1, 3}) {
           const double err = max_rel(logits(d, *spec, threads), want);
           // int8: activations quantised per token can round one step apart after fp32 reordering
-          CHECK(err <= (wd == DType::i8 ? 2e-3 : 1e-4), "decoder %s isa=%s layers=%zu threads=%d err=%g",
+          // (q4 quantises activations per block of 32 the same way)
+          CHECK(err <= (int8_acts ? 2e-3 : 1e-4), "decoder %s isa=%s layers=%zu threads=%d err=%g",
                 mlfs::dtype_name(wd), mlfs::isa_name(isa), spec->size(), threads, err);
         }
         // decoding token by token over the cache = one prefill of everything
@@ -151,13 +154,13 @@ void test_isas_and_incremental() {
         d.forward(kTokens.data(), 5, kv, *spec, 2, step.data(), false);
         for (std::size_t t = 5; t < kTokens.size(); ++t) d.forward(&kTokens[t], 1, kv, *spec, 2, step.data(), false);
         const std::vector<float> last(want.end() - V, want.end());
-        CHECK(max_rel(step, last) <= (wd == DType::i8 ? 2e-3 : 1e-4), "incremental decode %s isa=%s err=%g",
+        CHECK(max_rel(step, last) <= (int8_acts ? 2e-3 : 1e-4), "incremental decode %s isa=%s err=%g",
               mlfs::dtype_name(wd), mlfs::isa_name(isa), max_rel(step, last));
         CHECK(kv.length() == kTokens.size(), "cache length %zu", kv.length());
       }
       // fp16 cache close to fp32 (int8: a rounded key can move a per-token activation scale, loosely)
       const double e16 = max_rel(logits(ref, *spec, 1, DType::f16), want);
-      CHECK(e16 <= (wd == DType::i8 ? 5e-2 : 2e-3), "fp16 cache %s err=%g", mlfs::dtype_name(wd), e16);
+      CHECK(e16 <= (int8_acts ? 5e-2 : 2e-3), "fp16 cache %s err=%g", mlfs::dtype_name(wd), e16);
     }
   }
 }
@@ -201,6 +204,22 @@ void test_generation_and_rollback() {
   CHECK(throws([&] { d->validate({{0, 3, I}}); }), "heads not a whole number of groups");
   auto q4 = std::make_shared<mlfs::Decoder>(tiny_decoder(DType::q4));
   CHECK(throws([&] { q4->validate({{0, NH, 48}}); }), "q4 width not a multiple of 32");
+}
+
+// Format version 3 changed the q4 layout: a version-2 file with q4 tensors is refused with a
+// one-line "re-pack" message; a version-2 file without them still loads.
+void test_old_q4_file() {
+  std::string msg;
+  try {
+    tiny_decoder(DType::q4, 2);
+  } catch (const mlfs::PackedFileError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("re-pack with `mlfs-edge pack`") != std::string::npos && msg.find('\n') == std::string::npos,
+        "v2 q4 file: '%s'", msg.c_str());
+  auto old = tiny_decoder(DType::f32, 2);
+  mlfs::Decoder d(old, mk::active());
+  CHECK(logits(d, {{0, NH, I}}, 1).size() == kTokens.size() * V, "a v2 fp32 decoder still runs");
 }
 
 void test_kv_cache_chunks() {
@@ -310,5 +329,6 @@ int main() {
   test_speculative();
   test_kv_cache_chunks();
   test_sampler();
+  test_old_q4_file();
   return mlfs_test::report("test_decoder");
 }

@@ -85,52 +85,95 @@ void test_gemm_f32_f16() {
   }
 }
 
-// 4-bit group-wise: K (the slice) a multiple of 32, N any (odd N and partial blocks included),
-// column sub-ranges at even n0 as the engine splits them.
+// 4-bit group-wise "P16" panels x block-int8 activations: K (the slice) a multiple of 32 and below
+// K_full, N any (partial panels included) and below N_full, ragged M, x with ldx > K and y with
+// ldy > N; column sub-ranges at panel starts (how the runner splits outputs over threads). Every
+// ISA's quantize_blocks_q8 must be bit-identical to the reference.
 void test_gemm_q4() {
   const GemmShape shapes[] = {{1, 1, 32, 1, 32},   {1, 17, 32, 17, 64},   {1, 100, 64, 131, 96},
                               {3, 16, 32, 16, 32}, {7, 31, 64, 64, 64},   {13, 129, 96, 200, 128},
-                              {1, 576, 576, 1536, 576}, {6, 300, 384, 1536, 384}};
+                              {5, 9, 32, 40, 64},  {1, 576, 576, 1536, 576}, {6, 300, 384, 1536, 384}};
   std::uniform_int_distribution<int> qd(0, 15);
   for (const auto& s : shapes) {
-    const std::size_t ldx = s.K_full + 3, ldy = s.N + 5, lds = s.N_full;
+    const std::size_t ldx = s.K_full + 3, ldy = s.N + 5, G = s.K_full / 32, ldw = packed_q4_ld(s.K_full);
     auto x = randn(s.M * ldx);
+    for (std::size_t k = 0; k < 32 && k < s.K; ++k) x[k] = 0.f;  // an all-zero block (scale 1)
     std::vector<uint8_t> q(s.N_full * s.K_full);
     for (auto& v : q) v = static_cast<uint8_t>(qd(rng));
-    std::vector<uint8_t> Wq(s.K_full * packed_q4_ld(s.N_full));
-    pack_kn_q4(s.N_full, s.K_full, q.data(), s.K_full, Wq.data());
-    auto S = randn(s.K_full / 32 * s.N_full, 0.05f), Z = randn(s.K_full / 32 * s.N_full, 0.3f);
-    // the layout itself: the reference reads what pack wrote
+    auto Sf = randn(G * s.N_full, 0.05f), Zf = randn(G * s.N_full, 0.3f);
+    std::vector<uint16_t> S(Sf.size()), Z(Zf.size());
+    ref::f32_to_f16(Sf.size(), Sf.data(), S.data());
+    ref::f32_to_f16(Zf.size(), Zf.data(), Z.data());
+    std::vector<uint8_t> Wq(packed_q4_size(s.N_full, s.K_full), 0xAB);
+    pack_q4_panels(s.N_full, s.K_full, q.data(), s.K_full, S.data(), Z.data(), s.N_full, Wq.data());
+    // the layout itself: q4_weight reads back what pack wrote
     bool layout_ok = true;
     for (std::size_t n = 0; n < s.N_full; ++n)
-      for (std::size_t k = 0; k < s.K_full; ++k)
-        layout_ok &= ((Wq[k * packed_q4_ld(s.N_full) + n / 2] >> (4 * (n % 2))) & 15) == q[n * s.K_full + k];
-    CHECK(layout_ok, "pack_kn_q4 N=%zu K=%zu", s.N_full, s.K_full);
+      for (std::size_t k = 0; k < s.K_full; ++k) {
+        const std::size_t g = (k / 32) * s.N_full + n;
+        const float want = f16_to_f32_scalar(S[g]) * q[n * s.K_full + k] + f16_to_f32_scalar(Z[g]);
+        layout_ok &= q4_weight(Wq.data(), ldw, k, n) == want;
+      }
+    CHECK(layout_ok, "pack_q4_panels N=%zu K=%zu", s.N_full, s.K_full);
+    // activations: per-block quantisation, every ISA bit-identical to the reference
+    const std::size_t ldq = s.K_full + 32, ldd = G + 1;
+    std::vector<int8_t> xq(s.M * ldq, 0);
+    std::vector<float> d(s.M * ldd, 0.f);
+    std::vector<int32_t> xs(s.M * ldd, 0);
+    ref::quantize_blocks_q8(s.M, s.K, x.data(), ldx, xq.data(), ldq, d.data(), xs.data(), ldd);
+    for (Isa isa : supported_isas()) {
+      std::vector<int8_t> xq2(s.M * ldq, 0);
+      std::vector<float> d2(s.M * ldd, 0.f);
+      std::vector<int32_t> xs2(s.M * ldd, 0);
+      table_for(isa).quantize_blocks_q8(s.M, s.K, x.data(), ldx, xq2.data(), ldq, d2.data(), xs2.data(), ldd);
+      CHECK(xq2 == xq && d2 == d && xs2 == xs, "quantize_blocks_q8 isa=%s M=%zu K=%zu", isa_name(isa), s.M, s.K);
+    }
+    CHECK(d[0] == 1.f && xs[0] == 0, "quantize_blocks_q8: an all-zero block has scale 1 and sum 0");
+    // and the quantisation is close to x (|x - d q| <= d / 2)
+    bool close = true;
+    for (std::size_t i = 0; i < s.M; ++i)
+      for (std::size_t k = 0; k < s.K; ++k)
+        close &= std::fabs(x[i * ldx + k] - d[i * ldd + k / 32] * xq[i * ldq + k]) <= 0.5001f * d[i * ldd + k / 32];
+    CHECK(close, "quantize_blocks_q8 error bound M=%zu K=%zu", s.M, s.K);
     auto bias = randn(s.N_full);
     auto y0 = randn(s.M * ldy);
     for (bool accumulate : {false, true})
       for (bool with_bias : {false, true}) {
         const float* b = with_bias ? bias.data() : nullptr;
         std::vector<float> want = y0;
-        ref::gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), Z.data(), lds, b,
-                     want.data(), ldy, accumulate);
+        ref::gemm_q4(s.M, s.N, s.K, xq.data(), ldq, d.data(), xs.data(), ldd, Wq.data(), ldw, b, want.data(), ldy,
+                     accumulate);
+        // the reference against its definition in floats (dequantised W times dequantised x)
+        if (!accumulate && with_bias) {
+          double worst = 0.0;
+          for (std::size_t i = 0; i < s.M; ++i)
+            for (std::size_t n = 0; n < s.N; ++n) {
+              double v = bias[n];
+              for (std::size_t k = 0; k < s.K; ++k)
+                v += static_cast<double>(d[i * ldd + k / 32]) * xq[i * ldq + k] * q4_weight(Wq.data(), ldw, k, n);
+              worst = std::fmax(worst, std::fabs(v - want[i * ldy + n]) / (1.0 + std::fabs(v)));
+            }
+          CHECK(worst <= 1e-5, "ref::gemm_q4 vs its definition M=%zu N=%zu K=%zu err=%g", s.M, s.N, s.K, worst);
+        }
         for (Isa isa : supported_isas()) {
           std::vector<float> got = y0;
-          table_for(isa).gemm_q4(s.M, s.N, s.K, x.data(), ldx, Wq.data(), packed_q4_ld(s.N_full), S.data(), Z.data(),
-                                 lds, b, got.data(), ldy, accumulate);
+          table_for(isa).gemm_q4(s.M, s.N, s.K, xq.data(), ldq, d.data(), xs.data(), ldd, Wq.data(), ldw, b,
+                                 got.data(), ldy, accumulate);
           const double tol = 2e-6 * std::sqrt(static_cast<double>(s.K) + 1.0) * 4;
           CHECK(max_rel_err(got, want) <= tol, "gemm_q4 isa=%s M=%zu N=%zu K=%zu acc=%d bias=%d err=%g",
                 isa_name(isa), s.M, s.N, s.K, accumulate, with_bias, max_rel_err(got, want));
-          if (s.N > 16) {  // a column sub-range at an even n0 (how the engine splits outputs over threads)
+          if (s.N > 16) {  // a column sub-range at a panel start (how the engine splits outputs over threads)
             const std::size_t n0 = 16;
             std::vector<float> part = y0;
-            table_for(isa).gemm_q4(s.M, s.N - n0, s.K, x.data(), ldx, Wq.data() + n0 / 2, packed_q4_ld(s.N_full),
-                                   S.data() + n0, Z.data() + n0, lds, b ? b + n0 : nullptr, part.data() + n0, ldy,
+            table_for(isa).gemm_q4(s.M, s.N - n0, s.K, xq.data(), ldq, d.data(), xs.data(), ldd,
+                                   Wq.data() + (n0 / 16) * ldw, ldw, b ? b + n0 : nullptr, part.data() + n0, ldy,
                                    accumulate);
             bool same = true;
             for (std::size_t i = 0; i < s.M; ++i)
-              for (std::size_t n = n0; n < s.N; ++n)
-                same &= std::fabs(part[i * ldy + n] - want[i * ldy + n]) <= tol * (1.0 + std::fabs(want[i * ldy + n]));
+              for (std::size_t n = 0; n < s.N + 5; ++n) {
+                const float want_v = n < n0 ? y0[i * ldy + n] : want[i * ldy + n];
+                same &= std::fabs(part[i * ldy + n] - want_v) <= tol * (1.0 + std::fabs(want_v));
+              }
             CHECK(same, "gemm_q4 column range isa=%s M=%zu N=%zu", isa_name(isa), s.M, s.N);
           }
         }

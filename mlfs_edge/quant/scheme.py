@@ -54,8 +54,10 @@ Q4_GROUP = 32
 def quantize_q4_groups(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """4-bit per (output row, group of `group` consecutive inputs) with a scale and a minimum, as
     llama.cpp's Q4_1: d = (max - min) / 15, q = clamp(round((w - min) / d), 0, 15), w ≈ d * q + min
-    (a constant group gets d = 1). Returns (q uint8 [out, in] in [0, 15], d float32 [in / group, out],
-    min float32 [in / group, out]).
+    (a constant group gets d = 1). d and min are rounded to float16 first (as Q4_1 stores them; the
+    engine reads them as fp16, 5 bits per weight instead of 6) and q is computed with the rounded
+    values, so d * q + min is exactly what the engine multiplies. Returns (q uint8 [out, in] in
+    [0, 15], d float32 [in / group, out], min float32 [in / group, out]), d and min fp16-exact.
 
     Why a minimum and not Q4_0's symmetric grid: the asymmetric grid has one more level on the side
     the group leans to, and weights that come from a Q4_1 file (the bundled SmolLM2) lie on it, so
@@ -70,7 +72,9 @@ def quantize_q4_groups(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Te
         raise ValueError(f"4-bit weights need an input width that is a multiple of {group}, got {in_f}")
     g = w.detach().float().reshape(out_f, in_f // group, group)
     lo, hi = g.amin(dim=2), g.amax(dim=2)
-    d = torch.where(hi > lo, (hi - lo) / 15.0, torch.ones_like(lo))
+    d = torch.where(hi > lo, (hi - lo) / 15.0, torch.ones_like(lo)).to(torch.float16).float()
+    lo = lo.to(torch.float16).float()
+    d = torch.where(d > 0, d, torch.ones_like(d))  # a range below fp16's smallest step: q = 0, w = min
     q = torch.clamp(torch.round((g - lo[..., None]) / d[..., None]), 0, 15).to(torch.uint8)
     return q.reshape(out_f, in_f), d.T.contiguous(), lo.T.contiguous()
 

@@ -9,7 +9,9 @@ Layout (all integers little-endian)::
                     file size, CRC-32, tensor count, directory and metadata offsets, model dims;
                     version 2 adds the model kind (encoder / decoder) and the decoder's fields
                     (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias).
-                    Version 1 files (encoders) still load.
+                    Version 3 stores q4 weights as "P16" panels (version 2: "KN4" with fp32
+                    scales); a version-2 file with q4 tensors is refused ("re-pack"), other
+                    version 1-2 files still load.
     [256, ...)      tensor directory: one 128-byte entry per tensor
                     (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
     metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
@@ -27,8 +29,9 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
     pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
 
-Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "KN4" with
-.w.scale and .w.min [in / 32, out]; see csrc/include/mlfs/kernels.h):
+Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "P16" panels
+[ceil(out / 16), in / 32 * 320] bytes with the fp16 scales and minimums inline; see
+csrc/include/mlfs/kernels.h):
     head.w                              the LM head W [vocab, hidden]; with tied embeddings it is
                                         also the embedding table (one copy), else emb.w holds it
     norm.w, l{i}.{attn_norm,mlp_norm}.w fp32 RMSNorm weights
@@ -50,7 +53,10 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"MLFSPACK"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# First version whose q4 tensors are "P16" panels; the C++ reader refuses older q4 files
+# (csrc/include/mlfs/packed_file.h kPackQ4PanelsVersion).
+Q4_PANELS_VERSION = 3
 ENDIAN_MARKER = 0x01020304
 HEADER_SIZE = 256
 DIR_ENTRY_SIZE = 128

@@ -91,12 +91,11 @@ def _f32(t: torch.Tensor) -> np.ndarray:
 def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
     """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
     transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales,
-    q4 quantised per group of 32 inputs ("KN4") + fp32 scales and minimums [in / 32, out]."""
+    q4 quantised per group of 32 inputs into "P16" panels of 16 outputs with the fp16 scales and
+    minimums inline (one tensor)."""
     if dtype == "q4":
         q, d, lo = quantize_q4_groups(weight.detach().float())
-        out[name] = _core.pack_weight_q4(q.numpy())
-        out[name + ".scale"] = d.numpy().astype(np.float32)
-        out[name + ".min"] = lo.numpy().astype(np.float32)
+        out[name] = _core.pack_weight_q4(q.numpy(), d.numpy().astype(np.float16), lo.numpy().astype(np.float16))
     elif dtype == "int8":
         q, scale = quantize_per_row(weight.detach().float())
         out[name] = _core.pack_weight(q.numpy())
@@ -368,7 +367,7 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
         "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
         "tokenizer_source": tok_source,
         "quant_scheme": {"int8": "int8 symmetric per output row (mlfs_edge.quant.scheme)",
-                         "q4": f"4-bit per group of {Q4_GROUP} inputs with scale and minimum, Q4_1 family "
+                         "q4": f"4-bit per group of {Q4_GROUP} inputs with fp16 scale and minimum, Q4_1 family "
                                "(mlfs_edge.quant.scheme.quantize_q4_groups)"}.get(dtype),
     }
     data = encode(dims, tensors, metadata)

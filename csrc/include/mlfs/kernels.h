@@ -20,14 +20,25 @@
 //   element (k, n) = Wq[(k / 4) * ldw + n * 4 + k % 4], ldw = 4 * N_full bytes per K-group.
 //   One 64-byte load = 16 output columns x 4 k, exactly one `vpdpbusd`/`sdot` operand. The slice
 //   (k < K, n < N) is the same pointer with the same ldw; column n0 is Wq + 4 * n0.
-// - q4 "KN4": 4-bit group-wise with a scale and a minimum per group (the llama.cpp Q4_1 family,
-//   mlfs_edge/quant/scheme.py quantize_q4_groups): K is cut into groups of 32 consecutive inputs;
-//   every (group g, output n) has an fp32 scale S[g * lds + n] and minimum Z[g * lds + n]
-//   (lds = N_full) and 32 unsigned 4-bit values q in [0, 15], W(k, n) = S * q + Z.
-//   Nibbles are stored per input row like the fp16 KN layout, two outputs per byte:
-//   q(k, n) = (Wq[k * ldw + n / 2] >> (4 * (n % 2))) & 15, ldw = ceil(N_full / 2) bytes.
-//   The slice (k < K, n < N) is the same pointer with the same ldw and lds as long as K is a
-//   multiple of 32 (whole groups); column n0 (even) is Wq + n0 / 2, S + n0 and Z + n0.
+// - q4 "P16" panels: 4-bit group-wise with a scale and a minimum per group (the llama.cpp Q4_1
+//   family, mlfs_edge/quant/scheme.py quantize_q4_groups): K is cut into groups of 32 consecutive
+//   inputs; every (group g, output n) has a scale S and a minimum Z, both IEEE fp16, and 32 unsigned
+//   4-bit values q in [0, 15], W(k, n) = S * q + Z. Outputs are blocked into panels of 16 columns
+//   (N_full padded with zero columns to N16 = round_up(N_full, 16)); inside a panel K is contiguous,
+//   one 320-byte block per group: 256 bytes of nibbles, then 16 S, then 16 Z (fp16). With
+//   p = n / 16, c = n % 16, g = k / 32, j = k % 32, s = j / 8, t = j % 8:
+//     B(g, n)  = Wq + p * ldw + g * 320,            ldw = (K_full / 32) * 320 bytes per panel
+//     q(k, n)  = (B[s * 64 + c * 4 + t % 4] >> (4 * (t / 4))) & 15
+//     S(g, n)  = f16 at B + 256 + 2 * c,   Z(g, n) = f16 at B + 288 + 2 * c
+//   So one 64-byte load of sub-block s gives 16 columns x 4 inputs as u8 after `& 0x0F` (inputs
+//   8s..8s+3, one `vpdpbusd`/`sdot` operand against a 4-byte activation broadcast) and the next 4
+//   inputs after `>> 4 & 0x0F`; a GEMV streams each panel sequentially (one stream, no strided
+//   scale loads: the scales sit in the same 5 cache lines as their nibbles). fp16 S/Z: 5 bits per
+//   weight read per token instead of 6 with fp32 (the quantiser rounds S and Z to fp16 first).
+//   The slice (k < K, n < N) is the same pointer with the same ldw as long as K is a multiple of 32
+//   (a prefix of each panel's groups) and N is any width (the first ceil(N / 16) panels; kernels
+//   compute whole panels, which exist in the padded buffer, and store only n < N); column n0 (a
+//   multiple of 16) is Wq + (n0 / 16) * ldw.
 // - LoRA adapters (peft's A [r_full, K_full], B [N_full, r_full]) are stored transposed in the f32
 //   KN layout too: At [K_full, r_full] and Bt [r_full, N_full]. The low-rank path is two f32 GEMMs
 //   with a small temp t [M, r] (caller's scratch, ldt >= r):
@@ -93,11 +104,24 @@ using GemmI8Fn = void (*)(size_t M, size_t N, size_t K, const int8_t* xq, size_t
                           const float* w_scale, const float* bias, float* y, size_t ldy,
                           bool accumulate);
 
-// Same as GemmF16Fn with 4-bit group-wise weights (the q4 "KN4" layout above; K a multiple of 32,
-// n0 of a column sub-range even), dequantised to fp32 on load; fp32 accumulation.
-using GemmQ4Fn = void (*)(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq,
-                          size_t ldw, const float* scale, const float* zero, size_t lds,
-                          const float* bias, float* y, size_t ldy, bool accumulate);
+// Dynamic int8 quantisation of x[:M, :K] per block of 32 inputs (llama.cpp's Q8_1 activation
+// blocks: finer than a per-row scale, so an outlier costs only its block), K a multiple of 32; for
+// i < M, b < K / 32, k in block b:
+//   d[i*ldd + b]  = max_{k in b} |x[i, k]| / 127 (1 if the block is all zeros)
+//   xq[i*ldq + k] = clamp(round_half_even(x[i, k] / d), -127, 127),  xs[i*ldd + b] = sum_{k in b} xq
+// (same float ops as quantize_rows_i8, so every ISA is bit-identical to the reference).
+using QuantizeBlocksQ8Fn = void (*)(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq,
+                                    float* d, int32_t* xs, size_t ldd);
+
+// 4-bit weights (the q4 "P16" layout above, leading dimension ldw bytes per panel) times block-int8
+// activations from quantize_blocks_q8, integer dot products per group:
+//   acc(i, g, n) = sum_{k in g} xq[i, k] * q(k, n)   (exact int32, |acc| <= 32 * 127 * 15)
+//   y[i, n] = sum_{g < K/32} d[i, g] * (S(g, n) * acc + Z(g, n) * xs[i, g])  (+ bias[n]) (+ y[i, n])
+// for i < M, n < N; K a multiple of 32; Wq must point at a panel start (column offset a multiple of
+// 16). bias nullable. The reference sums in double; the ISA versions in fp32 per group.
+using GemmQ4Fn = void (*)(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d,
+                          const int32_t* xs, size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias,
+                          float* y, size_t ldy, bool accumulate);
 
 // In place, for i < M, n < N: y[i, n] = gelu(y[i, n] + bias[n]) with the exact erf GELU of BERT,
 // gelu(v) = 0.5 * v * (1 + erf(v / sqrt(2))). bias nullable (then 0). The GEMM epilogue of the MLP's
@@ -138,6 +162,7 @@ struct KernelTable {
   GemmF16Fn gemm_f16;
   QuantizeRowsI8Fn quantize_rows_i8;
   GemmI8Fn gemm_i8;
+  QuantizeBlocksQ8Fn quantize_blocks_q8;
   GemmQ4Fn gemm_q4;
   BiasGeluF32Fn bias_gelu_f32;
   LayerNormF32Fn layernorm_f32;
@@ -163,11 +188,20 @@ void pack_kn_f16(size_t N, size_t K, const uint16_t* W, size_t ld_in, uint16_t* 
 // K4N layout of an int8 W [N, K]: out has packed_i8_size(N, K) bytes, ldw = 4 * N; the padding
 // columns K..round_up(K, 4) are zero.
 void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out);
-// q4 "KN4" of group-quantised W [N, K] (q in [0, 15], row-major with ld_in): out has
-// K * packed_q4_ld(N) bytes. The scales and minimums [K / 32, N] need no packing (already S, Z).
+// q4 "P16" panels of group-quantised W [N, K] (q [N, K] in [0, 15] row-major with ld_q; S, Z
+// [K / 32, N] fp16 bits, row-major with ld_s): out has packed_q4_size(N, K) bytes, ldw =
+// packed_q4_ld(K); the padding columns N..N16 are zero (q = S = Z = 0).
 inline constexpr size_t kQ4Group = 32;
-inline size_t packed_q4_ld(size_t N) { return (N + 1) / 2; }
-void pack_kn_q4(size_t N, size_t K, const uint8_t* q, size_t ld_in, uint8_t* out);
+inline constexpr size_t kQ4Panel = 16;
+inline constexpr size_t kQ4BlockBytes = 320;  // 16 columns x 32 nibbles + 16 fp16 S + 16 fp16 Z
+inline size_t packed_q4_ld(size_t K) { return K / kQ4Group * kQ4BlockBytes; }
+inline size_t packed_q4_panels(size_t N) { return (N + kQ4Panel - 1) / kQ4Panel; }
+inline size_t packed_q4_size(size_t N, size_t K) { return packed_q4_panels(N) * packed_q4_ld(K); }
+void pack_q4_panels(size_t N, size_t K, const uint8_t* q, size_t ld_q, const uint16_t* S, const uint16_t* Z,
+                    size_t ld_s, uint8_t* out);
+// W(k, n) of a q4 "P16" buffer as float (the scalar definition every q4 kernel and the engine's
+// embedding lookup share).
+float q4_weight(const uint8_t* Wq, size_t ldw, size_t k, size_t n);
 // out[k * ldo + n] = in[n * ldi + k] for n < rows, k < cols (attention's K^T, if the engine wants
 // Q.K^T as an NN gemm_f32).
 void transpose_f32(size_t rows, size_t cols, const float* in, size_t ldi, float* out, size_t ldo);
@@ -189,8 +223,10 @@ float f16_to_f32_scalar(uint16_t h);
   void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale, \
                const int32_t* x_sum, const int8_t* Wq, size_t ldw, const float* w_scale,          \
                const float* bias, float* y, size_t ldy, bool accumulate);                         \
-  void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq,       \
-               size_t ldw, const float* scale, const float* zero, size_t lds, const float* bias,    \
+  void quantize_blocks_q8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq,  \
+                          float* d, int32_t* xs, size_t ldd);                                     \
+  void gemm_q4(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d,        \
+               const int32_t* xs, size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias,    \
                float* y, size_t ldy, bool accumulate);                                            \
   void bias_gelu_f32(size_t M, size_t N, const float* bias, float* y, size_t ldy);                \
   void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, \

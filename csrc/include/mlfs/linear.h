@@ -16,16 +16,15 @@ namespace mlfs {
 
 // One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
 // fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
-// with per-output scales, q4 "KN4" (ldw = ceil(out / 2) bytes per input, scales and minimums
-// [in / 32, out]);
+// with per-output scales, q4 "P16" panels (ldw = in / 32 * 320 bytes per panel of 16 outputs, the
+// fp16 scales and minimums inline);
 // bias; and an optional unmerged LoRA adapter stored transposed too: At [in, rank] and
 // Bt [rank, out], y += scale * (x At) Bt.
 struct LinearWeights {
   DType dtype = DType::f32;
   const void* weight = nullptr;
   std::size_t ldw = 0;
-  const float* w_scale = nullptr;  // int8: [out]; q4: [in / 32, out] with leading dimension `out`
-  const float* w_min = nullptr;    // q4: the groups' minimums, like w_scale
+  const float* w_scale = nullptr;  // int8: [out] (q4 keeps its scales inside the panels)
   const float* bias = nullptr;
   std::size_t out = 0, in = 0;
   const float* lora_at = nullptr;
@@ -38,7 +37,7 @@ struct LinearWeights {
   void column(std::size_t n, float* dst) const;
 };
 
-// Binds `name`.w (+ .w.scale for int8/q4, .w.min for q4, + .b when `with_bias`, + LoRA when present); checks dtype
+// Binds `name`.w (+ .w.scale for int8, + .b when `with_bias`, + LoRA when present); checks dtype
 // and shape, PackedFileError otherwise.
 LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::uint64_t out, std::uint64_t in,
                           DType dtype, bool with_bias);
@@ -59,12 +58,13 @@ class LinearRunner {
   // For each output o: o.y[:m, :n] (=|+=) x[:m, :k] . o.w[:n, :k]^T + bias[:n] (+ LoRA), then GELU
   // if `gelu`. All outputs share x (Q, K and V do: one int8 quantisation feeds them) and run in ONE
   // parallel region, split over (output, block of 16 columns); 16 keeps every ISA's register tile
-  // whole (and the q4 column offsets even). The slices are strides into the full weights.
+  // whole (and the q4 column offsets on panel starts). The slices are strides into the full weights.
   void run(std::initializer_list<Out> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
            std::size_t m, std::size_t ldy, int threads, bool gelu = false);
 
  private:
-  void quantize(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads);
+  // int8 activations of x for the int8 (per row) or q4 (per block of 32, `blocks`) kernels.
+  void quantize(const float* x, std::size_t ldx, std::size_t m, std::size_t k, int threads, bool blocks);
 
   ThreadPool& pool_;
   const kernels::KernelTable& kt_;
@@ -72,6 +72,9 @@ class LinearRunner {
   std::vector<std::int8_t> qact_;  // per-row int8 activations, rows of ldq_ bytes
   std::vector<float> qscale_;      // their per-row scales
   std::vector<std::int32_t> qsum_; // their per-row sums (VNNI compensation)
+  std::size_t ldb_ = 0;            // q4: blocks of 32 per row
+  std::vector<float> bscale_;      // q4: per-block scales [rows, ldb_]
+  std::vector<std::int32_t> bsum_; // q4: per-block sums [rows, ldb_]
   std::vector<float> lora_;        // [rows, rank] low-rank temp
 };
 

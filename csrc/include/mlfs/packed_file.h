@@ -22,8 +22,8 @@
 
 namespace mlfs {
 
-// q4: 4-bit group-wise weights, two per byte (the "KN4" layout of mlfs/kernels.h); a q4 tensor's
-// shape counts bytes.
+// q4: 4-bit group-wise weights with their fp16 scales / minimums inline (the "P16" panel layout of
+// mlfs/kernels.h); a q4 tensor's shape counts bytes.
 enum class DType : std::uint32_t { f32 = 0, f16 = 1, i8 = 2, q4 = 3 };
 enum class ModelKind : std::uint32_t { encoder = 0, decoder = 1 };
 enum class Pooling : std::uint32_t { mean = 0, cls = 1 };
@@ -32,7 +32,11 @@ const char* dtype_name(DType dtype);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
-inline constexpr std::uint32_t kPackFormatVersion = 2;
+inline constexpr std::uint32_t kPackFormatVersion = 3;
+// The first version whose q4 tensors use the "P16" panels (version 2 had the fp32-scale "KN4"
+// layout): an older file holding q4 tensors is refused with a "re-pack" message, one without q4
+// loads as before. (Mirrored by mlfs_edge.runtime.format.Q4_PANELS_VERSION.)
+inline constexpr std::uint32_t kPackQ4PanelsVersion = 3;
 // Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
 inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;

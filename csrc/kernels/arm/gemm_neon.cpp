@@ -40,10 +40,9 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
   run_float_gemm<Neon, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
-void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
-             bool accumulate) {
-  run_q4_gemm<Neon, 4>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
+void gemm_q4(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d, const int32_t* xs,
+             size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
+  run_q4_gemm<DotSmull>(M, N, K, xq, ldq, d, xs, ldd, Wq, ldw, bias, y, ldy, accumulate);
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,

@@ -57,18 +57,6 @@ struct Avx2 {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(staged)));
   }
   static void store(float* y, const Mask& m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
-  // 8 nibbles = 4 bytes: split low/high, interleave into column order, widen.
-  static Vec load_q4(const uint8_t* p, const Mask& m) {
-    std::uint32_t raw = 0;
-    if (m.count == kBlock)
-      std::memcpy(&raw, p, 4);  // a constant size: one 32-bit load, not a memcpy call per block
-    else
-      std::memcpy(&raw, p, (m.count + 1) / 2);
-    const __m128i b = _mm_cvtsi32_si128(static_cast<int>(raw));
-    const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
-  }
 };
 
 struct I8Tile {
@@ -146,12 +134,6 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
   run_float_gemm<Avx2, 2>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
-void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
-             bool accumulate) {
-  run_q4_gemm<Avx2, 2>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
-}
-
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
              const int32_t* /*x_sum: no u8 offset on this path*/, const int8_t* Wq, size_t ldw,
              const float* w_scale, const float* bias, float* y, size_t ldy, bool accumulate) {
@@ -161,6 +143,152 @@ void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const f
     TileGrid<1, 4, I8Tile>::run(tile, M, N, kBlock);
   else
     TileGrid<4, 2, I8Tile>::run(tile, M, N, kBlock);
+}
+
+// ---- q4 "P16" panels x block-int8 activations (layout and definition: mlfs/kernels.h) ----
+// Per group of 32 inputs and half-panel of 8 columns, 4 loads of 32 bytes (8 columns x 4 bytes)
+// give 8 u8 operands after `& 15` / `>> 4 & 15`; vpmaddubsw (u8 weights x s8 activations, a 4-byte
+// broadcast) sums pairs to int16 and the 8 results are added in int16 (each lane holds 16
+// products, |sum| <= 16 * 15 * 127 = 30480 < 32767: exact), then one vpmaddwd widens to int32 per
+// column; the group's fp16 scales / minimums (F16C) turn it into fp32:
+//   y += S * (d * acc) + Z * (d * xs).
+// M = 1 walks each panel once with both halves (a single sequential stream); M > 1 walks it once
+// per half with up to 4 rows, so the 8 unpacked weight vectors are reused by every row.
+namespace {
+
+template <int MR, int NH>
+inline void q4_panel(std::size_t G, const int8_t* xq, std::size_t ldq, const float* d, const int32_t* xs,
+                     std::size_t ldd, const uint8_t* blk, int h0, __m256 (&yv)[MR][NH]) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  const __m256i ones = _mm256_set1_epi16(1);
+  MLFS_UNROLL
+  for (int r = 0; r < MR; ++r)
+    MLFS_UNROLL
+    for (int h = 0; h < NH; ++h) yv[r][h] = _mm256_setzero_ps();
+  for (std::size_t g = 0; g < G; ++g, blk += kQ4BlockBytes) {
+    __m256i w[NH][8];
+    MLFS_UNROLL
+    for (int h = 0; h < NH; ++h)
+      MLFS_UNROLL
+      for (int s = 0; s < 4; ++s) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + s * 64 + (h0 + h) * 32));
+        w[h][2 * s] = _mm256_and_si256(raw, m4);
+        w[h][2 * s + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+      }
+    __m256 S[NH], Z[NH];
+    MLFS_UNROLL
+    for (int h = 0; h < NH; ++h) {
+      S[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 256 + (h0 + h) * 16)));
+      Z[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 288 + (h0 + h) * 16)));
+    }
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const int8_t* xg = xq + r * ldq + g * kQ4Group;
+      __m256i xb[8];
+      MLFS_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        int32_t x4;
+        std::memcpy(&x4, xg + 4 * i, 4);
+        xb[i] = _mm256_set1_epi32(x4);
+      }
+      const float dg = d[r * ldd + g];
+      const __m256 vd = _mm256_set1_ps(dg);
+      const __m256 vds = _mm256_set1_ps(dg * static_cast<float>(xs[r * ldd + g]));
+      MLFS_UNROLL
+      for (int h = 0; h < NH; ++h) {
+        __m256i s16 = _mm256_maddubs_epi16(w[h][0], xb[0]);
+        MLFS_UNROLL
+        for (int i = 1; i < 8; ++i) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[h][i], xb[i]));
+        const __m256 acc = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+        yv[r][h] = _mm256_fmadd_ps(S[h], _mm256_mul_ps(acc, vd), yv[r][h]);
+        yv[r][h] = _mm256_fmadd_ps(Z[h], vds, yv[r][h]);
+      }
+    }
+  }
+}
+
+// Rows m0..m0+MR of half-panels h0..h0+NH of the panel at columns n0 (n_valid of its 16 exist).
+template <int MR, int NH>
+void q4_tile(std::size_t G, const int8_t* xq, std::size_t ldq, const float* d, const int32_t* xs, std::size_t ldd,
+             const uint8_t* panel, int h0, std::size_t n_valid, const float* bias, float* y, std::size_t ldy,
+             bool accumulate) {
+  __m256 yv[MR][NH];
+  q4_panel<MR, NH>(G, xq, ldq, d, xs, ldd, panel, h0, yv);
+  MLFS_UNROLL
+  for (int h = 0; h < NH; ++h) {
+    const int b = h0 + h;
+    if (n_valid <= static_cast<std::size_t>(b) * kBlock) break;
+    const BlockMask m = block_mask(n_valid, b);
+    const __m256 bv = bias ? load_f32(bias + b * kBlock, m) : _mm256_setzero_ps();
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r) store_block(y + r * ldy + b * kBlock, m, _mm256_add_ps(yv[r][h], bv), accumulate);
+  }
+}
+
+}  // namespace
+
+void gemm_q4(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d, const int32_t* xs,
+             size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const size_t G = K / kQ4Group;
+  for (size_t n0 = 0; n0 < N; n0 += kQ4Panel) {
+    const uint8_t* panel = Wq + (n0 / kQ4Panel) * ldw;
+    const size_t nv = N - n0 < kQ4Panel ? N - n0 : kQ4Panel;
+    const float* b = bias ? bias + n0 : nullptr;
+    if (M == 1) {
+      q4_tile<1, 2>(G, xq, ldq, d, xs, ldd, panel, 0, nv, b, y + n0, ldy, accumulate);
+      continue;
+    }
+    for (int h = 0; h < 2 && static_cast<size_t>(h) * kBlock < nv; ++h)
+      for (size_t m0 = 0; m0 < M; m0 += 4) {
+        const int8_t* xr = xq + m0 * ldq;
+        const float* dr = d + m0 * ldd;
+        const int32_t* sr = xs + m0 * ldd;
+        float* yr = y + m0 * ldy + n0;
+        switch (M - m0 < 4 ? M - m0 : 4) {
+          case 1: q4_tile<1, 1>(G, xr, ldq, dr, sr, ldd, panel, h, nv, b, yr, ldy, accumulate); break;
+          case 2: q4_tile<2, 1>(G, xr, ldq, dr, sr, ldd, panel, h, nv, b, yr, ldy, accumulate); break;
+          case 3: q4_tile<3, 1>(G, xr, ldq, dr, sr, ldd, panel, h, nv, b, yr, ldy, accumulate); break;
+          default: q4_tile<4, 1>(G, xr, ldq, dr, sr, ldd, panel, h, nv, b, yr, ldy, accumulate); break;
+        }
+      }
+  }
+}
+
+void quantize_blocks_q8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq, float* d,
+                        int32_t* xs, size_t ldd) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
+  for (size_t i = 0; i < M; ++i)
+    for (size_t b = 0; b < K / kQ4Group; ++b) {
+      const float* blk = x + i * ldx + b * kQ4Group;
+      __m256 v[4];
+      __m256 amax8 = _mm256_setzero_ps();
+      for (int j = 0; j < 4; ++j) {
+        v[j] = _mm256_loadu_ps(blk + 8 * j);
+        amax8 = _mm256_max_ps(amax8, _mm256_and_ps(v[j], abs_mask));
+      }
+      __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+      m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+      m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+      const float amax = _mm_cvtss_f32(m);
+      const float s = amax > 0.f ? amax / 127.f : 1.f;  // division and half-even: as the reference
+      const __m256 vs = _mm256_set1_ps(s);
+      __m256i sum8 = _mm256_setzero_si256();
+      int8_t* out = xq + i * ldq + b * kQ4Group;
+      for (int j = 0; j < 4; ++j) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(v[j], vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256i qi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));
+        sum8 = _mm256_add_epi32(sum8, qi);
+        const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 8 * j), _mm_packs_epi16(q16, q16));
+      }
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+      d[i * ldd + b] = s;
+      xs[i * ldd + b] = _mm_cvtsi128_si32(s4);
+    }
 }
 
 void quantize_rows_i8(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq, size_t ldq,

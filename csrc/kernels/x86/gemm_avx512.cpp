@@ -38,15 +38,6 @@ struct Avx512 {
   static Vec load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static Vec load(const uint16_t* p, Mask m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
   static void store(float* y, Mask m, Vec v, bool accumulate) { store_block(y, m, v, accumulate); }
-  // 16 nibbles = 8 bytes: split low/high, interleave back into column order, widen.
-  // A partial block loads only the bytes its columns need (masked).
-  static Vec load_q4(const uint8_t* p, Mask m) {
-    const __mmask16 bytes = m == 0xFFFF ? 0xFF : static_cast<__mmask16>((1u << ((__builtin_popcount(m) + 1) / 2)) - 1u);
-    const __m128i b = _mm_maskz_loadu_epi8(bytes, p);
-    const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
-  }
 };
 
 // acc += u8(w) . s8(x) in groups of 4 bytes. Inline asm because GCC 12 does not keep a loop-carried
@@ -128,10 +119,77 @@ void gemm_f16(size_t M, size_t N, size_t K, const float* x, size_t ldx, const ui
   run_float_gemm<Avx512, 4>(M, N, K, 1.f, x, ldx, Wt, ldw, bias, y, ldy, accumulate);
 }
 
-void gemm_q4(size_t M, size_t N, size_t K, const float* x, size_t ldx, const uint8_t* Wq, size_t ldw,
-             const float* scale, const float* zero, size_t lds, const float* bias, float* y, size_t ldy,
+// ---- q4 "P16" panels x block-int8 activations (layout and definition: mlfs/kernels.h) ----
+// Mirrors the AVX2 kernel (gemm_avx2.cpp) with one zmm = the whole 16-column panel: per group of
+// 32 inputs, 4 aligned 64-byte loads give 8 u8 operands after `& 15` / `>> 4 & 15`, and vpdpbusd
+// (u8 weights x s8 activations, a 4-byte broadcast) sums them straight into int32 per column; then
+// y += S * (d * acc) + Z * (d * xs) with the group's fp16 S / Z converted by vcvtph2ps. Rows are
+// tiled by up to 4 so the unpacked weights serve every row. NOTE: compiled but never executed on
+// the AVX2-only development machine; the native test runs it wherever the CPU has AVX-512 VNNI.
+namespace {
+
+template <int MR>
+void q4_tile(std::size_t G, const int8_t* xq, std::size_t ldq, const float* d, const int32_t* xs, std::size_t ldd,
+             const uint8_t* blk, std::size_t n_valid, const float* bias, float* y, std::size_t ldy,
              bool accumulate) {
-  run_q4_gemm<Avx512, 4>(M, N, K, x, ldx, Wq, ldw, scale, zero, lds, bias, y, ldy, accumulate);
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 yv[MR];
+  MLFS_UNROLL
+  for (int r = 0; r < MR; ++r) yv[r] = _mm512_setzero_ps();
+  for (std::size_t g = 0; g < G; ++g, blk += kQ4BlockBytes) {
+    __m512i w[8];
+    MLFS_UNROLL
+    for (int s = 0; s < 4; ++s) {
+      const __m512i raw = _mm512_loadu_si512(blk + s * 64);
+      w[2 * s] = _mm512_and_si512(raw, m4);
+      w[2 * s + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+    }
+    const __m512 S = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 256)));
+    const __m512 Z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 288)));
+    MLFS_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const int8_t* xg = xq + r * ldq + g * kQ4Group;
+      __m512i acc = _mm512_setzero_si512();
+      MLFS_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        int32_t x4;
+        std::memcpy(&x4, xg + 4 * i, 4);
+        dpbusd(acc, w[i], _mm512_set1_epi32(x4));
+      }
+      const float dg = d[r * ldd + g];
+      yv[r] = _mm512_fmadd_ps(S, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(dg)), yv[r]);
+      yv[r] = _mm512_fmadd_ps(Z, _mm512_set1_ps(dg * static_cast<float>(xs[r * ldd + g])), yv[r]);
+    }
+  }
+  const __mmask16 m = block_mask(n_valid, 0);
+  const __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
+  MLFS_UNROLL
+  for (int r = 0; r < MR; ++r) store_block(y + r * ldy, m, _mm512_add_ps(yv[r], bv), accumulate);
+}
+
+}  // namespace
+
+void gemm_q4(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* d, const int32_t* xs,
+             size_t ldd, const uint8_t* Wq, size_t ldw, const float* bias, float* y, size_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const size_t G = K / kQ4Group;
+  for (size_t n0 = 0; n0 < N; n0 += kQ4Panel) {
+    const uint8_t* panel = Wq + (n0 / kQ4Panel) * ldw;
+    const size_t nv = N - n0 < kQ4Panel ? N - n0 : kQ4Panel;
+    const float* b = bias ? bias + n0 : nullptr;
+    for (size_t m0 = 0; m0 < M; m0 += 4) {
+      const int8_t* xr = xq + m0 * ldq;
+      const float* dr = d + m0 * ldd;
+      const int32_t* sr = xs + m0 * ldd;
+      float* yr = y + m0 * ldy + n0;
+      switch (M - m0 < 4 ? M - m0 : 4) {
+        case 1: q4_tile<1>(G, xr, ldq, dr, sr, ldd, panel, nv, b, yr, ldy, accumulate); break;
+        case 2: q4_tile<2>(G, xr, ldq, dr, sr, ldd, panel, nv, b, yr, ldy, accumulate); break;
+        case 3: q4_tile<3>(G, xr, ldq, dr, sr, ldd, panel, nv, b, yr, ldy, accumulate); break;
+        default: q4_tile<4>(G, xr, ldq, dr, sr, ldd, panel, nv, b, yr, ldy, accumulate); break;
+      }
+    }
+  }
 }
 
 void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const float* x_scale,
