@@ -299,27 +299,29 @@ def _serve(inp: TextIO, out: TextIO) -> None:
     """The worker's loop: the first message loads (backend, dtype, artefact), then one answer per request."""
     spec = json.loads(inp.readline())
     backend, dtype = spec["backend"], spec["dtype"]
-    generator = decoder_adapter(backend).load_decoder(spec["artefact"], dtype, spec["threads"])
-    out.write(json.dumps({"ok": True, "size_bytes": generator.size_bytes}) + "\n")
+    generator = engine = None
+    if spec.get("probe"):  # the engine's own measurements: the Engine itself, loaded once
+        from mlfs_edge.runtime import Engine
+
+        engine = Engine.load(spec["artefact"]["path"])
+        size = engine.file_size
+    else:
+        generator = decoder_adapter(backend).load_decoder(spec["artefact"], dtype, spec["threads"])
+        size = generator.size_bytes
+    out.write(json.dumps({"ok": True, "size_bytes": size}) + "\n")
     out.flush()
-    engine = None
     for line in inp:
         msg = json.loads(line)
         try:
-            if msg["op"] == "generate":
+            if msg["op"] == "generate" and generator is not None:
                 t = generator.generate(msg["prompt"], msg["new_tokens"], msg["threads"], msg.get("subnet"))
                 reply: dict[str, Any] = {"prefill_s": t.prefill_s, "decode_s": t.decode_s, "tokens": t.tokens}
             elif msg["op"] == "peak_rss":
                 reply = {"peak_rss_mb": _vm("VmHWM"), "rss_mb": _vm("VmRSS")}
-            elif msg["op"] in ("switch", "kv"):  # the engine's own measurements (its worker only)
-                from mlfs_edge.runtime import Engine
-
-                if engine is None:
-                    engine = Engine.load(spec["artefact"]["path"])
-                fn = _switch_probe if msg["op"] == "switch" else _kv_probe
-                reply = fn(engine, msg)
+            elif msg["op"] in ("switch", "kv") and engine is not None:
+                reply = (_switch_probe if msg["op"] == "switch" else _kv_probe)(engine, msg)
             else:
-                reply = {"error": f"unknown op {msg['op']!r}"}
+                reply = {"error": f"op {msg['op']!r} is not served by this worker"}
         except Exception as e:
             reply = {"error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(reply) + "\n")
@@ -491,7 +493,7 @@ def run_bench_generate(settings: GenerateSettings = GenerateSettings(), model: s
             if progress:
                 log(f"[bench generate] engine {probe_dtype}: sub-network switch, KV memory after "
                     f"{settings.kv_tokens[0]} and {settings.kv_tokens[1]} tokens")
-            probe = Worker("mlfs-probe", {"backend": "mlfs", "dtype": probe_dtype,
+            probe = Worker("mlfs-probe", {"backend": "mlfs", "dtype": probe_dtype, "probe": True,
                                           "artefact": artefacts["mlfs", probe_dtype],
                                           "threads": max(settings.threads)}, log_dir)
             workers["mlfs-probe"] = probe
