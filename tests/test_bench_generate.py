@@ -133,3 +133,23 @@ def test_every_decoder_adapter_has_the_face():
     reason = decoder_adapter("llama.cpp").decoder_unavailable_reason()
     assert reason is None or "make bench-setup" in reason
     assert Timing(0.5, 2.0, 11).decode_tok_s == 5.0 and Timing(0.5, 2.0, 11).prefill_tok_s(64) == 128.0
+
+
+def test_supernet_run_folder_gives_its_search_space(tiny_llama_dir, tmp_path):
+    import shutil
+
+    from mlfs_edge.eval.bench_generate import resolve_source
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_llama_dir, run / "supernet")
+    arch = ArchSpec("llama", 2, 64, 4, 2, 16, 128, 49152, gated_mlp=True, bias=False)
+    space = SearchSpace(arch, (1, 2), (2, 4), (32, 64, 128))
+    (run / "mlfs_train.json").write_text(json.dumps({"search_space": space.to_dict()}))
+    for given in (run, run / "supernet"):
+        source = resolve_source(supernet=str(given))
+        assert source.decoder.folder == run / "supernet" and source.space.depths == (1, 2)
+        assert not source.decoder.smollm2_shapes and source.label.startswith("supernet ")
+    with pytest.raises(ValueError, match="neither a training run folder"):
+        resolve_source(supernet=str(tmp_path))
+    with pytest.raises(ValueError, match="not both"):
+        resolve_source(model=str(tiny_llama_dir), supernet=str(run))
