@@ -664,10 +664,12 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     rows = result["rows"]
     labels = list(dict.fromkeys(f"{r['backend']} {r['dtype']} {r['subnet']}" for r in rows))
     threads = sorted({r["threads"] for r in rows})
+    hatches = ["", "//", "xx", ".."]
     width = 0.8 / len(threads)
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.55 * len(labels) + 2), 8), sharex=True)
     for ax, metric, title in ((axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")):
@@ -675,11 +677,14 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
             vals = {f"{r['backend']} {r['dtype']} {r['subnet']}": r[metric] for r in rows if r["threads"] == t}
             xs = [k + (i - (len(threads) - 1) / 2) * width for k in range(len(labels))]
             colors = [COLORS.get(lab.split()[0], "gray") for lab in labels]
-            ax.bar(xs, [vals.get(lab, 0.0) for lab in labels], width, color=colors, alpha=1.0 - 0.35 * i,
-                   edgecolor="black", linewidth=0.4, label=f"{t} thread{'s' if t > 1 else ''}")
+            ax.bar(xs, [vals.get(lab, 0.0) for lab in labels], width, color=colors, hatch=hatches[i % len(hatches)],
+                   edgecolor="black", linewidth=0.4)
         ax.set_ylabel(f"{title} tokens/s")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8, title="lighter = more threads", title_fontsize=7)
+    handles = [Patch(color=c, label=b) for b, c in COLORS.items() if any(r["backend"] == b for r in rows)]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=hatches[i % len(hatches)],
+                      label=f"{t} thread{'s' if t > 1 else ''}") for i, t in enumerate(threads)]
+    axes[0].legend(handles=handles, fontsize=8)
     axes[1].set_xticks(range(len(labels)))
     axes[1].set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     s = result["settings"]
