@@ -153,3 +153,38 @@ def test_supernet_run_folder_gives_its_search_space(tiny_llama_dir, tmp_path):
         resolve_source(supernet=str(tmp_path))
     with pytest.raises(ValueError, match="not both"):
         resolve_source(model=str(tiny_llama_dir), supernet=str(run))
+
+
+@pytest.mark.skipif(decoder_adapter("llama.cpp").decoder_unavailable_reason() is not None,
+                    reason="llama-cpp-python is not installed (`make bench-setup`)")
+def test_llama_cpp_adapter_generates_from_ids_like_the_engine(tmp_path):
+    """The requantized GGUF of the bundled SmolLM2 continues the news prompt with the same greedy ids as
+    the engine's fp16 file of the same weights (F16 holds the Q4_1 values exactly enough)."""
+    import numpy as np
+
+    from mlfs_edge.assets import smollm2_path
+    from mlfs_edge.eval.backends import DecoderSource, llama_cpp
+    from mlfs_edge.eval.bench_generate import prompt_ids
+    from mlfs_edge.runtime import Engine, pack
+
+    prompt = prompt_ids(smollm2_path(), 32)
+    art = llama_cpp.build_decoder(DecoderSource(smollm2_path(), True), ("f16",), tmp_path)["f16"]
+    gen = llama_cpp.load_decoder({**art, "n_ctx": 64}, "f16", 1)
+    timing = gen.generate(prompt, 8, 1)
+    assert timing.tokens == 8 and timing.prefill_s > 0 and timing.decode_s > 0 and gen.size_bytes > 2e8
+    with pytest.raises(ValueError, match="full model only"):
+        gen.generate(prompt, 2, 1, subnet={"layers": [0]})
+    with pytest.raises(ValueError, match="exceed the context"):
+        gen.generate(prompt, 64, 1)
+
+    import llama_cpp as lc
+
+    with llama_cpp._quiet_fds():
+        llm = lc.Llama(model_path=art["path"], n_ctx=64, n_threads=1, verbose=False)
+    llm.eval(prompt)
+    ids = []
+    for _ in range(8):
+        ids.append(int(np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).argmax()))
+        llm.eval([ids[-1]])
+    engine = Engine.load(pack(smollm2_path(), tmp_path / "smollm2-fp16.mlfs", dtype="fp16"))
+    assert engine.generate(prompt, max_new_tokens=8, stop_tokens=[]) == ids
