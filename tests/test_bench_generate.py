@@ -155,6 +155,8 @@ def test_supernet_run_folder_gives_its_search_space(tiny_llama_dir, tmp_path):
         resolve_source(model=str(tiny_llama_dir), supernet=str(run))
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(decoder_adapter("llama.cpp").decoder_unavailable_reason() is not None,
                     reason="llama-cpp-python is not installed (`make bench-setup`)")
 def test_llama_cpp_adapter_generates_from_ids_like_the_engine(tmp_path):
