@@ -15,12 +15,13 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test setup assets build test-python test-native test-native-arm test-native-asan fuzz-pack lint wheel \
-        test-wheel wheel-aarch64 test-et-runner freeze clean help
+        test-wheel wheel-aarch64 test-et-runner freeze clean help bench-setup bench-generate
 
 help:
 	@echo "make demo   set up .venv (pinned deps + bundled model/data), build, run 'mlfs-edge demo'"
 	@echo "make test   same set-up, then lint + native tests + the whole pytest suite"
 	@echo "make setup  only the set-up;  make wheel  build a wheel into dist/;  make clean"
+	@echo "make bench-setup  add llama.cpp (llama-cpp-python from source, 10-20 min) for 'mlfs-edge bench generate'"
 
 demo: setup
 	$(VENV)/bin/mlfs-edge demo
@@ -152,6 +153,26 @@ test-wheel: wheel
 # three emulated CPUs (scripts/wheel_aarch64.sh). Not part of `make test`: it changes apt's set-up.
 wheel-aarch64: $(VENV)/.deps
 	JOBS=$(JOBS) scripts/wheel_aarch64.sh $(PY)
+
+# llama.cpp, the decoder benchmark's peer (`mlfs-edge bench generate`); not part of `make test`.
+# llama-cpp-python (pinned in constraints.txt) built from its source as its users build it:
+# GGML_NATIVE=ON compiles llama.cpp for this CPU's own instruction set. It compiles llama.cpp, so it
+# takes 10-20 min on 2 cores (pip keeps the wheel it built: a second venv installs it in seconds).
+# The GGUF files it runs (F16 / Q8_0 / Q4_0 of the bundled SmolLM2) are made by the benchmark itself,
+# with llama.cpp's own quantizer, and cached in ~/.cache/mlfs_edge/gguf.
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
+bench-setup: $(VENV)/.llama_cpp
+
+$(VENV)/.llama_cpp: $(VENV)/.deps
+	@echo "==> llama-cpp-python $(LLAMA_CPP_VERSION) from source, GGML_NATIVE=ON (10-20 min on 2 cores)"
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PIP) install --progress-bar on -c constraints.txt \
+	  --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(PY) -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, 'imports')"
+	@touch $@
+
+# The decoder benchmark with every backend; its committed result is benchmarks/results/generate.json.
+bench-generate: setup bench-setup
+	$(VENV)/bin/python benchmarks/bench_generate.py --json benchmarks/results/generate.json
 
 freeze: $(VENV)/.deps
 	$(PIP) freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

@@ -10,7 +10,7 @@ ORDER = 80
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency benchmarks (engine vs PyTorch, ONNX Runtime, ExecuTorch)",
+    p = sub.add_parser("bench", help="benchmarks: the engine beside PyTorch, ONNX Runtime, ExecuTorch, llama.cpp",
                        description="Run a benchmark and print a table (optionally JSON). All backends run in one "
                                    "process, timed round-robin, so their ratios are comparable even on a busy "
                                    "machine.")
@@ -30,7 +30,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runs", type=int, default=30, help="timed runs per backend after warm-up (default: %(default)s)")
     e.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     e.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
-    p.set_defaults(func=run)
+    e.set_defaults(func=run)
+
+    g = what.add_parser(
+        "generate", help="decoder tokens/s: mlfs fp32/fp16/int8/q4 x sub-networks vs llama.cpp, pytorch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Greedy generation on the bundled SmolLM2-135M-Instruct (real weights), prompted with the first "
+                    "--prompt-tokens tokens of the held-out news text, exactly --new-tokens new tokens (no stop "
+                    "token), at each thread count:\n"
+                    "  mlfs       the engine, fp32/fp16/int8/q4, the full model and two sub-networks (~50% and "
+                    "~25% of\n"
+                    "             the layer parameters; --subnet to choose) from one packed file per dtype\n"
+                    "  llama.cpp  llama-cpp-python, the same weights as GGUF f16/q8_0/q4_0 (requantized by "
+                    "llama.cpp's\n"
+                    "             own quantizer), full model; `make bench-setup` installs it (10-20 min)\n"
+                    "  pytorch    Hugging Face generate, fp32, with its KV cache\n"
+                    "Each (backend, dtype) runs in a worker process of its own, driven round-robin for --rounds "
+                    "rounds;\nrows are medians. Also: the sub-network switch time, the engine's peak RSS after "
+                    "short and long\ngenerations (KV memory) and decode's weight bandwidth beside this machine's. "
+                    "~15-25 min on 2 cores.",
+        epilog="Examples:\n"
+               "  mlfs-edge bench generate --prompt-tokens 128 --new-tokens 128 --threads 1,2 --json out.json\n"
+               "  mlfs-edge bench generate --supernet runs/mlfs_smollm2_news --backends mlfs --dtypes int8,q4\n"
+               "  mlfs-edge bench generate --subnet depth=30,heads=6,mlp=768 --rounds 5")
+    g.add_argument("--prompt-tokens", type=int, default=128, help="prompt length in tokens (default: %(default)s)")
+    g.add_argument("--new-tokens", type=int, default=128, help="greedy tokens to generate (default: %(default)s)")
+    g.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default: %(default)s)")
+    g.add_argument("--rounds", type=int, default=3, help="timed generations per row, round-robin "
+                   "(default: %(default)s)")
+    g.add_argument("--backends", default="mlfs,llama.cpp,pytorch", help="backends to measure (default: %(default)s)")
+    g.add_argument("--dtypes", default=None,
+                   help="keep only these dtypes, e.g. int8,q4,q8_0,q4_0 (default: every backend's all)")
+    g.add_argument("--subnet", action="append", default=None, metavar="SPEC",
+                   help="an engine sub-network, e.g. depth=30,heads=6,mlp=768 (repeat; default: ~50%% and ~25%% "
+                        "of the layer parameters from the model's search space)")
+    g.add_argument("--supernet", default=None, metavar="RUN_DIR",
+                   help="a trained causal-LM run (or its supernet/ folder) instead of the bundled SmolLM2; "
+                        "llama.cpp still runs the bundled GGUF (same shapes)")
+    g.add_argument("--model", default=None, metavar="FOLDER", help="another Llama-family Hugging Face folder")
+    g.add_argument("--kv-tokens", default="32,1024",
+                   help="new tokens of the short and the long KV-memory generation (default: %(default)s)")
+    g.add_argument("--work-dir", default="runs/bench_generate",
+                   help="packed files are kept here and reused (default: %(default)s)")
+    g.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (and the plot beside it)")
+    g.add_argument("--plot", default=None, metavar="PATH", help="the plot's path (default: the JSON's, .png)")
+    g.add_argument("--note", default="", help="a note stored in the JSON (e.g. the machine was shared)")
+    g.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from mlfs_edge.eval.bench_generate import ALL_DTYPES, GenerateSettings, parse_ints, run_bench_generate
+
+    kv = parse_ints(args.kv_tokens, "--kv-tokens")
+    settings = GenerateSettings(
+        prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, threads=parse_ints(args.threads, "--threads"),
+        rounds=args.rounds, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
+        dtypes=tuple(d.strip() for d in args.dtypes.split(",") if d.strip()) if args.dtypes else ALL_DTYPES,
+        subnets=tuple(args.subnet or ()), kv_tokens=kv,  # type: ignore[arg-type]  (validate() checks it is two counts)
+        work_dir=Path(args.work_dir)).validate()
+    run_bench_generate(settings, model=args.model, supernet=args.supernet,
+                       json_path=Path(args.json) if args.json else None,
+                       plot_path=Path(args.plot) if args.plot else None,
+                       command=shlex.join(["mlfs-edge", *getattr(args, "argv", ["bench", "generate"])]),
+                       note=args.note)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,7 @@
-"""One adapter per runtime that runs an encoder sub-network, shared by `mlfs-edge compare` and
-`mlfs-edge bench engine`: PyTorch eager, ONNX Runtime, ExecuTorch (XNNPACK) and the native engine.
+"""One adapter per outside runtime, in one place. Encoders (shared by `mlfs-edge compare` and
+`mlfs-edge bench engine`): PyTorch eager, ONNX Runtime, ExecuTorch (XNNPACK) and the native engine.
+Decoders (`mlfs-edge bench generate`, see "The decoder face" below): the native engine, llama.cpp
+and PyTorch ``generate``.
 
 Each adapter is one module with the same four names:
 
@@ -17,15 +19,29 @@ Each adapter is one module with the same four names:
 
 Adding a runtime is one new module here and one entry in ``ADAPTERS``. Adapters import their runtime
 lazily, inside build/load, so a measuring process imports only the runtime it measures.
+
+The decoder face (a causal LM generating greedily from token ids), in the modules of
+``DECODER_ADAPTERS`` (engine, llama_cpp, pytorch):
+
+    NAME                 as above ("mlfs", "llama.cpp", "pytorch")
+    DECODER_DTYPES       the weight formats it generates with ("fp32", "q4", "q8_0", ...)
+    SLICES               True when one artefact runs any sub-network (the engine); False: the full
+                         model only
+    decoder_unavailable_reason() -> str | None
+                         why it cannot run here (its package not installed, ...), None when it can
+    build_decoder(source, dtypes, out_dir) -> {dtype: artefact}
+                         `source` a DecoderSource; re-uses finished files
+    load_decoder(artefact, dtype, threads) -> Generator
+                         loads an artefact, ready to generate
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,14 +105,68 @@ class Subject:
         return path
 
 
+# --- the decoder face ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timing:
+    """One greedy generation, timed by the wall clock around the runtime's own calls (one clock for
+    every backend). prefill_s: from the call to the first new token (the prompt's forward and the
+    first token); decode_s: the other ``tokens - 1`` new tokens."""
+
+    prefill_s: float
+    decode_s: float
+    tokens: int
+
+    def prefill_tok_s(self, prompt_tokens: int) -> float:
+        return prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (self.tokens - 1) / self.decode_s if self.decode_s > 0 and self.tokens > 1 else 0.0
+
+
+class GenerateFn(Protocol):
+    def __call__(self, prompt_ids: Sequence[int], new_tokens: int, threads: int,
+                 subnet: Any = None) -> Timing: ...
+
+
+@dataclass
+class Generator:
+    """A loaded decoder. ``generate(prompt_ids, new_tokens, threads, subnet=None)`` continues the ids
+    greedily for exactly `new_tokens` tokens (no stop token) at `threads` threads and returns the
+    Timing; `subnet` (a SubnetConfig) only where the adapter SLICES. `size_bytes`: the artefact's
+    size on disk (the one packed file, the GGUF, the safetensors)."""
+
+    generate: GenerateFn
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class DecoderSource:
+    """What a decoder backend builds from: a Llama-family Hugging Face folder (the bundled SmolLM2 or a
+    trained supernet folder), and whether it is the bundled SmolLM2's shapes (llama.cpp then runs the
+    shipped GGUF of the same weights: it has no sub-networks and no converter for our folders)."""
+
+    folder: Path
+    smollm2_shapes: bool = False
+
+
 def _adapters() -> dict[str, ModuleType]:
     from mlfs_edge.eval.backends import engine, executorch, onnxruntime, pytorch
 
     return {m.NAME: m for m in (pytorch, executorch, onnxruntime, engine)}
 
 
+def _decoder_adapters() -> dict[str, ModuleType]:
+    from mlfs_edge.eval.backends import engine, llama_cpp, pytorch
+
+    return {m.NAME: m for m in (engine, llama_cpp, pytorch)}
+
+
 ADAPTERS: dict[str, ModuleType] = _adapters()
 BACKENDS = tuple(ADAPTERS)
+DECODER_ADAPTERS: dict[str, ModuleType] = _decoder_adapters()
+DECODER_BACKENDS = tuple(DECODER_ADAPTERS)
 
 
 def adapter(name: str) -> ModuleType:
@@ -107,3 +177,9 @@ def adapter(name: str) -> ModuleType:
 
 def load(backend: str, artefact: dict[str, Any], dtype: str, threads: int = 1) -> Runner:
     return adapter(backend).load(artefact, dtype, threads)
+
+
+def decoder_adapter(name: str) -> ModuleType:
+    if name not in DECODER_ADAPTERS:
+        raise ValueError(f"unknown decoder backend {name!r}; choose from {', '.join(DECODER_ADAPTERS)}")
+    return DECODER_ADAPTERS[name]
