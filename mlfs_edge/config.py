@@ -244,6 +244,23 @@ class SubnetConfig:
             return cls.uniform(arch, **kwargs)
         return cfg.validate(arch)
 
+    @classmethod
+    def parse_draft(cls, spec: str, target: SubnetConfig, arch: ArchSpec) -> SubnetConfig:
+        """A speculative draft for `target`: the short form 'depth=D[,heads=H,mlp=F]' means the target's
+        FIRST D layers (at the target's widths unless given), so that the draft shares the target's KV
+        cache — as `mlfs-runner generate --draft` reads it; JSON or a file are taken as they are."""
+        spec = spec.strip()
+        if spec.startswith("{") or spec.endswith((".json", ".toml")) or spec == "full":
+            return cls.parse(spec, arch)
+        short = cls.parse(spec, arch)  # validates the keys and values
+        given = {part.partition("=")[0].strip() for part in spec.split(",") if part.strip()}
+        depth = len(short.layers) if given & {"depth", "d"} else len(target.layers)
+        if depth > len(target.layers):
+            raise ValueError(f"a draft of depth {depth} is deeper than its target ({len(target.layers)} layers)")
+        heads = short.heads[:depth] if given & {"heads", "h"} else target.heads[:depth]
+        mlp = short.mlp[:depth] if given & {"mlp", "f"} else target.mlp[:depth]
+        return cls(target.layers[:depth], tuple(heads), tuple(mlp)).validate(arch)
+
 
 def layers_for_depth(num_layers: int, depth: int, policy: str = "spread") -> tuple[int, ...]:
     """The layers a sub-network of `depth` layers keeps.

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from test_generate_cli import tiny_llama_dir  # noqa: F401  (a fixture: tiny Llama + SmolLM2 tokenizer)
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from mlfs_edge.config import SubnetConfig
@@ -47,3 +48,20 @@ def test_rows_schema_and_greedy_identity(packed, tmp_path):
         run_bench_speculative(packed, prompts, drafts, new_tokens=1, progress=False)
     with pytest.raises(ValueError, match="at least one draft"):
         run_bench_speculative(packed, prompts, [], progress=False)
+
+
+def test_bench_generate_draft_command(tiny_llama_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """`mlfs-edge bench generate --draft ...` on a tiny Llama with SmolLM2's tokenizer: one row per
+    (task, dtype, threads, sampling, draft), greedy identical to plain."""
+    from mlfs_edge.cli import main
+
+    monkeypatch.setenv("MLFS_EDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "spec.json"
+    assert main(["bench", "generate", "--model", str(tiny_llama_dir), "--draft", "depth=1", "--draft-vocab", "4096",
+                 "--dtypes", "int8", "--threads", "1", "--prompts", "1", "--prompt-tokens", "16", "--new-tokens", "8",
+                 "--work-dir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and {r["draft"] for r in rows} == {"L1-H4-F64+V4096"}
+    assert all(r["identical"] for r in rows if r["sampling"] == "greedy")
+    assert main(["bench", "generate", "--model", str(tiny_llama_dir), "--draft", "depth=1", "--dtypes", "q8_0"]) != 0
+    assert "--dtypes must be among" in capsys.readouterr().err

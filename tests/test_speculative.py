@@ -237,3 +237,16 @@ def test_pack_refuses_a_bad_vocab_order(tmp_path):
     with pytest.raises(ValueError, match="permutation"):
         pack(model, tmp_path / "short.mlfs", vocab_order=list(range(63)))
     assert not (tmp_path / "bad.mlfs").exists()
+
+
+def test_parse_draft_is_a_prefix_of_the_target():
+    from mlfs_edge.config import ArchSpec
+
+    arch = ArchSpec(family="llama", num_layers=6, hidden=64, num_heads=4, head_dim=16, intermediate=96,
+                    vocab_size=VOCAB, num_kv_heads=2)
+    target = SubnetConfig((0, 2, 3, 5), (4, 4, 2, 4), (96, 64, 96, 32))
+    assert SubnetConfig.parse_draft("depth=2", target, arch) == SubnetConfig((0, 2), (4, 4), (96, 64))
+    assert SubnetConfig.parse_draft("d=3,h=2", target, arch) == SubnetConfig((0, 2, 3), (2, 2, 2), (96, 64, 96))
+    assert SubnetConfig.parse_draft('{"layers": [1], "heads": [2], "mlp": [32]}', target, arch).layers == (1,)
+    with pytest.raises(ValueError, match="deeper than its target"):
+        SubnetConfig.parse_draft("depth=5", target, arch)

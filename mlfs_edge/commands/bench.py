@@ -75,11 +75,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (and the plot beside it)")
     g.add_argument("--plot", default=None, metavar="PATH", help="the plot's path (default: the JSON's, .png)")
     g.add_argument("--note", default="", help="a note stored in the JSON (e.g. the machine was shared)")
+    g.add_argument("--draft", action="append", default=None, metavar="SPEC|auto",
+                   help="self-speculative decoding rows instead (issue: speculative.json): the engine with this "
+                        "draft (repeat; 'depth=10' = the first 10 layers, 'auto' = the draft `generate --draft "
+                        "auto` picks) beside its plain decoding and llama.cpp's, on news continuation and TREC "
+                        "question prompts, greedy and temperature 0.7, int8 and q4 (--dtypes) from a "
+                        "frequency-ordered packed file")
+    g.add_argument("--draft-vocab", type=int, default=None, metavar="N",
+                   help="with --draft SPEC: the draft scores only the N most frequent tokens")
+    g.add_argument("--prompts", type=int, default=3, help="with --draft: prompts per task (default: %(default)s)")
     g.set_defaults(func=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from mlfs_edge.eval.bench_generate import ALL_DTYPES, GenerateSettings, parse_ints, run_bench_generate
+
+    if args.draft:
+        return run_speculative(args)
 
     kv = parse_ints(args.kv_tokens, "--kv-tokens")
     settings = GenerateSettings(
@@ -106,4 +118,65 @@ def run(args: argparse.Namespace) -> int:
     run_benchmark(model, seq=args.seq, threads=args.threads, runs=args.runs,
                   json_path=Path(args.json) if args.json else None,
                   command=shlex.join(["mlfs-edge", *getattr(args, "argv", ["bench", "engine"])]))
+    return 0
+
+
+def run_speculative(args: argparse.Namespace) -> int:
+    """`bench generate --draft ...`: the speculative-decoding rows (mlfs_edge/eval/bench_speculative.py)."""
+    from transformers import AutoTokenizer
+
+    from mlfs_edge.assets import smollm2_path
+    from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.data import load_text
+    from mlfs_edge.eval.backends import DecoderSource
+    from mlfs_edge.eval.bench_generate import parse_ints
+    from mlfs_edge.eval.bench_speculative import Draft, run_bench_speculative, task_prompts
+    from mlfs_edge.lm import token_stream
+    from mlfs_edge.runtime import Engine, frequency_order, pack
+
+    folder = Path(args.model) if args.model else smollm2_path()
+    if args.supernet:
+        from mlfs_edge.commands._common import model_folder
+
+        folder = model_folder(args.supernet)
+    dtypes = [d.strip() for d in (args.dtypes or "int8,q4").split(",") if d.strip()]
+    bad = [d for d in dtypes if d not in ("fp32", "fp16", "int8", "q4")]
+    if bad:
+        raise ValueError(f"--draft rows run the engine: --dtypes must be among fp32,fp16,int8,q4, got {','.join(bad)}")
+    if args.prompts < 1:
+        raise ValueError(f"--prompts must be at least 1, got {args.prompts}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    order = frequency_order(token_stream(tokenizer, load_text("news").train), len(tokenizer))
+    packed = {}
+    for dtype in dtypes:  # the vocabulary most frequent first: drafts may score a prefix of it
+        path = work / f"spec-{dtype}.mlfs"
+        if not path.is_file():
+            pack(folder, path, dtype=dtype, vocab_order=order, vocab_order_source="token frequency on news (train)")
+        packed[dtype] = path
+    engine = Engine.load(packed[dtypes[0]])
+    target = SubnetConfig.full(engine.arch)
+    prompts = task_prompts(tokenizer, args.prompts, args.prompt_tokens)
+    drafts = []
+    for spec in args.draft:
+        if spec == "auto":
+            from mlfs_edge.commands.generate import draft_candidates
+
+            cands = [(c, v) for c in draft_candidates(engine, packed[dtypes[0]], target) for v in (None, 4096, 8192)]
+            cands += [(target, 4096), (target, 8192)]
+            best, rows = engine.choose_draft(cands, token_stream(tokenizer, load_text("news").test, 256))
+            print("draft auto: " + ("; ".join(f"{r.name} {r.speedup:.2f}x" for r in rows[:3])))
+            if best is None:
+                print("draft auto: no candidate is expected to beat plain decoding; measuring the best one anyway")
+            top = best or rows[0]
+            drafts.append(Draft(top.draft, top.vocab))
+        else:
+            drafts.append(Draft(SubnetConfig.parse_draft(spec, target, engine.arch), args.draft_vocab))
+    # llama.cpp runs the bundled GGUF (a trained SmolLM2 supernet has its shapes); none for another --model
+    llama = None if args.model else DecoderSource(smollm2_path(), smollm2_shapes=True)
+    run_bench_speculative(packed, prompts, list(dict.fromkeys(drafts)), threads=parse_ints(args.threads, "--threads"),
+                          new_tokens=args.new_tokens, llama_source=llama,
+                          work_dir=work, json_path=Path(args.json) if args.json else None,
+                          command=shlex.join(["mlfs-edge", *getattr(args, "argv", ["bench", "generate"])]))
     return 0

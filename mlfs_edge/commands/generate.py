@@ -48,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "size (bigger = better)")
     p.add_argument("--draft", default=None, metavar="CFG|auto",
                    help="speculative decoding: a smaller sub-network of the same file drafts tokens, the chosen one "
-                        "verifies them (greedy output unchanged). 'auto' measures candidates here (acceptance on "
-                        "held-out news text x decode cost on this CPU, cached) and uses the best one, or none when "
+                        "verifies them (greedy output unchanged). 'depth=10' = its first 10 layers (they share its "
+                        "KV cache; heads=/mlp= narrow them), JSON as given. 'auto' measures candidates here "
+                        "(acceptance on held-out news text x decode cost on this CPU, cached) and uses the best one, "
+                        "or none when "
                         "none is expected to be faster than plain decoding")
     p.add_argument("--draft-vocab", type=int, default=None, metavar="N",
                    help="the draft scores only the first N tokens of the file's vocabulary order (a multiple of 32; "
@@ -176,7 +178,7 @@ def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.
     from mlfs_edge.config import SubnetConfig
 
     if args.draft != "auto":
-        return SubnetConfig.parse(args.draft, engine.arch), args.draft_vocab
+        return SubnetConfig.parse_draft(args.draft, target, engine.arch), args.draft_vocab
     from transformers import AutoTokenizer
 
     from mlfs_edge.data import load_text
