@@ -164,8 +164,8 @@ LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 bench-setup: $(VENV)/.llama_cpp
 
 $(VENV)/.llama_cpp: $(VENV)/.deps
-	@echo "==> llama-cpp-python $(LLAMA_CPP_VERSION) from source, GGML_NATIVE=ON (10-20 min on 2 cores)"
-	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PIP) install --progress-bar on -c constraints.txt \
+	@echo "==> llama-cpp-python $(LLAMA_CPP_VERSION) from source, GGML_NATIVE=ON, no llava (10-20 min on 2 cores)"
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install --progress-bar on -c constraints.txt \
 	  --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, 'imports')"
 	@touch $@
