@@ -149,6 +149,13 @@ PackedFile::~PackedFile() {
   if (mapping_ != nullptr) ::munmap(mapping_, size_);
 }
 
+namespace {
+// The one place that knows which tensor layouts changed since a file's version: an older file
+// whose tensors use such a layout cannot be read in place (fp32 / fp16 tensors of v1 and v2 files
+// still load). v3: int8 weights moved from "K4N" to the "P32K4" panels of mlfs/kernels.h.
+bool layout_outdated(std::uint32_t version, DType dtype) { return version < 3 && dtype == DType::i8; }
+}  // namespace
+
 void PackedFile::parse(bool verify_checksum) {
   const std::string where = path_ + ": ";
   const std::uint8_t* h = base_;
@@ -280,6 +287,9 @@ void PackedFile::parse(bool verify_checksum) {
     if (off < kPackHeaderSize) throw PackedFileError(tw + "data overlaps the header");
     check_region(off, t.nbytes, "tensor '" + t.name + "' data");
     t.data = base_ + off;
+    if (layout_outdated(version, t.dtype))
+      throw PackedFileError(where + "format version " + std::to_string(version) + " stores " + dtype_name(t.dtype) +
+                            " weights in an older layout; re-pack the model with `mlfs-edge pack`");
     if (!index_.emplace(t.name, tensors_.size()).second) throw PackedFileError(tw + "appears twice");
     tensors_.push_back(std::move(t));
   }

@@ -4,7 +4,8 @@
 //   [0, 256)   header: magic "MLFSPACK", format version, endianness marker 0x01020304, file size,
 //              CRC-32 (zlib polynomial, over the whole file with its own 4 bytes read as 0),
 //              tensor count, directory / metadata offsets, model dims; version 2 adds the model
-//              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head)
+//              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head);
+//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -32,7 +33,7 @@ const char* dtype_name(DType dtype);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
-inline constexpr std::uint32_t kPackFormatVersion = 2;
+inline constexpr std::uint32_t kPackFormatVersion = 3;
 // Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
 inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;
