@@ -258,20 +258,24 @@ def _with_version(data: bytes, version: int) -> bytes:
 def test_format_versions(tiny_bert_dir, tmp_path, packed):
     enc = pack(tiny_bert_dir, tmp_path / "enc.mlfs").read_bytes()
     assert struct.unpack_from("<I", enc, 8)[0] == fmt.FORMAT_VERSION == 3
-    v1 = Engine.from_bytes(_with_version(enc, 1))  # an old encoder file still loads (its kind bytes are 0)
     ids = np.ones((1, 5), np.int64)
-    assert np.array_equal(v1.run(ids), Engine.from_bytes(enc).run(ids))
+    for old in (1, 2):  # old fp32 files still load (a v1 file's kind bytes are 0)
+        assert np.array_equal(Engine.from_bytes(_with_version(enc, old)).run(ids), Engine.from_bytes(enc).run(ids))
+    enc8 = pack(tiny_bert_dir, tmp_path / "enc8.mlfs", dtype="int8").read_bytes()
+    Engine.from_bytes(enc8)
+    with pytest.raises(PackedFileError, match=r"version 2 stores int8 weights in an older layout.*re-pack"):
+        Engine.from_bytes(_with_version(enc8, 2))  # v2's int8 "K4N" bytes cannot be read as v3's panels
     with pytest.raises(PackedFileError, match="re-pack"):
         Engine.from_bytes(_with_version(enc, 99))
     with open(packed[("llama", "fp32")].path, "rb") as f:
         dec = f.read()
     assert Engine.from_bytes(dec).kind == "decoder"
-    # version 3 changed the q4 layout: an older file without q4 tensors still loads, one with them
-    # is refused with a one-line "re-pack" message
-    assert Engine.from_bytes(_with_version(dec, fmt.Q4_PANELS_VERSION - 1)).kind == "decoder"
+    # version 3 changed the int8 and q4 layouts: an older file without them still loads, one with
+    # them is refused with a one-line "re-pack" message
+    assert Engine.from_bytes(_with_version(dec, 2)).kind == "decoder"
     with open(packed[("llama", "q4")].path, "rb") as f:
-        old_q4 = _with_version(f.read(), fmt.Q4_PANELS_VERSION - 1)
-    with pytest.raises(PackedFileError, match=r"old layout; re-pack with `mlfs-edge pack`") as info:
+        old_q4 = _with_version(f.read(), 2)
+    with pytest.raises(PackedFileError, match=r"version 2 stores q4 weights in an older layout; re-pack") as info:
         Engine.from_bytes(old_q4)
     assert "\n" not in str(info.value)
 

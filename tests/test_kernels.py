@@ -150,10 +150,15 @@ def test_kernels_reject_bad_input_with_python_errors():
 def test_pack_weight_layouts_keep_prefix_slices_as_strides():
     w = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
     np.testing.assert_array_equal(_core.pack_weight(w), w.T)
-    q = np.arange(5 * 6, dtype=np.int8).reshape(5, 6)
-    packed = _core.pack_weight(q)  # [ceil(6/4), 5*4]: group g holds, per output n, inputs 4g..4g+3
-    assert packed.shape == (2, 20)
-    grouped = packed.reshape(2, 5, 4)
-    np.testing.assert_array_equal(grouped[0], q[:, 0:4])
-    np.testing.assert_array_equal(grouped[1, :, :2], q[:, 4:6])
-    assert not grouped[1, :, 2:].any()
+    q = np.arange(35 * 6, dtype=np.int64).reshape(35, 6).astype(np.int8)
+    packed = _core.pack_weight(q)  # "P32K4": [ceil(35/32), 32 * round_up(6, 4)], panels of 32 outputs
+    assert packed.shape == (2, 256)
+    groups = packed.reshape(2, 2, 32, 4)  # [panel, group of 4 inputs, output in panel, input in group]
+    np.testing.assert_array_equal(groups[0, 0], q[:32, 0:4])
+    np.testing.assert_array_equal(groups[0, 1, :, :2], q[:32, 4:6])
+    np.testing.assert_array_equal(groups[1, 0, :3], q[32:, 0:4])
+    assert not groups[:, 1, :, 2:].any() and not groups[1, :, 3:].any()  # zero padding
+    with pytest.raises(ValueError, match="not a packed int8 weight for 20 outputs"):
+        _core.gemm_i8(np.ones((1, 6), np.float32), packed, np.ones(20, np.float32))
+    with pytest.raises(ValueError, match="not a packed int8 weight for 70 outputs"):
+        _core.gemm_i8(np.ones((1, 6), np.float32), packed, np.ones(70, np.float32))

@@ -89,10 +89,13 @@ def test_weights_are_stored_exactly(packed, tiny_model, tmp_path):
     q_want, s_want = quantize_per_row(tiny_model.encoder.layer[1].intermediate.dense.weight)
     code, shape, off, nbytes = entries["l1.ff1.w"]
     n_out, k_in = q_want.shape
-    assert code == 2 and shape == [k_in // 4, 4 * n_out]
-    # "K4N": element (k, n) at [k // 4, 4 * n + k % 4]
-    k4n = np.frombuffer(data8, np.int8, nbytes, off).reshape(k_in // 4, n_out, 4)
-    np.testing.assert_array_equal(k4n.transpose(1, 0, 2).reshape(n_out, k_in), q_want.numpy())
+    panels, k4 = -(-n_out // 32), -(-k_in // 4) * 4
+    assert code == 2 and shape == [panels, 32 * k4]
+    # "P32K4": element (k, n) at [n // 32, (k // 4) * 128 + (n % 32) * 4 + k % 4], zero padding
+    p32 = np.frombuffer(data8, np.int8, nbytes, off).reshape(panels, k4 // 4, 32, 4)
+    unpacked = p32.transpose(0, 2, 1, 3).reshape(panels * 32, k4)
+    np.testing.assert_array_equal(unpacked[:n_out, :k_in], q_want.numpy())
+    assert not unpacked[n_out:].any() and not unpacked[:, k_in:].any()
     _, _, off, nbytes = entries["l1.ff1.w.scale"]
     np.testing.assert_array_equal(np.frombuffer(data8, np.float32, nbytes // 4, off), s_want.numpy())
     _, shape, off, nbytes = entries["emb.word"]  # the embedding table stays row-major, per-row scales

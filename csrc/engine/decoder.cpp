@@ -136,6 +136,8 @@ void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) c
   }
 }
 
+constexpr std::size_t kMaxHeadDim = 512;  // the KV cache's per-head conversion limit too
+
 // Causal grouped-query attention of the n new tokens (positions start..start+n) of one layer slot:
 // one task per key/value head; its K^T and V over all held positions are read once from the cache
 // and serve every query head of its group (scores = Q K^T as a GEMM, softmax over the visible
@@ -146,6 +148,54 @@ void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, 
   const std::size_t dh = dims_.head_dim, g = group_size(), kv_heads = heads / g, total = start + n;
   const std::size_t qd = heads * dh;
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  if (n * g <= dh && dh <= kMaxHeadDim) {
+    // Few query rows (decode): read the cache in place instead of copying and transposing every
+    // head's K and V over all positions per token (perf: 12.6 % of int8 decode cycles at ~300
+    // positions went to that copy). Each K row is converted (fp16) once and dotted with all g * n
+    // query rows of its group; P.V runs as a GEMM straight over each chunk's V block.
+    pool_.parallel_for(kv_heads, std::min<int>(threads, static_cast<int>(kv_heads)), [&](std::size_t kvh, int tslot) {
+      float* sc = w.kt.data() + static_cast<std::size_t>(tslot) * dh * w.positions;  // [g * n, total] <= kt's room
+      const std::size_t c0 = kvh * dh, width = cache.width(slot), chunk = cache.chunk();
+      const bool half = cache.dtype() == DType::f16;
+      float krow[kMaxHeadDim];
+      for (std::size_t p = 0; p < total; ++p) {
+        const void* kr = cache.row_at(slot, false, p);
+        const float* k;
+        if (half) {
+          kt_.f16_to_f32(dh, static_cast<const std::uint16_t*>(kr) + c0, krow);
+          k = krow;
+        } else {
+          k = static_cast<const float*>(kr) + c0;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+          if (p > start + i) continue;  // causal: row i sees positions <= start + i
+          for (std::size_t j = 0; j < g; ++j)
+            sc[(j * n + i) * total + p] = kt_.dot_f32(w.q.data() + i * qd + (kvh * g + j) * dh, k, dh);
+        }
+      }
+      for (std::size_t j = 0; j < g; ++j)
+        for (std::size_t i = 0; i < n; ++i) {
+          float* row = sc + (j * n + i) * total;
+          const std::size_t visible = start + i + 1;
+          kt_.softmax_f32(1, visible, row, total, nullptr, scale);
+          std::fill(row + visible, row + total, 0.f);
+        }
+      for (std::size_t j = 0; j < g; ++j) {
+        float* ctx = w.ctx.data() + (kvh * g + j) * dh;
+        for (std::size_t p0 = 0; p0 < total; p0 += chunk) {
+          const std::size_t rows = std::min(chunk, total - p0);
+          const void* vb = cache.row_at(slot, true, p0);
+          if (half)
+            kt_.gemm_f16(n, dh, rows, sc + j * n * total + p0, total, static_cast<const std::uint16_t*>(vb) + c0, width,
+                         nullptr, ctx, qd, p0 > 0);
+          else
+            kt_.gemm_f32(n, dh, rows, 1.f, sc + j * n * total + p0, total, static_cast<const float*>(vb) + c0, width,
+                         nullptr, ctx, qd, p0 > 0);
+        }
+      }
+    });
+    return;
+  }
   pool_.parallel_for(kv_heads, std::min<int>(threads, static_cast<int>(kv_heads)), [&](std::size_t kvh, int tslot) {
     float* kt = w.kt.data() + static_cast<std::size_t>(tslot) * dh * w.positions;
     float* vt = w.vt.data() + static_cast<std::size_t>(tslot) * dh * w.positions;

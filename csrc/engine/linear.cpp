@@ -22,8 +22,9 @@ void LinearWeights::column(std::size_t n, float* dst) const {
       break;
     }
     case DType::i8: {
-      const auto* w = static_cast<const std::int8_t*>(weight) + 4 * n;
-      for (std::size_t k = 0; k < in; ++k) dst[k] = static_cast<float>(w[(k / 4) * ldw + k % 4]) * w_scale[n];
+      const auto* w = static_cast<const std::int8_t*>(weight) + (n / kernels::kI8Panel) * ldw + (n % kernels::kI8Panel) * 4;
+      for (std::size_t k = 0; k < in; ++k)
+        dst[k] = static_cast<float>(w[(k / 4) * 4 * kernels::kI8Panel + k % 4]) * w_scale[n];
       break;
     }
     case DType::q4: {
@@ -45,9 +46,8 @@ LinearWeights bind_linear(const PackedFile& file, const std::string& name, std::
   w.in = in;
   switch (dtype) {
     case DType::i8: {
-      const std::uint64_t k4 = kernels::packed_k4(in);
-      w.weight = file.require(name + ".w", dtype, {k4 / 4, 4 * out}).data;
-      w.ldw = 4 * out;
+      w.ldw = kernels::packed_i8_ld(in);
+      w.weight = file.require(name + ".w", dtype, {kernels::packed_n32(out) / kernels::kI8Panel, w.ldw}).data;
       w.w_scale = f32(name + ".w.scale", {out});
       break;
     }
@@ -117,8 +117,9 @@ void LinearRunner::run(std::initializer_list<Out> outs, std::size_t n, std::size
   for (const Out& o : outs) any_lora = any_lora || o.w->lora_at != nullptr;
   if (first->w->dtype == DType::i8 || first->w->dtype == DType::q4)
     quantize(x, ldx, m, k, threads, first->w->dtype == DType::q4);
-  // `threads` column blocks per output: every thread gets one block of each output, balanced.
-  const std::size_t per_out = round_up((n + threads - 1) / threads, 16);
+  // `threads` column blocks per output: every thread gets one block of each output, balanced. Blocks
+  // are whole int8 panels (32 columns; two q4 panels), so each thread streams its own contiguous panels.
+  const std::size_t per_out = round_up((n + threads - 1) / threads, kernels::kI8Panel);
   const std::size_t blocks_per_out = (n + per_out - 1) / per_out;
   pool_.parallel_for(n_outs * blocks_per_out, threads, [&](std::size_t task, int) {
     const Out& o = first[task / blocks_per_out];
@@ -136,7 +137,7 @@ void LinearRunner::run(std::initializer_list<Out> outs, std::size_t n, std::size
         break;
       case DType::i8:
         kt_.gemm_i8(m, nb, k, qact_.data(), ldq_, qscale_.data(), qsum_.data(),
-                    static_cast<const std::int8_t*>(w.weight) + 4 * n0, w.ldw, w.w_scale + n0, bias, o.y + n0, ldy,
+                    static_cast<const std::int8_t*>(w.weight) + n0 / kernels::kI8Panel * w.ldw, w.ldw, w.w_scale + n0, bias, o.y + n0, ldy,
                     o.accumulate);
         break;
       case DType::q4:

@@ -149,6 +149,20 @@ PackedFile::~PackedFile() {
   if (mapping_ != nullptr) ::munmap(mapping_, size_);
 }
 
+namespace {
+// The one place that knows which tensor layouts changed since a file's version: an older file
+// whose tensors use such a layout cannot be read in place (fp32 / fp16 tensors of v1 and v2 files
+// still load). v3: int8 weights moved from "K4N" to the "P32K4" panels of mlfs/kernels.h, q4 weights
+// from "KN4" (fp32 scales) to the "P16" panels with fp16 scales.
+bool layout_outdated(std::uint32_t version, DType dtype) {
+  return version < 3 && (dtype == DType::i8 || dtype == DType::q4);
+}
+std::string outdated_message(std::uint32_t version, DType dtype) {
+  return "format version " + std::to_string(version) + " stores " + dtype_name(dtype) +
+         " weights in an older layout; re-pack the model with `mlfs-edge pack`";
+}
+}  // namespace
+
 void PackedFile::parse(bool verify_checksum) {
   const std::string where = path_ + ": ";
   const std::uint8_t* h = base_;
@@ -243,9 +257,8 @@ void PackedFile::parse(bool verify_checksum) {
     throw PackedFileError(where + "corrupt header: unknown weight dtype " + std::to_string(wdtype));
   if (!(dims_.layer_norm_eps > 0.f && dims_.layer_norm_eps < 1.f))
     throw PackedFileError(where + "corrupt header: layer_norm_eps out of range");
-  if (wdtype == 3 && version < kPackQ4PanelsVersion)
-    throw PackedFileError(where + "4-bit weights of format version " + std::to_string(version) +
-                          " use the old layout; re-pack with `mlfs-edge pack`");
+  if (wdtype <= 3 && layout_outdated(version, static_cast<DType>(wdtype)))
+    throw PackedFileError(where + outdated_message(version, static_cast<DType>(wdtype)));
   dims_.pooling = static_cast<Pooling>(pooling);
   dims_.weight_dtype = static_cast<DType>(wdtype);
 
@@ -266,9 +279,8 @@ void PackedFile::parse(bool verify_checksum) {
     const auto ndim = load_le<std::uint32_t>(e + 68);
     if (code > 3) throw PackedFileError(tw + "unknown dtype code " + std::to_string(code));
     if (ndim < 1 || ndim > kMaxDims) throw PackedFileError(tw + "bad rank " + std::to_string(ndim));
-    if (code == 3 && version < kPackQ4PanelsVersion)
-      throw PackedFileError(tw + "4-bit weights of format version " + std::to_string(version) +
-                            " use the old layout; re-pack with `mlfs-edge pack`");
+    if (layout_outdated(version, static_cast<DType>(code)))
+      throw PackedFileError(where + outdated_message(version, static_cast<DType>(code)));
     t.dtype = static_cast<DType>(code);
     std::uint64_t count = 1;
     for (std::uint32_t k = 0; k < ndim; ++k) {

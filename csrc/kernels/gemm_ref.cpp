@@ -72,7 +72,8 @@ void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const f
     for (size_t n = 0; n < N; ++n) {
       int32_t acc = 0;
       for (size_t k = 0; k < K; ++k)
-        acc += static_cast<int32_t>(xq[i * ldq + k]) * Wq[(k / 4) * ldw + n * 4 + k % 4];
+        acc += static_cast<int32_t>(xq[i * ldq + k]) *
+               Wq[(n / kI8Panel) * ldw + (k / 4) * 4 * kI8Panel + (n % kI8Panel) * 4 + k % 4];
       float v = static_cast<float>(acc) * (x_scale[i] * w_scale[n]);
       if (bias) v += bias[n];
       store(&y[i * ldy + n], v, accumulate);

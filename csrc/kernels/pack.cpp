@@ -24,10 +24,12 @@ void pack_kn_f16(size_t N, size_t K, const uint16_t* W, size_t ld_in, uint16_t* 
   transpose(N, K, W, ld_in, Wt, N);
 }
 
-void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out) {
+void pack_p32k4_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out) {
   std::memset(out, 0, packed_i8_size(N, K));
+  const size_t ldw = packed_i8_ld(K);
   for (size_t n = 0; n < N; ++n)
-    for (size_t k = 0; k < K; ++k) out[(k / 4) * (4 * N) + n * 4 + k % 4] = W[n * ld_in + k];
+    for (size_t k = 0; k < K; ++k)
+      out[(n / kI8Panel) * ldw + (k / 4) * 4 * kI8Panel + (n % kI8Panel) * 4 + k % 4] = W[n * ld_in + k];
 }
 
 void pack_q4_panels(size_t N, size_t K, const uint8_t* q, size_t ld_q, const uint16_t* S, const uint16_t* Z,

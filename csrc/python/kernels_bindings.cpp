@@ -111,10 +111,10 @@ py::array pack_weight(const py::handle& w_obj) {
   if (dt.is(i8())) {
     auto w = checked<int8_t>(w_obj, "w", i8(), 2);
     const std::size_t N = dim(w, 0), K = dim(w, 1);
-    py::array_t<int8_t> out({mk::packed_k4(K) / 4, N * 4});
+    py::array_t<int8_t> out({mk::packed_n32(N) / mk::kI8Panel, mk::packed_i8_ld(K)});
     int8_t* dst = out.mutable_data();
     py::gil_scoped_release release;
-    mk::pack_k4n_i8(N, K, w.data(), K, dst);
+    mk::pack_p32k4_i8(N, K, w.data(), K, dst);
     return out;
   }
   throw py::type_error("w must have dtype float32, float16 or int8, got " + dtype_name(dt));
@@ -165,18 +165,21 @@ py::tuple quantize_rows(const py::handle& x_obj, const std::string& isa) {
   return py::make_tuple(q, scale, sum);
 }
 
-// y = dynamic-int8 x . W[:n, :K]^T * scales (+ bias) from a K4N-packed int8 weight.
+// y = dynamic-int8 x . W[:n, :K]^T * scales (+ bias) from a P32K4-packed int8 weight; its output
+// count is w_scale's length (the panels are padded to 32 columns).
 F32 gemm_int8(const py::handle& x_obj, const py::handle& wq_obj, const py::handle& w_scale_obj,
               std::optional<std::size_t> n, const std::optional<py::object>& bias_obj, const std::string& isa) {
   auto x = checked<float>(x_obj, "x", f32(), 2);
   auto wq = checked<int8_t>(wq_obj, "wq", i8(), 2);
-  if (dim(wq, 1) % 4 != 0)
-    throw py::value_error("wq is not a packed int8 weight: its second dimension must be 4 * outputs");
-  const std::size_t M = dim(x, 0), K = dim(x, 1), K_full = 4 * dim(wq, 0), N_full = dim(wq, 1) / 4;
+  if (w_scale_obj.is_none()) throw py::type_error("w_scale must be a float32 array, got None");
+  F32 scale_keep = checked<float>(w_scale_obj, "w_scale", f32(), 1), bias_keep;
+  const std::size_t panels = dim(wq, 0), N_full = dim(scale_keep, 0);
+  if (dim(wq, 1) % (4 * mk::kI8Panel) != 0 || panels != mk::packed_n32(N_full) / mk::kI8Panel)
+    throw py::value_error("wq is not a packed int8 weight for " + std::to_string(N_full) +
+                          " outputs (w_scale's length): expected [ceil(out / 32), 32 * round_up(in, 4)]");
+  const std::size_t M = dim(x, 0), K = dim(x, 1), K_full = dim(wq, 1) / mk::kI8Panel;
   const std::size_t N = check_slice(K, K_full, n, N_full);
-  F32 scale_keep, bias_keep;
-  const float* w_scale = column_vector(py::reinterpret_borrow<py::object>(w_scale_obj), "w_scale", N, scale_keep);
-  if (w_scale == nullptr) throw py::type_error("w_scale must be a float32 array, got None");
+  const float* w_scale = scale_keep.data();
   const float* bias = column_vector(bias_obj, "bias", N, bias_keep);
   const auto& t = table_named(isa);
   const std::size_t ldq = mk::packed_k4(K);
@@ -190,8 +193,8 @@ F32 gemm_int8(const py::handle& x_obj, const py::handle& wq_obj, const py::handl
   {
     py::gil_scoped_release release;
     t.quantize_rows_i8(M, K, px, K, xq.data(), ldq, x_scale.data(), x_sum.data());
-    t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), pw, 4 * N_full, w_scale, bias, py_out, N,
-              false);
+    t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), pw, mk::packed_i8_ld(K_full), w_scale, bias,
+              py_out, N, false);
   }
   return y;
 }
@@ -318,8 +321,8 @@ void register_kernels(py::module_& m) {
         "[ceil(out / 16), in / 32 * 320] bytes.");
   m.def("pack_weight", &pack_weight, py::arg("w"),
         "Pack a Linear weight W [out, in] into the engine's layout (csrc/include/mlfs/kernels.h):\n"
-        "float32/float16 -> W^T [in, out] (\"KN\"); int8 -> [ceil(in/4), out*4] (\"K4N\": groups of\n"
-        "4 input channels per output, zero-padded). Prefix slices stay strides in both layouts.");
+        "float32/float16 -> W^T [in, out] (\"KN\"); int8 -> [ceil(out/32), 32*round_up(in, 4)] (\"P32K4\":\n"
+        "panels of 32 outputs, each a run of groups of 4 inputs, zero-padded). Prefix slices stay strides.");
   m.def("gemm", &gemm_float, py::arg("x"), py::arg("wt"), py::arg("n") = py::none(), py::arg("bias") = py::none(),
         py::arg("alpha") = 1.0f, py::arg("isa") = "",
         "alpha * x[M, K] . W[:n, :K]^T (+ bias[:n]) with wt = pack_weight(W) (float32 or float16).\n"

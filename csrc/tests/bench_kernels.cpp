@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
     ref::f32_to_f16(Wh.size(), Wt.data(), Wh.data());
     std::vector<int8_t> Wfull(N * K), Wq(packed_i8_size(N, K)), xq(M * packed_k4(K));
     for (auto& v : Wfull) v = static_cast<int8_t>(static_cast<int>(dist(rng) * 40) % 127);
-    pack_k4n_i8(N, K, Wfull.data(), K, Wq.data());
+    pack_p32k4_i8(N, K, Wfull.data(), K, Wq.data());
     std::vector<int32_t> x_sum(M);
     const std::size_t ldq = packed_k4(K);
     for (Isa isa : supported_isas()) {
@@ -102,12 +102,12 @@ int main(int argc, char** argv) {
       }, budget));
       t.quantize_rows_i8(M, K, x.data(), K, xq.data(), ldq, x_scale.data(), x_sum.data());
       report("gemm_i8", isa, M, N, K, time_per_call([&] {
-        t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), Wq.data(), 4 * N, w_scale.data(),
+        t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), Wq.data(), packed_i8_ld(K), w_scale.data(),
                   bias.data(), y.data(), N, false);
       }, budget));
       report("quantize+gemm_i8", isa, M, N, K, time_per_call([&] {
         t.quantize_rows_i8(M, K, x.data(), K, xq.data(), ldq, x_scale.data(), x_sum.data());
-        t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), Wq.data(), 4 * N, w_scale.data(),
+        t.gemm_i8(M, N, K, xq.data(), ldq, x_scale.data(), x_sum.data(), Wq.data(), packed_i8_ld(K), w_scale.data(),
                   bias.data(), y.data(), N, false);
       }, budget));
     }

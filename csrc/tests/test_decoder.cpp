@@ -31,9 +31,12 @@ namespace mk = mlfs::kernels;
 
 constexpr std::uint32_t L = 2, H = 64, NH = 4, NKV = 2, DH = 16, I = 96, V = 40, P = 64;
 
-// A decoder file of the current version (GQA, tied head) with weights stored as `wd`.
-std::vector<std::uint8_t> encode_decoder(const std::vector<Tensor>& tensors, DType wd,
-                                         std::uint32_t version = mlfs::kPackFormatVersion) {
+// A decoder file (GQA, tied head) with weights stored as `wd`: version 2 where that layout is
+// unchanged since (old files keep loading), else the current version.
+std::uint32_t file_version(DType wd) {
+  return wd == DType::i8 || wd == DType::q4 ? mlfs::kPackFormatVersion : 2;
+}
+std::vector<std::uint8_t> encode_decoder(const std::vector<Tensor>& tensors, DType wd, std::uint32_t version) {
   return encode(tensors, [wd, version](std::vector<std::uint8_t>& buf) {
     put<std::uint32_t>(buf, 8, version);
     const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, 1, 0, 0, static_cast<std::uint32_t>(wd)};
@@ -69,8 +72,8 @@ void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& n
       scale[n] = amax > 0.f ? amax / 127.f : 1.f;
       for (std::size_t k = 0; k < in; ++k) q[n * in + k] = static_cast<std::int8_t>(std::nearbyint(w[n * in + k] / scale[n]));
     }
-    mk::pack_k4n_i8(out, in, q.data(), in, packed.data());
-    ts.push_back(make(name + ".w", DType::i8, {mk::packed_k4(in) / 4, 4 * out}, packed));
+    mk::pack_p32k4_i8(out, in, q.data(), in, packed.data());
+    ts.push_back(make(name + ".w", DType::i8, {mk::packed_n32(out) / mk::kI8Panel, mk::packed_i8_ld(in)}, packed));
     ts.push_back(make(name + ".w.scale", DType::f32, {out}, scale));
   } else {
     const std::size_t groups = in / mk::kQ4Group;
@@ -94,7 +97,7 @@ void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& n
   }
 }
 
-std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd, std::uint32_t version = mlfs::kPackFormatVersion) {
+std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd, std::uint32_t version = 0) {
   std::mt19937 rng(42);
   std::vector<Tensor> ts;
   add_linear(ts, rng, "head", V, H, wd);
@@ -111,7 +114,7 @@ std::shared_ptr<const mlfs::PackedFile> tiny_decoder(DType wd, std::uint32_t ver
     ts.push_back(make(p + "attn_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
     ts.push_back(make(p + "mlp_norm.w", DType::f32, {H}, randn(rng, H, 0.1f, 1.f)));
   }
-  return mlfs::PackedFile::from_bytes(encode_decoder(ts, wd, version));
+  return mlfs::PackedFile::from_bytes(encode_decoder(ts, wd, version ? version : file_version(wd)));
 }
 
 double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
@@ -204,6 +207,15 @@ void test_generation_and_rollback() {
   CHECK(throws([&] { d->validate({{0, 3, I}}); }), "heads not a whole number of groups");
   auto q4 = std::make_shared<mlfs::Decoder>(tiny_decoder(DType::q4));
   CHECK(throws([&] { q4->validate({{0, NH, 48}}); }), "q4 width not a multiple of 32");
+  // A version-2 file's int8 weights are in the old "K4N" layout: refused with a one-line re-pack hint.
+  std::string why;
+  try {
+    tiny_decoder(DType::i8, 2);
+  } catch (const mlfs::PackedFileError& e) {
+    why = e.what();
+  }
+  CHECK(why.find("re-pack") != std::string::npos && why.find('\n') == std::string::npos, "old int8 file: '%s'",
+        why.c_str());
 }
 
 // Format version 3 changed the q4 layout: a version-2 file with q4 tensors is refused with a
@@ -215,7 +227,8 @@ void test_old_q4_file() {
   } catch (const mlfs::PackedFileError& e) {
     msg = e.what();
   }
-  CHECK(msg.find("re-pack with `mlfs-edge pack`") != std::string::npos && msg.find('\n') == std::string::npos,
+  CHECK(msg.find("older layout; re-pack the model with `mlfs-edge pack`") != std::string::npos &&
+            msg.find('\n') == std::string::npos,
         "v2 q4 file: '%s'", msg.c_str());
   auto old = tiny_decoder(DType::f32, 2);
   mlfs::Decoder d(old, mk::active());

@@ -27,10 +27,11 @@ using mlfs_test::Tensor;
 
 constexpr std::uint32_t L = 2, H = 32, NH = 4, DH = 8, I = 44, V = 50, P = 16, TV = 2, LABELS = 3;
 
-// A version-1 encoder file of the tiny BERT with weights stored as `wd`.
+// An encoder file of the tiny BERT with weights stored as `wd`: version 1 (old fp32 / fp16 files
+// keep loading), the current version for int8 (its layout changed in version 3).
 std::vector<std::uint8_t> encode_encoder(const std::vector<Tensor>& tensors, DType wd) {
   return encode(tensors, [wd](std::vector<std::uint8_t>& buf) {
-    put<std::uint32_t>(buf, 8, 1);
+    put<std::uint32_t>(buf, 8, wd == DType::i8 ? mlfs::kPackFormatVersion : 1);
     put<std::uint64_t>(buf, 48, 0);
     const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, TV, LABELS, 1 /* cls */, static_cast<std::uint32_t>(wd)};
     for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
@@ -60,9 +61,10 @@ void add_linear(std::vector<Tensor>& ts, std::mt19937& rng, const std::string& n
       scale[n] = amax > 0.f ? amax / 127.f : 1.f;
       for (std::size_t k = 0; k < in; ++k) q[n * in + k] = static_cast<std::int8_t>(std::nearbyint(w[n * in + k] / scale[n]));
     }
-    std::vector<std::int8_t> k4n(mlfs::kernels::packed_i8_size(out, in));
-    mlfs::kernels::pack_k4n_i8(out, in, q.data(), in, k4n.data());
-    ts.push_back(make(name + ".w", DType::i8, {mlfs::kernels::packed_k4(in) / 4, 4 * out}, k4n));
+    std::vector<std::int8_t> packed(mlfs::kernels::packed_i8_size(out, in));
+    mlfs::kernels::pack_p32k4_i8(out, in, q.data(), in, packed.data());
+    ts.push_back(make(name + ".w", DType::i8, {mlfs::kernels::packed_n32(out) / 32, mlfs::kernels::packed_i8_ld(in)},
+                      packed));
     ts.push_back(make(name + ".w.scale", DType::f32, {out}, scale));
   }
   ts.push_back(make(name + ".b", DType::f32, {out}, randn(rng, out, 0.1f)));

@@ -51,7 +51,7 @@ struct GemmShape {
 const GemmShape kGemmShapes[] = {
     {1, 1, 1, 1, 1},        {1, 17, 5, 17, 5},       {1, 100, 33, 130, 40},  {3, 16, 16, 16, 16},
     {7, 31, 19, 64, 64},    {6, 64, 64, 64, 64},     {13, 129, 67, 200, 96}, {1, 384, 384, 1536, 384},
-    {7, 300, 384, 1536, 384}, {2, 5, 3, 48, 9},
+    {7, 300, 384, 1536, 384}, {2, 5, 3, 48, 9}, {5, 95, 20, 96, 24}, {1, 70, 64, 70, 64},
 };
 
 void test_gemm_f32_f16() {
@@ -230,11 +230,16 @@ void test_quantize_and_gemm_i8() {
       CHECK(xq == xq_want && sc == sc_want && sum == sum_want, "quantize_rows_i8 isa=%s M=%zu K=%zu",
             isa_name(isa), s.M, s.K);
     }
-    // Full int8 weight [N_full, K_full] packed to K4N; the kernels see the (N, K) prefix slice.
+    // Full int8 weight [N_full, K_full] packed to P32K4; the kernels see the (N, K) prefix slice.
     auto Wfull = rand_i8(s.N_full * s.K_full);
     std::vector<int8_t> Wq(packed_i8_size(s.N_full, s.K_full));
-    pack_k4n_i8(s.N_full, s.K_full, Wfull.data(), s.K_full, Wq.data());
-    const std::size_t ldw = 4 * s.N_full;
+    pack_p32k4_i8(s.N_full, s.K_full, Wfull.data(), s.K_full, Wq.data());
+    const std::size_t ldw = packed_i8_ld(s.K_full);
+    for (std::size_t n = 0; n < packed_n32(s.N_full); ++n)  // the layout formula of kernels.h, padding zero
+      for (std::size_t k = 0; k < packed_k4(s.K_full); ++k) {
+        const int8_t want = n < s.N_full && k < s.K_full ? Wfull[n * s.K_full + k] : 0;
+        CHECK(Wq[(n / 32) * ldw + (k / 4) * 128 + (n % 32) * 4 + k % 4] == want, "pack_p32k4_i8 n=%zu k=%zu", n, k);
+      }
     auto w_scale = randn(s.N_full, 0.01f);
     auto bias = randn(s.N_full);
     auto y0 = randn(s.M * ldy);
@@ -261,6 +266,15 @@ void test_quantize_and_gemm_i8() {
         t.gemm_i8(s.M, s.N, s.K, xq_want.data(), ldq, sc_want.data(), sum_want.data(), Wq.data(), ldw,
                   w_scale.data(), bias.data(), scaled.data(), ldy, accumulate);
         CHECK(exact == exact_want, "gemm_i8 exact isa=%s M=%zu N=%zu K=%zu", isa_name(isa), s.M, s.N, s.K);
+        if (s.N > kI8Panel) {  // a column sub-range from the second panel on (how threads split a layer)
+          std::vector<float> part(s.M * ldy, 0.f);
+          t.gemm_i8(s.M, s.N - kI8Panel, s.K, xq_want.data(), ldq, ones_m.data(), sum_want.data(), Wq.data() + ldw,
+                    ldw, ones_n.data() + kI8Panel, nullptr, part.data() + kI8Panel, ldy, false);
+          bool same = true;
+          for (std::size_t i = 0; i < s.M; ++i)
+            for (std::size_t n = kI8Panel; n < s.N; ++n) same &= part[i * ldy + n] == exact_want[i * ldy + n];
+          CHECK(same, "gemm_i8 panel sub-range isa=%s M=%zu N=%zu K=%zu", isa_name(isa), s.M, s.N, s.K);
+        }
         CHECK(max_rel_err(scaled, scaled_want) <= 1e-6, "gemm_i8 scaled isa=%s M=%zu N=%zu K=%zu acc=%d err=%g",
               isa_name(isa), s.M, s.N, s.K, accumulate, max_rel_err(scaled, scaled_want));
       }

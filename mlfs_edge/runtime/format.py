@@ -9,9 +9,10 @@ Layout (all integers little-endian)::
                     file size, CRC-32, tensor count, directory and metadata offsets, model dims;
                     version 2 adds the model kind (encoder / decoder) and the decoder's fields
                     (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias).
-                    Version 3 stores q4 weights as "P16" panels (version 2: "KN4" with fp32
-                    scales); a version-2 file with q4 tensors is refused ("re-pack"), other
-                    version 1-2 files still load.
+                    Version 3 stores int8 weights in "P32K4" panels (was "K4N") and q4
+                    weights in "P16" panels with fp16 scales (was "KN4", fp32 scales); older
+                    files with int8 or q4 tensors must be re-packed, their fp32/fp16 files
+                    still load. Version 1 files (encoders) still load.
     [256, ...)      tensor directory: one 128-byte entry per tensor
                     (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
     metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
@@ -23,8 +24,9 @@ The CRC-32 (zlib's polynomial) covers the whole file with the 4 checksum bytes r
 Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     emb.word [vocab, hidden]            file dtype, row-major (+ emb.word.scale [vocab] for int8)
     emb.pos, emb.type, emb.ln.{w,b}     fp32
-    l{i}.{q,k,v,o,ff1,ff2}.w            fp32/fp16: W^T [in, out] ("KN"); int8: [ceil(in/4), 4*out]
-                                        ("K4N", groups of 4 inputs) + .w.scale [out]; see kernels.h
+    l{i}.{q,k,v,o,ff1,ff2}.w            fp32/fp16: W^T [in, out] ("KN"); int8: [ceil(out/32),
+                                        32*round_up(in, 4)] ("P32K4": panels of 32 outputs, each a
+                                        run of groups of 4 inputs) + .w.scale [out]; see kernels.h
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
     pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
@@ -54,9 +56,6 @@ import numpy as np
 
 MAGIC = b"MLFSPACK"
 FORMAT_VERSION = 3
-# First version whose q4 tensors are "P16" panels; the C++ reader refuses older q4 files
-# (csrc/include/mlfs/packed_file.h kPackQ4PanelsVersion).
-Q4_PANELS_VERSION = 3
 ENDIAN_MARKER = 0x01020304
 HEADER_SIZE = 256
 DIR_ENTRY_SIZE = 128

@@ -5,7 +5,7 @@ The engine runs any sub-network by striding into these buffers, so the file hold
 supernet once. Linear weights (and the word embedding) are stored in the chosen dtype — fp32, fp16,
 or int8 with mlfs_edge.quant.scheme's per-output-row scales, which stay valid for every prefix slice —
 and everything small (biases, LayerNorms, position embeddings, the classifier) in fp32. Linear
-weights are laid out for the kernels (transposed "KN", int8 "K4N"; see csrc/include/mlfs/kernels.h),
+weights are laid out for the kernels (transposed "KN", int8 "P32K4" panels; see csrc/include/mlfs/kernels.h),
 in which a prefix slice W[:n, :k] is still a stride.
 LoRA adapters are stored unmerged (fp32 A, B and scale per adapted Linear) so the engine runs the
 low-rank path beside the sliced base, or merged into the base weights before quantisation.
@@ -90,9 +90,9 @@ def _f32(t: torch.Tensor) -> np.ndarray:
 
 def _store_linear(out: dict[str, np.ndarray], name: str, weight: torch.Tensor, dtype: str) -> None:
     """A Linear weight W [out, in] in the kernels' layout (csrc/include/mlfs/kernels.h): fp32/fp16
-    transposed ("KN"), int8 quantised per output row then grouped by 4 inputs ("K4N") + fp32 scales,
-    q4 quantised per group of 32 inputs into "P16" panels of 16 outputs with the fp16 scales and
-    minimums inline (one tensor)."""
+    transposed ("KN"), int8 quantised per output row then cut into panels of 32 outputs, each a run of
+    groups of 4 inputs ("P32K4") + fp32 scales, q4 quantised per group of 32 inputs into "P16" panels
+    of 16 outputs with the fp16 scales and minimums inline (one tensor)."""
     if dtype == "q4":
         q, d, lo = quantize_q4_groups(weight.detach().float())
         out[name] = _core.pack_weight_q4(q.numpy(), d.numpy().astype(np.float16), lo.numpy().astype(np.float16))

@@ -16,10 +16,18 @@
 // sub-network's prefix slice W[:n, :k] stays a stride into the full buffer — never a copy:
 // - f32 / f16 "KN": Wt [K_full, N_full] row-major, element (k, n) = Wt[k * ldw + n], ldw = N_full.
 //   The slice (k < K, n < N) is the same pointer with the same ldw; column n0 is Wt + n0.
-// - i8 "K4N": K is grouped by 4 (K_full padded with zero columns to K4 = round_up(K_full, 4)):
-//   element (k, n) = Wq[(k / 4) * ldw + n * 4 + k % 4], ldw = 4 * N_full bytes per K-group.
-//   One 64-byte load = 16 output columns x 4 k, exactly one `vpdpbusd`/`sdot` operand. The slice
-//   (k < K, n < N) is the same pointer with the same ldw; column n0 is Wq + 4 * n0.
+// - i8 "P32K4" (format v3; v2's "K4N" rows of 4 * N_full bytes made a GEMV jump ldw bytes per
+//   K-group, across pages, where hardware prefetchers give up: decode ran at half the memory
+//   bandwidth). Columns are cut into panels of kI8Panel = 32 outputs (N_full padded with zero
+//   columns to N32 = round_up(N_full, 32)); K is grouped by 4 (K_full padded with zero inputs to
+//   K4 = round_up(K_full, 4)); inside a panel the K-groups follow each other, 128 bytes each:
+//     element (k, n) = Wq[(n / 32) * ldw + (k / 4) * 128 + (n % 32) * 4 + k % 4],
+//     ldw = 32 * K4 bytes per panel (the panel stride).
+//   A GEMV over a panel reads one contiguous run of memory. 16 bytes = 4 columns x 4 k (one `sdot`
+//   operand), 32 / 64 bytes = 8 / 16 columns (one AVX2 / `vpdpbusd` operand). The prefix slice
+//   (k < K, n < N) is the same pointer with the same ldw (fewer groups per panel, fewer panels;
+//   a partial last panel is read whole and masked on store: its columns exist in the full buffer).
+//   A column sub-range starts at a panel boundary: column n0 (a multiple of 32) is Wq + (n0 / 32) * ldw.
 // - q4 "P16" panels: 4-bit group-wise with a scale and a minimum per group (the llama.cpp Q4_1
 //   family, mlfs_edge/quant/scheme.py quantize_q4_groups): K is cut into groups of 32 consecutive
 //   inputs; every (group g, output n) has a scale S and a minimum Z, both IEEE fp16, and 32 unsigned
@@ -89,15 +97,15 @@ using GemmF16Fn = void (*)(size_t M, size_t N, size_t K, const float* x, size_t 
 // Dynamic per-row int8 quantisation of x[:M, :K] (the scheme above), for i < M:
 //   scale[i] = max_k |x[i, k]| / 127 (1 if the row is all zeros)
 //   xq[i*ldq + k] = clamp(round_half_even(x[i, k] / scale[i]), -127, 127) for k < K,
-//   xq[i*ldq + k] = 0 for K <= k < round_up(K, 4)  (the K4N groups read whole groups of 4)
+//   xq[i*ldq + k] = 0 for K <= k < round_up(K, 4)  (the P32K4 groups read whole groups of 4)
 //   x_sum[i] = sum_k xq[i*ldq + k]  (VNNI compensation, see above)
 // Requires ldq >= round_up(K, 4). One call feeds the Q, K and V projections.
 using QuantizeRowsI8Fn = void (*)(size_t M, size_t K, const float* x, size_t ldx, int8_t* xq,
                                   size_t ldq, float* scale, int32_t* x_sum);
 
 // y[i, n] = float(acc[i][n]) * (x_scale[i] * w_scale[n]) (+ bias[n]) (+ y[i, n] if accumulate),
-// acc[i][n] = sum_{k<K} xq[i*ldq + k] * Wq(k, n), Wq in the K4N layout with leading dimension ldw
-// (bytes per K-group). xq, x_scale, x_sum come from quantize_rows_i8 (xq zero-padded to a
+// acc[i][n] = sum_{k<K} xq[i*ldq + k] * Wq(k, n), Wq in the P32K4 layout with panel stride ldw
+// (bytes per panel of 32 columns, >= 32 * round_up(K, 4)); Wq points at a panel's start. xq, x_scale, x_sum come from quantize_rows_i8 (xq zero-padded to a
 // multiple of 4 columns). bias nullable. acc is exact (|acc| <= 127 * 127 * K).
 using GemmI8Fn = void (*)(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq,
                           const float* x_scale, const int32_t* x_sum, const int8_t* Wq, size_t ldw,
@@ -180,14 +188,18 @@ const KernelTable& active();
 
 // --- Packing (portable, not dispatched; the Python pack writer calls these through pybind11) ---
 // Bytes / elements of a packed buffer for a full weight W [N, K].
+inline constexpr size_t kI8Panel = 32;  // int8 columns per panel (P32K4)
 inline size_t packed_k4(size_t K) { return (K + 3) / 4 * 4; }
-inline size_t packed_i8_size(size_t N, size_t K) { return packed_k4(K) * N; }
+inline size_t packed_n32(size_t N) { return (N + kI8Panel - 1) / kI8Panel * kI8Panel; }
+// Panel stride (bytes) of an int8 weight with K_full inputs, and the whole buffer's bytes.
+inline size_t packed_i8_ld(size_t K) { return kI8Panel * packed_k4(K); }
+inline size_t packed_i8_size(size_t N, size_t K) { return packed_n32(N) * packed_k4(K); }
 // Wt[k * N + n] = W[n * ldw_in + k] for n < N, k < K (KN layout, ldw = N). Also for fp16 (uint16_t).
 void pack_kn_f32(size_t N, size_t K, const float* W, size_t ld_in, float* Wt);
 void pack_kn_f16(size_t N, size_t K, const uint16_t* W, size_t ld_in, uint16_t* Wt);
-// K4N layout of an int8 W [N, K]: out has packed_i8_size(N, K) bytes, ldw = 4 * N; the padding
-// columns K..round_up(K, 4) are zero.
-void pack_k4n_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out);
+// P32K4 layout of an int8 W [N, K]: out has packed_i8_size(N, K) bytes in packed_n32(N) / 32 panels
+// of ldw = packed_i8_ld(K) bytes; padding columns (n >= N) and inputs (k >= K) are zero.
+void pack_p32k4_i8(size_t N, size_t K, const int8_t* W, size_t ld_in, int8_t* out);
 // q4 "P16" panels of group-quantised W [N, K] (q [N, K] in [0, 15] row-major with ld_q; S, Z
 // [K / 32, N] fp16 bits, row-major with ld_s): out has packed_q4_size(N, K) bytes, ldw =
 // packed_q4_ld(K); the padding columns N..N16 are zero (q = S = Z = 0).

@@ -44,6 +44,11 @@ class KvCache {
   // kt [head_dim, n] (K transposed, row stride n) and v [n, head_dim].
   void read_head(std::size_t slot, std::size_t head, std::size_t head_dim, std::size_t n, float* kt, float* v,
                  const kernels::KernelTable& kt_table) const;
+  // In-place access for attention over few query rows (decode): the K (value = false) or V row of
+  // position `pos` < capacity() in slot s, width(s) elements of dtype(). Rows of one chunk are
+  // contiguous (row stride width(s)): positions [c * chunk(), (c + 1) * chunk()) form one block.
+  const void* row_at(std::size_t slot, bool value, std::size_t pos) const { return row(slot, value, pos); }
+  std::size_t chunk() const { return chunk_; }
 
  private:
   std::uint8_t* row(std::size_t slot, bool value, std::size_t pos) const;

@@ -15,9 +15,9 @@
 namespace mlfs {
 
 // One Linear W [out, in] of the supernet as stored, in the kernels' layouts (mlfs/kernels.h):
-// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "K4N" (ldw = 4 * out bytes per group of 4 inputs)
-// with per-output scales, q4 "P16" panels (ldw = in / 32 * 320 bytes per panel of 16 outputs, the
-// fp16 scales and minimums inline);
+// fp32/fp16 "KN" (W^T [in, out], ldw = out), int8 "P32K4" (panels of 32 outputs, ldw =
+// 32 * round_up(in, 4) bytes per panel) with per-output scales, q4 "P16" panels (ldw = in / 32 * 320
+// bytes per panel of 16 outputs, the fp16 scales and minimums inline);
 // bias; and an optional unmerged LoRA adapter stored transposed too: At [in, rank] and
 // Bt [rank, out], y += scale * (x At) Bt.
 struct LinearWeights {
@@ -57,8 +57,9 @@ class LinearRunner {
   };
   // For each output o: o.y[:m, :n] (=|+=) x[:m, :k] . o.w[:n, :k]^T + bias[:n] (+ LoRA), then GELU
   // if `gelu`. All outputs share x (Q, K and V do: one int8 quantisation feeds them) and run in ONE
-  // parallel region, split over (output, block of 16 columns); 16 keeps every ISA's register tile
-  // whole (and the q4 column offsets on panel starts). The slices are strides into the full weights.
+  // parallel region, split over (output, block of whole 32-column panels; 32 keeps every ISA's
+  // register tile whole, the int8 panels and the q4 16-column panels whole). The slices are strides
+  // into the full weights.
   void run(std::initializer_list<Out> outs, std::size_t n, std::size_t k, const float* x, std::size_t ldx,
            std::size_t m, std::size_t ldy, int threads, bool gelu = false);
 

@@ -4,7 +4,8 @@
 //   [0, 256)   header: magic "MLFSPACK", format version, endianness marker 0x01020304, file size,
 //              CRC-32 (zlib polynomial, over the whole file with its own 4 bytes read as 0),
 //              tensor count, directory / metadata offsets, model dims; version 2 adds the model
-//              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head)
+//              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head);
+//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -33,10 +34,6 @@ std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
 inline constexpr std::uint32_t kPackFormatVersion = 3;
-// The first version whose q4 tensors use the "P16" panels (version 2 had the fp32-scale "KN4"
-// layout): an older file holding q4 tensors is refused with a "re-pack" message, one without q4
-// loads as before. (Mirrored by mlfs_edge.runtime.format.Q4_PANELS_VERSION.)
-inline constexpr std::uint32_t kPackQ4PanelsVersion = 3;
 // Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
 inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;

@@ -1,5 +1,5 @@
 // ARMv8.6-A + i8mm: the int8 GEMM with smmla, a 2x8 by 8x2 int8 matrix multiply into a 2x2 int32
-// tile per instruction (twice the work of sdot). Two consecutive K4N groups of a 4-column block
+// tile per instruction (twice the work of sdot). Two consecutive P32K4 groups of a 4-column block
 // zip into the 2-column x 8-k operands smmla wants, so the packed layout is the same as for sdot.
 // Everything else inherits the dotprod level.
 #include <arm_neon.h>
@@ -42,14 +42,17 @@ struct I8mmTile {
       MLFS_UNROLL
       for (int b = 0; b < NB; ++b) acc[p][b][0] = acc[p][b][1] = vdupq_n_s32(0);
     const int8_t* xr = xq + m0 * ldq;
-    const int8_t* wg = W + 4 * n0;
-    for (std::size_t g = 0; g < groups; g += 2, wg += 2 * ldw) {
+    const int8_t* wb[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) wb[b] = w_block(W, ldw, n0 + b * kBlock);
+    for (std::size_t g = 0; g < groups; g += 2) {
       const bool lone = g + 1 == groups;  // odd group count: the last group has no partner
       int8x16_t w01[NB], w23[NB];
       MLFS_UNROLL
       for (int b = 0; b < NB; ++b) {
-        const int32x4_t lo = vreinterpretq_s32_s8(load_w_block(wg + b * 4 * kBlock, count[b]));
-        const int32x4_t hi = lone ? vdupq_n_s32(0) : vreinterpretq_s32_s8(load_w_block(wg + ldw + b * 4 * kBlock, count[b]));
+        const int8_t* p = wb[b] + g * kGroupBytes;
+        const int32x4_t lo = vreinterpretq_s32_s8(load_w_block(p));
+        const int32x4_t hi = lone ? vdupq_n_s32(0) : vreinterpretq_s32_s8(load_w_block(p + kGroupBytes));
         w01[b] = vreinterpretq_s8_s32(vzip1q_s32(lo, hi));  // column 0: k0-7, column 1: k0-7
         w23[b] = vreinterpretq_s8_s32(vzip2q_s32(lo, hi));
       }

@@ -64,13 +64,16 @@ struct Neon {
   static void store(float* y, Mask count, Vec v, bool accumulate) { store_block(y, count, v, accumulate); }
 };
 
-// One K4N block of 4 columns is 16 bytes: [c0 k0..3][c1 k0..3][c2 k0..3][c3 k0..3].
-inline int8x16_t load_w_block(const int8_t* p, std::size_t count) {
-  if (count == kBlock) return vld1q_s8(p);
-  int8_t tmp[16];
-  stage(p, count * 4, tmp);
-  return vld1q_s8(tmp);
+// One P32K4 block of 4 columns is 16 bytes: [c0 k0..3][c1 k0..3][c2 k0..3][c3 k0..3]. Panels
+// are whole (padded to 32 columns), so even a partial block loads directly; its extra columns are
+// dropped on store.
+inline int8x16_t load_w_block(const int8_t* p) { return vld1q_s8(p); }
+
+// Start of the 4-column block at column c (c % 4 == 0) of a P32K4 weight with panel stride ldw.
+inline const int8_t* w_block(const int8_t* W, std::size_t ldw, std::size_t c) {
+  return W + (c / mlfs::kernels::kI8Panel) * ldw + (c % mlfs::kernels::kI8Panel) * 4;
 }
+constexpr std::size_t kGroupBytes = 4 * mlfs::kernels::kI8Panel;  // one K-group of a panel
 
 template <typename Dot>
 struct I8Tile {
@@ -97,11 +100,13 @@ struct I8Tile {
       MLFS_UNROLL
       for (int b = 0; b < NB; ++b) acc[r][b] = Dot::zero();
     const int8_t* xr = xq + m0 * ldq;
-    const int8_t* wg = W + 4 * n0;
-    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+    const int8_t* wb[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) wb[b] = w_block(W, ldw, n0 + b * kBlock);
+    for (std::size_t g = 0; g < groups; ++g) {
       int8x16_t w[NB];
       MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) w[b] = load_w_block(wg + b * 4 * kBlock, count[b]);
+      for (int b = 0; b < NB; ++b) w[b] = load_w_block(wb[b] + g * kGroupBytes);
       MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         int32_t x4;

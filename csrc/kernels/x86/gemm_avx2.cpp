@@ -84,15 +84,19 @@ struct I8Tile {
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_si256();
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t* xr = xq + m0 * ldq;
-    const int8_t* wg = W + 4 * n0;
-    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+    // Block b's 8 columns lie in one P32K4 panel (whole, so loads need no mask: a partial block's
+    // extra columns are padding or columns past the slice, dropped on store).
+    const int8_t* wb[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const std::size_t c = n0 + b * kBlock;
+      wb[b] = W + (c / kI8Panel) * ldw + (c % kI8Panel) * 4;
+    }
+    for (std::size_t g = 0; g < groups; ++g) {
       __m256i w[NB];
       MLFS_UNROLL
-      for (int b = 0; b < NB; ++b) {
-        const auto* p = reinterpret_cast<const int*>(wg + b * 4 * kBlock);
-        w[b] = mask[b].count == kBlock ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
-                                       : _mm256_maskload_epi32(p, mask[b].lanes);
-      }
+      for (int b = 0; b < NB; ++b)
+        w[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[b] + g * 4 * kI8Panel));
       MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         int32_t x4;

@@ -48,7 +48,8 @@ inline void dpbusd(__m512i& acc, __m512i w_u8, __m512i x_s8) {
 }
 
 // int8: acc[r][b] += sum_{k in group g} (w + 128) * xq over K-groups of 4, then the compensation
-// -128 * x_sum[r] and the rescale. A K4N block of 16 columns is one 64-byte zmm (16 x 4 bytes).
+// -128 * x_sum[r] and the rescale. A P32K4 block of 16 columns is one 64-byte zmm (16 x 4 bytes).
+// Mirrors the AVX2 tile's panel addressing (this file compiles here but cannot run on the AVX2 dev box).
 struct I8Tile {
   std::size_t groups;  // ceil(K / 4)
   const int8_t* xq;
@@ -75,12 +76,18 @@ struct I8Tile {
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     const int8_t* xr = xq + m0 * ldq;
-    const int8_t* wg = W + 4 * n0;
-    for (std::size_t g = 0; g < groups; ++g, wg += ldw) {
+    // Block b's 16 columns lie in one whole P32K4 panel: unmasked loads (see the AVX2 tile).
+    const int8_t* wb[NB];
+    MLFS_UNROLL
+    for (int b = 0; b < NB; ++b) {
+      const std::size_t c = n0 + b * kBlock;
+      wb[b] = W + (c / kI8Panel) * ldw + (c % kI8Panel) * 4;
+    }
+    for (std::size_t g = 0; g < groups; ++g) {
       __m512i w[NB];
       MLFS_UNROLL
       for (int b = 0; b < NB; ++b)
-        w[b] = _mm512_xor_si512(_mm512_maskz_loadu_epi32(mask[b], wg + b * 4 * kBlock), flip);
+        w[b] = _mm512_xor_si512(_mm512_loadu_si512(wb[b] + g * 4 * kI8Panel), flip);
       MLFS_UNROLL
       for (int r = 0; r < MR; ++r) {
         int32_t x4;
