@@ -230,3 +230,14 @@ def test_metadata_is_json_with_provenance(packed):
 def test_load_of_a_missing_file_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="mlfs-edge pack"):
         Engine.load(tmp_path / "nope.mlfs")
+
+
+def test_is_current_tells_cached_files_to_repack(tmp_path):
+    from mlfs_edge.runtime.format import FORMAT_VERSION, is_current
+
+    old, new = tmp_path / "old.mlfs", tmp_path / "new.mlfs"
+    head = bytearray(b"MLFSPACK" + struct.pack("<I", FORMAT_VERSION))
+    new.write_bytes(bytes(head))
+    old.write_bytes(bytes(head[:8]) + struct.pack("<I", FORMAT_VERSION - 1))
+    assert is_current(new) and not is_current(old)
+    assert not is_current(tmp_path / "missing.mlfs") and not is_current(tmp_path)

@@ -133,6 +133,7 @@ def run_speculative(args: argparse.Namespace) -> int:
     from mlfs_edge.eval.bench_speculative import Draft, run_bench_speculative, task_prompts
     from mlfs_edge.lm import token_stream
     from mlfs_edge.runtime import Engine, frequency_order, pack
+    from mlfs_edge.runtime.format import is_current
 
     folder = Path(args.model) if args.model else smollm2_path()
     if args.supernet:
@@ -152,7 +153,7 @@ def run_speculative(args: argparse.Namespace) -> int:
     packed = {}
     for dtype in dtypes:  # the vocabulary most frequent first: drafts may score a prefix of it
         path = work / f"spec-{dtype}.mlfs"
-        if not path.is_file():
+        if not is_current(path):
             pack(folder, path, dtype=dtype, vocab_order=order, vocab_order_source="token frequency on news (train)")
         packed[dtype] = path
     engine = Engine.load(packed[dtypes[0]])

@@ -155,6 +155,17 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
     return bytes(buf)
 
 
+def is_current(path: str | os.PathLike) -> bool:
+    """Whether `path` is a packed file of this FORMAT_VERSION: a cached file of an older version (its
+    int8 / q4 layouts may have changed) is re-packed rather than reused."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(12)
+    except OSError:
+        return False
+    return len(header) == 12 and header[:8] == MAGIC and struct.unpack_from("<I", header, 8)[0] == FORMAT_VERSION
+
+
 def model_kind(header: bytes) -> str:
     """"encoder" or "decoder" from the first bytes of a packed file (version 1 files are encoders);
     the C++ reader validates everything else when the file is loaded."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mlfs_edge.eval.backends import DecoderSource, Generator, Runner, Subject, Timing
+from mlfs_edge.runtime.format import is_current
 
 NAME = "mlfs"
 DTYPES = ("fp32", "fp16", "int8")
@@ -38,7 +39,7 @@ def build(subject: Subject, dtypes: tuple[str, ...], out_dir: Path) -> dict[str,
     out = {}
     for dtype in dtypes:
         path = Path(out_dir) / "mlfs" / f"supernet-{dtype}.mlfs"
-        if not path.is_file():
+        if not is_current(path):  # missing, or cached by an older format version
             pack(subject.source, path, dtype=dtype, tokenizer=subject.tokenizer)
         out[dtype] = {"path": str(path), "subnet": subject.subnet.to_dict()}
     return out
@@ -82,7 +83,7 @@ def build_decoder(source: DecoderSource, dtypes: tuple[str, ...], out_dir: Path)
         if dtype not in DECODER_DTYPES:
             raise ValueError(f"the engine generates with {', '.join(DECODER_DTYPES)}, not {dtype!r}")
         path = Path(out_dir) / "mlfs" / f"{_source_tag(source.folder)}-{dtype}.mlfs"
-        if not path.is_file():
+        if not is_current(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             pack(source.folder, path, dtype=dtype)
         out[dtype] = {"path": str(path)}
