@@ -66,3 +66,21 @@ def packed_tiny_decoder(tmp_path_factory):
                 p.mul_(4.0)
     out = tmp_path_factory.mktemp("tiny_decoder")
     return {dt: pack(model, out / f"llama-{dt}.mlfs", dtype=dt) for dt in ("fp32", "int8")}
+
+
+def save_tiny_llama(path, intermediate_size: int = 64):
+    """A tiny random Llama (2 layers, 4 heads / 2 key-value groups) with the bundled SmolLM2 tokenizer,
+    saved to `path` (the CLI tests of pack / generate / bench generate use it)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from mlfs_edge.assets import smollm2_path
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=intermediate_size,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

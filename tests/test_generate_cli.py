@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import save_tiny_llama
 
 from mlfs_edge.cli import main
 from mlfs_edge.runtime import Engine
@@ -10,20 +11,7 @@ from mlfs_edge.runtime import Engine
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from mlfs_edge.assets import smollm2_path
-
-    path = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), intermediate_size=64)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "q4"])
