@@ -27,9 +27,15 @@ namespace mlfs {
 // mlfs/kernels.h); a q4 tensor's shape counts bytes.
 enum class DType : std::uint32_t { f32 = 0, f16 = 1, i8 = 2, q4 = 3 };
 enum class ModelKind : std::uint32_t { encoder = 0, decoder = 1 };
-enum class Pooling : std::uint32_t { mean = 0, cls = 1 };
+// How an encoder turns its last hidden states into one vector. cls: the BERT pooler (dense + tanh)
+// on the first token, what a classifier head reads. The others are sentence-transformers' Pooling
+// modes on the raw states: cls_token (the first token), mean / max / mean_sqrt_len (sum / sqrt(n))
+// over the attended tokens, lasttoken (the last attended token).
+enum class Pooling : std::uint32_t { mean = 0, cls = 1, cls_token = 2, max = 3, mean_sqrt_len = 4, lasttoken = 5 };
+inline constexpr std::uint32_t kPoolingModes = 6;
 
 const char* dtype_name(DType dtype);
+const char* pooling_name(Pooling pooling);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
@@ -56,6 +62,8 @@ struct ModelDims {
   float rope_linear_factor = 1.f;   // decoder: rope_scaling "linear" factor (positions / factor); 1 = none
   bool tied_embeddings = false;     // decoder: the LM head is the embedding table (one copy, "head.w")
   bool qkv_bias = false;            // decoder: q/k/v projections carry biases (Qwen2)
+  bool normalize = false;           // encoder without a classifier: L2-normalise the pooled embedding
+                                    // (a sentence-transformers Normalize module after the pooling)
 };
 
 struct TensorView {
