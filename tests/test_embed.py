@@ -190,7 +190,7 @@ def test_run_embed_writes_npy_and_jsonl_in_input_order(packed_st, tmp_path, caps
     (["--text", "x", "--output", "v.npy"], "--output writes embeddings: add --embed"),
     (["--embed", "--text", "x", "--output", "v.csv"], "write a .npy or a .jsonl file"),
     (["--embed"], "give the text to run"),
-    (["--embed", "--input", "missing.txt"], "cannot read --input missing.txt"),
+    (["--embed", "--input", "missing.txt"], "cannot read missing.txt"),
 ])
 def test_run_embed_bad_arguments_are_one_line(packed_st, argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -221,3 +221,32 @@ def test_normalize_is_refused_for_a_classifier(tmp_path):
                      intermediate_size=64, max_position_embeddings=64, num_labels=2)
     with pytest.raises(ValueError, match="normalize is for a plain encoder"):
         pack(BertForSequenceClassification(cfg).eval(), tmp_path / "x.mlfs", normalize=True)
+
+
+def test_reader_checks_the_pooling_code_and_the_normalise_flag(tiny_bert_dir, tmp_path):
+    import struct
+
+    from mlfs_edge.runtime import PackedFileError
+    from mlfs_edge.runtime.format import FLAG_NORMALIZE, KIND_OFFSET, POOLING_CODES
+
+    pooling_offset = struct.calcsize("<8sIIQIIQQQ") + 9 * 4  # the tenth model dimension
+    flags_offset = KIND_OFFSET + 16
+
+    def patched(path: Path, offset: int, value: int) -> bytes:
+        data = bytearray(path.read_bytes())
+        struct.pack_into("<I", data, offset, value)
+        return bytes(data)
+
+    plain = pack(tiny_bert_dir, tmp_path / "plain.mlfs")
+    assert Engine.from_bytes(patched(plain, pooling_offset, POOLING_CODES["lasttoken"]), False).pooling == "lasttoken"
+    with pytest.raises(PackedFileError, match="unknown pooling code 6"):
+        Engine.from_bytes(patched(plain, pooling_offset, 6), verify_checksum=False)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    clf = pack(BertForSequenceClassification(cfg).eval(), tmp_path / "clf.mlfs")
+    with pytest.raises(PackedFileError, match="only a plain encoder's embedding can be normalised"):
+        Engine.from_bytes(patched(clf, flags_offset, FLAG_NORMALIZE), verify_checksum=False)
+    with pytest.raises(PackedFileError, match="a classifier reads cls or mean pooling"):
+        Engine.from_bytes(patched(clf, pooling_offset, POOLING_CODES["max"]), verify_checksum=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 ORDER = 60
 
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog="Examples: mlfs-edge pack runs/demo --dtype int8  (a run folder: writes "
                               "runs/demo/supernet-int8.mlfs)  |  "
                               "mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
-    p.add_argument("model_dir", help="a training run folder (its supernet is packed) or a Hugging Face model "
-                                     "folder (config.json + weights)")
+    p.add_argument("model_dir", help="a training run folder (its supernet is packed), a Hugging Face model "
+                                     "folder (config.json + weights) or a bundled model: minilm, smollm2")
     p.add_argument("out", nargs="?", default=None,
                    help="output .mlfs file, written atomically (default for a run: RUN/supernet-DTYPE.mlfs, where "
                         "`mlfs-edge run RUN` finds it)")
@@ -52,12 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.commands._common import model_folder
     from mlfs_edge.runtime import Engine, pack
     from mlfs_edge.supernet.folder import unmerged_supernet
     from mlfs_edge.train.run_folder import find_run_folder
 
-    model_dir = model_folder(args.model_dir)
+    # a bundled model's name ("minilm", "smollm2") means its folder, unless a path of that name exists
+    given = Path(args.model_dir)
+    model_dir = model_folder(given) if given.exists() or args.model_dir not in ("minilm", "smollm2") \
+        else resolve_model_path(args.model_dir)
     run_dir = find_run_folder(model_dir)
     out = args.out
     if out is None:

@@ -64,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.data import read_lines
     from mlfs_edge.runtime import Engine
 
-    texts = list(args.text) + (_read_lines(args.input) if args.input else [])
+    texts = list(args.text) + (read_lines(args.input) if args.input else [])
     if not texts:
         raise ValueError("give the text to run: --text '...' (repeatable) or --input FILE (one text per line)")
     if args.output and not args.embed:
@@ -83,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     max_length = args.max_length or (None if args.embed else 128)
     probe = texts[:args.batch_size] if args.embed else texts  # the shape a budget pick is timed at
-    limit = min(max_length or engine.sentence_transformers.get("max_seq_length") or engine.max_positions,
-                engine.max_positions)
-    enc = tokenizer(probe, truncation=True, max_length=limit, padding=True, return_tensors="np")
+    enc = tokenizer(probe, truncation=True, max_length=engine.token_limit(max_length), padding=True,
+                    return_tensors="np")
     ids = np.ascontiguousarray(enc["input_ids"], np.int64)
     mask = np.ascontiguousarray(enc["attention_mask"], np.int64)
     if args.budget_ms is not None:
@@ -117,14 +117,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"sub-network {cfg.name}, {engine.dtype}, {args.threads} thread(s): {ms:.2f} ms for {ids.shape[0]} x "
           f"{ids.shape[1]} tokens")
     return 0
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read --input {path}: {e}") from None
 
 
 def _embed(engine, tokenizer, texts: list[str], cfg, args: argparse.Namespace,  # noqa: ANN001

@@ -161,6 +161,12 @@ class Engine:
         layers = self._layers(subnet)
         return self._core.run(input_ids, attention_mask, layers, threads, out)
 
+    def token_limit(self, max_length: int | None = None) -> int:
+        """How many tokens an input is truncated to: `max_length`, else the recorded
+        sentence-transformers max_seq_length, else the model's positions (never more than those)."""
+        limit = max_length or self.sentence_transformers.get("max_seq_length") or self.max_positions
+        return min(limit, self.max_positions)
+
     def require_embedder(self) -> None:
         """ValueError (one line) unless this file outputs an embedding: a plain encoder."""
         if self.kind != "encoder":
@@ -181,9 +187,8 @@ class Engine:
             raise ValueError("texts must be a non-empty list of strings")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        st = self.sentence_transformers
-        limit = min(max_length or st.get("max_seq_length") or self.max_positions, self.max_positions)
-        if st.get("do_lower_case"):
+        limit = self.token_limit(max_length)
+        if self.sentence_transformers.get("do_lower_case"):
             texts = [t.lower() for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self.output_dim), np.float32)
