@@ -191,6 +191,7 @@ def test_run_embed_writes_npy_and_jsonl_in_input_order(packed_st, tmp_path, caps
     (["--embed", "--text", "x", "--output", "v.csv"], "write a .npy or a .jsonl file"),
     (["--embed"], "give the text to run"),
     (["--embed", "--input", "missing.txt"], "cannot read missing.txt"),
+    (["--embed", "--text", "x", "--batch-size", "0"], "batch_size must be a positive integer"),
 ])
 def test_run_embed_bad_arguments_are_one_line(packed_st, argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlfs_edge.commands._common import packed_file, quality_table, run_palette
+
+if TYPE_CHECKING:
+    from mlfs_edge.config import SubnetConfig
+    from mlfs_edge.runtime import Engine
 
 ORDER = 70
 
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no tokenizer saved next to {model_path}; pass --tokenizer FOLDER")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     max_length = args.max_length or (None if args.embed else 128)
-    probe = texts[:args.batch_size] if args.embed else texts  # the shape a budget pick is timed at
+    probe = texts[:max(args.batch_size, 1)] if args.embed else texts  # the shape a budget pick is timed at
     enc = tokenizer(probe, truncation=True, max_length=engine.token_limit(max_length), padding=True,
                     return_tensors="np")
     ids = np.ascontiguousarray(enc["input_ids"], np.int64)
@@ -119,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed(engine, tokenizer, texts: list[str], cfg, args: argparse.Namespace,  # noqa: ANN001
-           max_length: int | None) -> int:
+def _embed(engine: Engine, tokenizer: Any, texts: list[str], cfg: SubnetConfig,
+           args: argparse.Namespace, max_length: int | None) -> int:
     """Embed `texts` in batches; print a short summary per text, or write them all to --output."""
     import json
 

@@ -141,7 +141,8 @@ class Engine:
             return (f"Engine({self.path!r}, decoder, dtype={self.dtype}, layers={self.arch.num_layers}, "
                     f"hidden={self.arch.hidden}, heads={self.arch.num_heads}/{self.arch.num_kv_heads} kv)")
         return (f"Engine({self.path!r}, dtype={self.dtype}, layers={self.arch.num_layers}, "
-                f"hidden={self.arch.hidden}, pooling={self.pooling}, labels={self.labels})")
+                f"hidden={self.arch.hidden}, pooling={self.pooling}{', normalised' if self.normalize else ''}, "
+                f"labels={self.labels})")
 
     # --- compute ----------------------------------------------------------------------------------
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
