@@ -251,3 +251,22 @@ def test_reader_checks_the_pooling_code_and_the_normalise_flag(tiny_bert_dir, tm
         Engine.from_bytes(patched(clf, flags_offset, FLAG_NORMALIZE), verify_checksum=False)
     with pytest.raises(PackedFileError, match="a classifier reads cls or mean pooling"):
         Engine.from_bytes(patched(clf, pooling_offset, POOLING_CODES["max"]), verify_checksum=False)
+
+
+def test_lower_casing_and_truncation_follow_the_recorded_pipeline(tiny_bert_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = st_folder(tiny_bert_dir, tmp_path / "st", mode_config("mean"), max_seq_length=5)
+    settings = json.loads((folder / "sentence_bert_config.json").read_text())
+    (folder / "sentence_bert_config.json").write_text(json.dumps({**settings, "do_lower_case": True}))
+    engine = Engine.load(pack(folder, tmp_path / "x.mlfs"))
+    real, seen = AutoTokenizer.from_pretrained(folder), []
+
+    def spy(texts: list[str], **kwargs: object) -> dict:
+        seen.append((texts, kwargs["max_length"]))
+        return real(texts, **kwargs)
+
+    engine.embed(["Hello World, a long sentence"], spy)
+    assert seen == [(["hello world, a long sentence"], 5)]
+    engine.embed(["Hi"], spy, max_length=3)  # an explicit limit wins
+    assert seen[-1] == (["hi"], 3)
