@@ -20,7 +20,7 @@ import torch
 from test_clean_output import unexpected_lines
 
 from mlfs_edge.cli import main
-from mlfs_edge.models import sentence_pooling
+from mlfs_edge.models import SENTENCE_POOLINGS, sentence_pooling
 from mlfs_edge.runtime import Engine, pack
 
 # pooling_mode_* key of each engine mode, as sentence-transformers writes 1_Pooling/config.json
@@ -239,7 +239,10 @@ def test_reader_checks_the_pooling_code_and_the_normalise_flag(tiny_bert_dir, tm
         return bytes(data)
 
     plain = pack(tiny_bert_dir, tmp_path / "plain.mlfs")
-    assert Engine.from_bytes(patched(plain, pooling_offset, POOLING_CODES["lasttoken"]), False).pooling == "lasttoken"
+    assert set(POOLING_CODES) == {"cls", *SENTENCE_POOLINGS}  # the format holds every mode `pack` takes
+    for name, code in POOLING_CODES.items():  # C++ names each code as the Python writer does
+        if name != "cls":  # (cls also needs the pooler's weights)
+            assert Engine.from_bytes(patched(plain, pooling_offset, code), False).pooling == name
     with pytest.raises(PackedFileError, match="unknown pooling code 6"):
         Engine.from_bytes(patched(plain, pooling_offset, 6), verify_checksum=False)
     from transformers import BertConfig, BertForSequenceClassification

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlfs_edge.models import SENTENCE_POOLINGS
+
 ORDER = 60
 
 
@@ -36,8 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decoders: store the vocabulary most frequent first, counted on TEXT's training split (a "
                         "bundled corpus: news, hamlet; or a .txt/.jsonl file), so a speculative draft can score "
                         "only the first N tokens (`generate --draft-vocab N`); token ids are unchanged")
-    p.add_argument("--pooling", choices=["mean", "cls", "cls_token", "max", "mean_sqrt_len", "lasttoken"],
-                   default=None,
+    p.add_argument("--pooling", choices=["cls", *SENTENCE_POOLINGS], default=None,
                    help="output of a plain encoder: cls = the pooler (dense + tanh) on the first token; the others "
                         "are sentence-transformers' modes on the raw token states (cls_token = the first token). "
                         "Default: the folder's sentence-transformers config (modules.json, 1_Pooling/config.json), "
