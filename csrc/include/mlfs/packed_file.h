@@ -5,7 +5,9 @@
 //              CRC-32 (zlib polynomial, over the whole file with its own 4 bytes read as 0),
 //              tensor count, directory / metadata offsets, model dims; version 2 adds the model
 //              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head);
-//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h)
+//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h);
+//              pooling codes 2-5 and the normalise flag (4) were added within version 3 (older
+//              readers refuse such files as an unknown pooling code / flag)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
