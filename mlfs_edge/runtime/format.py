@@ -8,7 +8,10 @@ Layout (all integers little-endian)::
     [0, 256)        header: magic "MLFSPACK", format version, endianness marker 0x01020304,
                     file size, CRC-32, tensor count, directory and metadata offsets, model dims;
                     version 2 adds the model kind (encoder / decoder) and the decoder's fields
-                    (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias).
+                    (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias;
+                    later: normalised embedding). Pooling codes 2-5 and the normalise flag
+                    (sentence-transformers' modes) were added within version 3: older readers
+                    refuse such files as an unknown pooling code / flag.
                     Version 3 stores int8 weights in "P32K4" panels (was "K4N") and q4
                     weights in "P16" panels with fp16 scales (was "KN4", fp32 scales); older
                     files with int8 or q4 tensors must be re-packed, their fp32/fp16 files
@@ -29,7 +32,7 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
                                         run of groups of 4 inputs) + .w.scale [out]; see kernels.h
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
-    pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+    pooler.{w,b} (pooling "cls" only)   like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
 
 Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "P16" panels
 [ceil(out / 16), in / 32 * 320] bytes with the fp16 scales and minimums inline; see
@@ -66,9 +69,11 @@ CHECKSUM_OFFSET = 24  # byte offset of the u32 CRC-32 in the header
 
 DTYPE_CODES = {"fp32": 0, "fp16": 1, "int8": 2, "q4": 3}
 NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.uint8}  # q4 tensors are their bytes
-POOLING_CODES = {"mean": 0, "cls": 1}
+# "cls" is the BERT pooler (dense + tanh) on the first token; the others are sentence-transformers'
+# modes over the raw last hidden states (csrc/include/mlfs/packed_file.h says each).
+POOLING_CODES = {"mean": 0, "cls": 1, "cls_token": 2, "max": 3, "mean_sqrt_len": 4, "lasttoken": 5}
 KIND_CODES = {"encoder": 0, "decoder": 1}
-FLAG_TIED, FLAG_QKV_BIAS = 1, 2
+FLAG_TIED, FLAG_QKV_BIAS, FLAG_NORMALIZE = 1, 2, 4
 KIND_OFFSET = 104  # byte offset of the model kind (version 2)
 
 # magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
@@ -95,7 +100,7 @@ class ModelDims:
     max_positions: int
     type_vocab_size: int
     num_labels: int  # 0: no classifier, the engine returns the pooled embedding
-    pooling: str  # "mean" (over the attention mask) | "cls" (pooler dense + tanh on the first token)
+    pooling: str  # a key of POOLING_CODES: "mean" (over the attention mask), "cls" (pooler dense + tanh), ...
     dtype: str  # "fp32" | "fp16" | "int8" | "q4" (decoders): the Linear weights and the word embedding
     layer_norm_eps: float  # LayerNorm (encoder) or RMSNorm (decoder) epsilon
     kind: str = "encoder"  # "encoder" | "decoder"
@@ -104,6 +109,7 @@ class ModelDims:
     rope_linear_factor: float = 1.0  # rope_scaling {"type": "linear", "factor": f}; 1 = none
     tied_embeddings: bool = False
     qkv_bias: bool = False
+    normalize: bool = False  # encoder: L2-normalise the pooled embedding (sentence-transformers' Normalize)
 
 
 def _aligned(n: int) -> int:
@@ -149,7 +155,8 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
         dims.num_layers, dims.hidden, dims.num_heads, dims.head_dim, dims.intermediate, dims.vocab_size,
         dims.max_positions, dims.type_vocab_size, dims.num_labels, POOLING_CODES[dims.pooling],
         DTYPE_CODES[dims.dtype], dims.layer_norm_eps, KIND_CODES[dims.kind], dims.num_kv_heads, dims.rope_theta,
-        dims.rope_linear_factor, (FLAG_TIED if dims.tied_embeddings else 0) | (FLAG_QKV_BIAS if dims.qkv_bias else 0))
+        dims.rope_linear_factor, (FLAG_TIED if dims.tied_embeddings else 0) | (FLAG_QKV_BIAS if dims.qkv_bias else 0)
+        | (FLAG_NORMALIZE if dims.normalize else 0))
     buf[:len(header)] = header
     struct.pack_into("<I", buf, CHECKSUM_OFFSET, checksum(buf))
     return bytes(buf)

@@ -24,8 +24,9 @@ import torch
 from mlfs_edge import _core
 from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
+from mlfs_edge.models import sentence_pooling
 from mlfs_edge.quant.scheme import Q4_GROUP, quantize_per_row, quantize_q4_groups
-from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
+from mlfs_edge.runtime.format import DTYPE_CODES, POOLING_CODES, ModelDims, encode, write_atomically
 from mlfs_edge.supernet.lora import LoraAdapter, adapters_of
 
 # Engine name of each per-layer Linear → its module path inside a HF BertLayer.
@@ -119,7 +120,8 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
          lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
          importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
          source: str | None = None, head_dtype: str | None = None,
-         vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None) -> Path:
+         vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None,
+         normalize: bool | None = None) -> Path:
     """Write `model` to `path`: a BertModel or BertForSequenceClassification (an encoder file), or a
     Llama-family causal LM (a decoder file: LlamaForCausalLM / Qwen2ForCausalLM, e.g. SmolLM2 or a
     decoder supernet folder written by `mlfs-edge train`), or the folder of either.
@@ -128,8 +130,13 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         "q4" (4-bit groups of 32 inputs, mlfs_edge.quant.scheme.quantize_q4_groups).
     lora: {module path ("encoder.layer.0.attention.self.query"): (A [r, in], B [out, r], scale)};
         taken from the model itself when it is a peft model. Stored unmerged unless merge_lora.
-    pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head) or
-        "mean" (over the attention mask; default for a plain encoder).
+    pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head), or one
+        of sentence-transformers' modes on the raw last hidden states: "mean" (over the attention
+        mask), "cls_token" (first token), "max", "mean_sqrt_len", "lasttoken". Default for a plain
+        encoder: what the folder's sentence-transformers config says (modules.json →
+        1_Pooling/config.json, `mlfs_edge.models.sentence_pooling`), else "mean".
+    normalize: L2-normalise a plain encoder's pooled embedding in the engine (default: whether the
+        folder's sentence-transformers pipeline ends with a Normalize module).
     importance_order: the permutations applied to heads/channels when the supernet was reordered,
         recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]};
         read from a supernet folder's mlfs_meta.json when not given.
@@ -170,9 +177,14 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ValueError("only absolute position embeddings are supported")
     pooler = getattr(encoder, "pooler", None)
-    pooling = pooling or ("cls" if classifier is not None else "mean")
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+    # a sentence-transformers folder says how its embedding is pooled; a classifier's head ignores it
+    st = sentence_pooling(model) if isinstance(model, str | os.PathLike) and classifier is None else None
+    pooling = pooling or (st.mode if st else "cls" if classifier is not None else "mean")
+    if pooling not in POOLING_CODES:
+        raise ValueError(f"pooling must be one of {', '.join(POOLING_CODES)}, got {pooling!r}")
+    normalize = bool(st.normalize if normalize is None and st else normalize)
+    if normalize and classifier is not None:
+        raise ValueError("normalize is for a plain encoder's embedding; a classifier outputs logits")
     if classifier is not None and pooling != "cls":
         raise ValueError("a sequence-classification head reads the pooler output: use pooling='cls'")
     if pooling == "cls" and pooler is None:
@@ -225,13 +237,17 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     dims = ModelDims(arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate,
                      arch.vocab_size, config.max_position_embeddings, config.type_vocab_size,
                      classifier.out_features if classifier is not None else 0, pooling, dtype,
-                     float(config.layer_norm_eps))
+                     float(config.layer_norm_eps), normalize=normalize)
     path = Path(path)
     metadata = {
         "arch": arch.__dict__,
         "importance_order": dict(importance_order) if importance_order is not None else None,
         "labels": labels,
         "pooling": pooling,
+        "normalize": normalize,
+        # what a sentence-transformers pipeline does around the engine (truncation, lower-casing)
+        "sentence_transformers": {"max_seq_length": st.max_seq_length, "do_lower_case": st.do_lower_case}
+        if st else None,
         "dtype": dtype,
         "lora": {"adapted": adapted, "merged": bool(merge_lora and adapted)},
         "source": src_name,
