@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mlfs_edge import quiet
+
+    quiet.install()  # the known third-party noise hidden, as in `mlfs-edge`
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "benchmarks/mlfs_vs_separate.py", *argv])
     try:

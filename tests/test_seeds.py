@@ -132,3 +132,36 @@ def test_quality_benchmark_over_seeds(seeded, capsys):
     assert json.loads(result.read_text())["rows"] == record["rows"]
     with pytest.raises(SystemExit, match="--seeds takes"):
         bench.main(["--config", str(cfg_path), "--seeds", "1,y"])
+
+
+def _record(seed: int, rows: list[dict], **extra) -> dict:
+    return {"data": "toy", "run": f"runs/x/seed{seed}", "mlfs_wall_s": 10.0 + seed, "rows": rows, **extra}
+
+
+def test_summarize_seeds_known_numbers():
+    """Two seeds by hand: accuracy 0.5 and 0.75 → mean 0.625, sd 0.1768; the paired difference to the sliced
+    teacher is the mean of the per-item seed-averaged differences; perplexity rows for a causal LM."""
+    from mlfs_edge.eval.seeds import seeds_table, summarize_seeds
+
+    row = lambda acc, correct, sliced: {"name": "L1", "subnet": {"depth": 1}, "params": 10, "param_fraction": 0.5,  # noqa: E731
+                                        "accuracy": acc, "accuracy_no_mlfs": 0.25, "correct": correct,
+                                        "correct_no_mlfs": sliced}
+    records = {0: _record(0, [row(0.5, "1100", "1000")], teacher_accuracy=1.0, test_examples=4),
+               1: _record(1, [row(0.75, "1110", "0001")], teacher_accuracy=1.0, test_examples=4)}
+    s = summarize_seeds(records, resamples=300)
+    r = s["rows"][0]
+    assert s["seeds"] == [0, 1] and s["teacher_accuracy_sd"] == 0.0 and s["mlfs_wall_s_mean"] == 10.5
+    assert r["accuracy_mean"] == 0.625 and r["accuracy_sd"] == pytest.approx(0.25 / 2 ** 0.5)
+    # per item, seed-averaged: MLFS (1, 1, .5, 0) − sliced (.5, 0, 0, .5) = (.5, 1, .5, −.5), mean .375
+    assert r["diff_vs_no_mlfs"] == pytest.approx(0.375)
+    assert r["diff_vs_no_mlfs_ci"][0] >= -0.5 and r["diff_vs_no_mlfs_ci"][1] <= 1.0
+    assert "62.50 ± 17.68" in seeds_table(s)
+    lm = {seed: _record(seed, [{"name": "L1", "subnet": {}, "params": 10, "param_fraction": 0.5,
+                                "perplexity": p, "perplexity_no_mlfs": 40.0}], teacher_perplexity=9.0)
+          for seed, p in ((0, 12.0), (1, 14.0))}
+    s = summarize_seeds(lm)
+    assert s["task"] == "causal_lm" and s["rows"][0]["perplexity_mean"] == 13.0
+    assert "13.00 ± 1.41" in seeds_table(s)
+    other = {0: records[0], 1: {**records[1], "rows": [{**records[1]["rows"][0], "name": "L2"}]}}
+    with pytest.raises(ValueError, match="another palette"):
+        summarize_seeds(other)
