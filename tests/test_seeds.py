@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_mlfs import tiny_config, toy_csv, write_toml  # noqa: F401  (toy_csv: the fixture)
+from test_mlfs_lm import lm_config, tiny_llama_dir, toy_text  # noqa: F401  (the fixtures)
 
 from mlfs_edge.cli import main
 from mlfs_edge.eval.seeds import parse_seeds
@@ -165,3 +166,15 @@ def test_summarize_seeds_known_numbers():
     other = {0: records[0], 1: {**records[1], "rows": [{**records[1]["rows"][0], "name": "L2"}]}}
     with pytest.raises(ValueError, match="another palette"):
         summarize_seeds(other)
+
+
+def test_lm_eval_seeds(tmp_path, tiny_llama_dir, toy_text, capsys):  # noqa: F811
+    """A causal LM over two seeds: no stage 0 to share, perplexity mean ± sd per palette member."""
+    cfg_path = write_toml(tmp_path / "lm.toml", lm_config(tmp_path, tiny_llama_dir, toy_text))
+    assert main(["eval", "--config", str(cfg_path), "--quick", "--seeds", "3,4", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "no stage 0" in out and f"run {tmp_path}/run_quick/seed4 trained" in out
+    summary = json.loads((tmp_path / "run_quick" / "palette_seeds.json").read_text())
+    assert summary["task"] == "causal_lm" and summary["seeds"] == [3, 4]
+    assert all(r["perplexity_sd"] is not None and r["perplexity_mean"] > 1 for r in summary["rows"])
+    assert "±" in (tmp_path / "run_quick" / "palette_seeds.md").read_text()
