@@ -22,3 +22,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(columns), sep, *(line(r) for r in cells)])
+
+
+def mean_sd_cell(mean: float, sd: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    """'84.38 ± 0.41' (scaled, e.g. a fraction as %); just the mean when there is no sd (one seed)."""
+    text = f"{scale * mean:.{digits}f}"
+    return text if sd is None else f"{text} ± {scale * sd:.{digits}f}"

@@ -36,6 +36,17 @@ def add_data_args(p: argparse.ArgumentParser, default: str | None, from_run: boo
                         "label)")
 
 
+def add_seed_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """--seeds / --teacher-per-seed of `mlfs-edge train` and `eval`."""
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help=f"{verb} the whole MLFS run once per seed (finished seeds reused, interrupted ones resumed): "
+                        "the config's own seed in its run folder, seed N in <run>/seedN; all seeds share the run's "
+                        "stage-0 teacher, so the spread is MLFS's alone")
+    p.add_argument("--teacher-per-seed", action="store_true",
+                   help="with --seeds: each seed fine-tunes its own stage-0 teacher (seeded with it) instead of "
+                        "sharing the run's one; the spread then includes the teacher's")
+
+
 @dataclass(frozen=True)
 class DataChoice:
     data: str

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from mlfs_edge.commands._common import add_seed_args
+
 ORDER = 40
 
 
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "configs/mlfs_minilm_rt.toml --data my.csv --text-column review --label-column sentiment --out "
                "runs/mine  |  mlfs-edge train --resume runs/mine (continue an interrupted run, bit-for-bit). "
                "Then: mlfs-edge eval <out>. Several processes (DDP; gloo on CPU): accelerate launch --multi_gpu "
-               "--num_processes 2 -m mlfs_edge.cli train --config ...")
+               "--num_processes 2 -m mlfs_edge.cli train --config ...  |  mlfs-edge train --config "
+               "configs/mlfs_minilm_rt.toml --seeds 0,1,2 (then `mlfs-edge eval --config ... --seeds 0,1,2`)")
     p.add_argument("--config", default=None,
                    help="training config (TOML), e.g. configs/mlfs_minilm_rt.toml (not needed with --resume RUN)")
     p.add_argument("--quick", action="store_true", help="the config's [quick] smoke-test variant (minutes)")
@@ -39,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="override the config's model (minilm, smollm2 or a folder)")
     p.add_argument("--out", default=None, help="override the config's output folder (the run folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_seed_args(p, "train")
     p.set_defaults(func=run)
 
 
@@ -60,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give --config FILE (e.g. configs/mlfs_minilm_rt.toml), or --resume RUN to continue a run")
     cfg = replace(cfg, out=str(cfg.out))
+    if args.seeds is not None:
+        if args.resume:
+            raise ValueError("--seeds resumes an interrupted seed by itself: drop --resume")
+        return train_seeds(args, cfg)
+    if args.teacher_per_seed:
+        raise ValueError("--teacher-per-seed goes with --seeds")
     summary = train_mlfs(cfg, resume=bool(args.resume), progress=not args.no_progress,
                          command=shlex.join(["mlfs-edge", *args.argv]))
     if not is_main_process():  # under `accelerate launch`: the summary and next steps once, from the main process
@@ -70,6 +80,24 @@ def run(args: argparse.Namespace) -> int:
           f"({teacher}); trainable {100 * summary['trainable_fraction']:.2f} % of the parameters; trained on "
           f"{cfg.data}; the run's config is in {cfg.out}/run_config.json.")
     print(next_steps(cfg.out, summary["task"], summary["search_space"]))
+    return 0
+
+
+def train_seeds(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001
+    """--seeds: each seed's run trained, resumed or reused (`train.mlfs.train_seed`)."""
+    from mlfs_edge.eval.seeds import parse_seeds, teacher_note
+    from mlfs_edge.train.mlfs import train_seed
+
+    seeds = parse_seeds(args.seeds)
+    shared = not args.teacher_per_seed
+    print(f"[train] {len(seeds)} seeds ({teacher_note(shared, cfg.resolved_task())})")
+    command = shlex.join(["mlfs-edge", *args.argv])
+    for i, seed in enumerate(seeds):
+        run_cfg, summary, how = train_seed(cfg, seed, shared, progress=not args.no_progress, command=command)
+        print(f"[train] seed {seed} ({i + 1}/{len(seeds)}): {run_cfg.out} {how} ({summary['steps']} steps, "
+              f"{summary['mlfs_wall_s']:.0f} s of MLFS training)")
+    print(f"Next: mlfs-edge eval {shlex.quote(cfg.out)} --seeds {args.seeds}"
+          f"{' --teacher-per-seed' if args.teacher_per_seed else ''}   # mean ± sd per sub-network")
     return 0
 
 

@@ -17,11 +17,14 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
                      max_length: int = 128, progress: bool = True, rank: int | None = None) -> dict[str, Any]:
     """Test accuracy of each palette sub-network, sliced from the MLFS supernet (its adapters at
     `rank`, None = full rank) and, for comparison, from the teacher with the same importance order
-    but without MLFS training."""
+    but without MLFS training. Each accuracy comes with its per-item correctness ("correct",
+    "correct_no_mlfs", "teacher_correct": `stats.encode_correct` strings over the test split) for
+    paired comparisons across methods and seeds."""
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
 
     from mlfs_edge.metrics import evaluate_classifier
+    from mlfs_edge.stats import encode_correct
 
     check_labels(supernet_dir, data.label_names, data.name)
     model, tokenizer, net, meta = load_supernet(supernet_dir, rank)
@@ -37,15 +40,18 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
     for cfg in tqdm(configs, desc="evaluate palette", unit="subnet", disable=not progress):
         net.set_active(cfg)
         teacher_net.set_active(cfg)
+        mlfs = evaluate_classifier(model, tokenizer, test, max_length=max_length)
+        sliced = evaluate_classifier(teacher, tokenizer, test, max_length=max_length)
         rows.append({"subnet": cfg.to_dict(), "name": cfg.name, "params": cfg.layer_params(arch),
                      "total_params": cfg.layer_params(arch) + embed,
                      "param_fraction": cfg.param_fraction(arch),
-                     "accuracy": evaluate_classifier(model, tokenizer, test, max_length=max_length).accuracy,
-                     "accuracy_no_mlfs": evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy})
+                     "accuracy": mlfs.accuracy, "accuracy_no_mlfs": sliced.accuracy,
+                     "correct": encode_correct(mlfs.predictions, test.labels),
+                     "correct_no_mlfs": encode_correct(sliced.predictions, test.labels)})
     teacher_net.set_active(teacher_net.full)
-    teacher_acc = evaluate_classifier(teacher, tokenizer, test, max_length=max_length).accuracy
-    return {"teacher_accuracy": teacher_acc, "test_examples": len(test), "rows": rows,
-            "lora_rank": meta["rank"]}
+    full = evaluate_classifier(teacher, tokenizer, test, max_length=max_length)
+    return {"teacher_accuracy": full.accuracy, "teacher_correct": encode_correct(full.predictions, test.labels),
+            "test_examples": len(test), "rows": rows, "lora_rank": meta["rank"]}
 
 
 def plot_palette(result: dict[str, Any], path: str | Path, title: str) -> None:

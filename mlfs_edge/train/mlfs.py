@@ -54,7 +54,15 @@ from mlfs_edge.train.checkpoint import (
 from mlfs_edge.train.distill import gradient_scale
 from mlfs_edge.train.mlfs_config import TASKS, LossSettings, MLFSConfig, StageSettings
 from mlfs_edge.train.objective import SandwichObjective, lm_labels, token_rows
-from mlfs_edge.train.run_folder import SUMMARY, SUPERNET_DIR, record_run
+from mlfs_edge.train.run_folder import (
+    RUN_CONFIG,
+    SUMMARY,
+    SUPERNET_DIR,
+    config_differences,
+    open_run,
+    record_run,
+    seed_config,
+)
 from mlfs_edge.train.sampling import batch_indices, lr_at, sandwich, sandwich_ranks
 from mlfs_edge.train.tasks import (
     TaskSetup,
@@ -287,6 +295,39 @@ def finished_run(out: str | Path, cfg: MLFSConfig) -> dict[str, Any] | None:
     except ValueError:
         return None
     return summary if same else None
+
+
+def train_or_resume(cfg: MLFSConfig, progress: bool = True, command: str = "") -> tuple[dict[str, Any], str]:
+    """Make sure the run in `cfg.out` is finished: reuse it when it already is, resume it from its
+    checkpoint when it was interrupted, else train it. Returns (summary, what happened: "reused",
+    "resumed" or "trained"). A folder holding a run of another config is an error, never overwritten."""
+    out = Path(cfg.out)
+    if (out / RUN_CONFIG).is_file() or (out / SUMMARY).is_file():
+        run = open_run(out)
+        diff = config_differences(cfg, run.config)
+        if diff:
+            raise ValueError(f"{out} holds a run of another config ({', '.join(diff[:4])} differ): delete it or "
+                             "train elsewhere (--out)")
+        if (out / SUMMARY).is_file():
+            return run.summary(), "reused"
+    resume = find_checkpoint(out) is not None
+    summary = train_mlfs(cfg, resume=resume, progress=progress, command=command)
+    return summary, "resumed" if resume else "trained"
+
+
+def train_seed(cfg: MLFSConfig, seed: int, shared_teacher: bool = True, progress: bool = True,
+               command: str = "") -> tuple[MLFSConfig, dict[str, Any], str]:
+    """The run of `cfg` with `seed` (`run_folder.seed_config`), finished by `train_or_resume`; a shared
+    stage-0 teacher is fine-tuned first, once, in the config's own folder. Returns (its config,
+    its summary, what happened)."""
+    run_cfg = seed_config(cfg, seed, shared_teacher)
+    shared = run_cfg is not cfg and run_cfg.resolved_task() != "causal_lm" and run_cfg.teacher != cfg.teacher
+    if shared and not (Path(run_cfg.teacher) / "mlfs_meta.json").is_file():
+        from mlfs_edge.data import load_classification
+
+        ensure_teacher(cfg, load_classification(cfg.data, cfg.text_column, cfg.label_column), progress)
+    summary, how = train_or_resume(run_cfg, progress, command)
+    return run_cfg, summary, how
 
 
 def save_supernet(model: nn.Module, tokenizer, out_dir: Path, order: ImportanceOrder,  # noqa: ANN001

@@ -143,3 +143,27 @@ def _check_same(cfg: MLFSConfig, run: Run, config_name: str) -> None:
                            f"{getattr(resolved(run.config), k)!r} in the run" for k in diff[:4])
         raise ValueError(f"{config_name} is not the config {run.folder} was trained with ({run.source}): {detail}. "
                          f"Drop --config to use the run's own, or train a run with this config")
+
+
+def seed_config(cfg: MLFSConfig, seed: int, shared_teacher: bool = True) -> MLFSConfig:
+    """The run of `cfg` with another seed, for a multi-seed study (`--seeds`).
+
+    The config's own seed is `cfg` itself (its folder: an existing run is reused); any other seed
+    trains in <out>/seed<N>. With `shared_teacher` (the default) every seed distils from the same
+    stage-0 teacher — the config's `teacher`, or the one fine-tuned in <out>/teacher — so the spread
+    across seeds is MLFS's own; without it each seed fine-tunes its own teacher, seeded with that
+    seed, and the spread includes the teacher's. A causal LM has no stage 0: only the seed changes.
+    """
+    if seed < 0:
+        raise ValueError(f"seeds are non-negative integers, got {seed}")
+    if seed == cfg.seed:
+        return cfg
+    out = str(Path(cfg.out) / f"seed{seed}")
+    if cfg.resolved_task() == "causal_lm":
+        return replace(cfg, seed=seed, out=out)
+    if shared_teacher:
+        return replace(cfg, seed=seed, out=out, teacher=cfg.teacher or str(Path(cfg.out) / "teacher"))
+    if cfg.teacher:
+        raise ValueError(f"the config names a fine-tuned teacher ({cfg.teacher}): a teacher per seed needs "
+                         "teacher = \"\" (stage 0 in each seed's folder), or share that one")
+    return replace(cfg, seed=seed, out=out, teacher_finetune={**cfg.teacher_finetune, "seed": seed})

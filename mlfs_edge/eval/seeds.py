@@ -1,0 +1,111 @@
+"""A palette over several seeds: mean ± sd per sub-network and paired bootstrap intervals.
+
+`mlfs-edge eval --seeds 0,1,2` (and benchmarks/mlfs_vs_separate.py) evaluate one MLFS run per seed
+(`train.mlfs.train_seed`), each writing its own palette.json; `summarize_seeds` folds those records
+into one: accuracy (causal LM: perplexity) mean ± sd across seeds per sub-network, the same for the
+sliced teacher without MLFS, and for classification the paired bootstrap interval of "MLFS − sliced
+teacher" over the test items (`stats.paired_bootstrap`: items resampled, each side averaged over its
+seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mlfs_edge.report import markdown_table, mean_sd_cell
+from mlfs_edge.stats import BOOTSTRAP_SEED, LEVEL, RESAMPLES, mean_sd, paired_bootstrap
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' → [0, 1, 2]: distinct non-negative integers, in the order given."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--seeds takes distinct non-negative integers separated by commas (e.g. 0,1,2), got "
+                         f"{text!r}")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds names a seed twice: {text!r}")
+    return seeds
+
+
+def teacher_note(shared: bool, task: str) -> str:
+    """What the seeds share, said in the output and recorded in the JSON."""
+    if task == "causal_lm":
+        return "no stage 0 (the pretrained LM is the teacher): only the MLFS seed changes"
+    if shared:
+        return "one stage-0 teacher shared by all seeds: the spread is MLFS's alone"
+    return "a stage-0 teacher per seed: the spread includes the teacher fine-tune's"
+
+
+def _mean_sd_fields(prefix: str, values: list[float]) -> dict[str, Any]:
+    mean, sd = mean_sd(values)
+    return {f"{prefix}_mean": mean, f"{prefix}_sd": sd, f"{prefix}_per_seed": values}
+
+
+def summarize_seeds(records: Mapping[int, dict[str, Any]], resamples: int = RESAMPLES) -> dict[str, Any]:
+    """One record from the palette.json records of several seeds ({seed: record}, same palette and
+    test items). Classification rows: accuracy_mean/sd/per_seed, no_mlfs_mean/sd/per_seed and
+    diff_vs_no_mlfs (MLFS − sliced teacher, fractions) with its bootstrap interval; causal LM rows:
+    perplexity_* and perplexity_no_mlfs_*."""
+    if not records:
+        raise ValueError("no seeds to summarize")
+    seeds = sorted(records)
+    recs = [records[s] for s in seeds]
+    names = [r["name"] for r in recs[0]["rows"]]
+    for seed, rec in zip(seeds, recs, strict=True):
+        if [r["name"] for r in rec["rows"]] != names:
+            raise ValueError(f"seed {seed} evaluated another palette than seed {seeds[0]}: evaluate all with the "
+                             "same --palette")
+    lm = "teacher_perplexity" in recs[0]
+    rows = []
+    for i, name in enumerate(names):
+        per_seed = [rec["rows"][i] for rec in recs]
+        first = per_seed[0]
+        row: dict[str, Any] = {"name": name, "subnet": first["subnet"], "params": first["params"],
+                               "param_fraction": first["param_fraction"]}
+        if lm:
+            row |= _mean_sd_fields("perplexity", [r["perplexity"] for r in per_seed])
+            row |= _mean_sd_fields("perplexity_no_mlfs", [r["perplexity_no_mlfs"] for r in per_seed])
+        else:
+            row |= _mean_sd_fields("accuracy", [r["accuracy"] for r in per_seed])
+            row |= _mean_sd_fields("no_mlfs", [r["accuracy_no_mlfs"] for r in per_seed])
+            ci = paired_bootstrap([r["correct"] for r in per_seed], [r["correct_no_mlfs"] for r in per_seed],
+                                  resamples=resamples)
+            row |= {"diff_vs_no_mlfs": ci.diff, "diff_vs_no_mlfs_ci": [ci.low, ci.high]}
+        rows.append(row)
+    out: dict[str, Any] = {"seeds": seeds, "task": "causal_lm" if lm else "classification", "data": recs[0]["data"],
+                           "runs": {str(s): r.get("run", "") for s, r in zip(seeds, recs, strict=True)}}
+    if lm:
+        out |= _mean_sd_fields("teacher_perplexity", [r["teacher_perplexity"] for r in recs])
+    else:
+        out |= _mean_sd_fields("teacher_accuracy", [r["teacher_accuracy"] for r in recs])
+        out |= {"test_examples": recs[0]["test_examples"],
+                "bootstrap": {"resamples": resamples, "level": LEVEL, "rng_seed": BOOTSTRAP_SEED,
+                              "unit": "test item; each side's per-item correctness averaged over its seeds"}}
+    out |= _mean_sd_fields("mlfs_wall_s", [r["mlfs_wall_s"] for r in recs])
+    out["rows"] = rows
+    return out
+
+
+def seeds_table(summary: dict[str, Any]) -> str:
+    """The palette as mean ± sd over seeds (accuracy in %, or perplexity), markdown."""
+    if summary["task"] == "causal_lm":
+        return markdown_table([{
+            "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
+            "fraction": f"{100 * r['param_fraction']:.1f}%",
+            "ppl MLFS": mean_sd_cell(r["perplexity_mean"], r["perplexity_sd"], scale=1.0),
+            "ppl no MLFS": mean_sd_cell(r["perplexity_no_mlfs_mean"], r["perplexity_no_mlfs_sd"], scale=1.0)}
+            for r in summary["rows"]])
+    teacher = summary["teacher_accuracy_mean"]
+    level = round(100 * summary["bootstrap"]["level"])
+    ci = lambda r: f"{100 * r['diff_vs_no_mlfs']:+.2f} [{100 * r['diff_vs_no_mlfs_ci'][0]:+.2f}, "\
+                   f"{100 * r['diff_vs_no_mlfs_ci'][1]:+.2f}]"  # noqa: E731
+    return markdown_table([{
+        "sub-network": r["name"], "layer params": f"{r['params'] / 1e6:.2f}M",
+        "fraction": f"{100 * r['param_fraction']:.1f}%",
+        "MLFS acc %": mean_sd_cell(r["accuracy_mean"], r["accuracy_sd"]),
+        "Δ vs teacher": f"{100 * (r['accuracy_mean'] - teacher):+.2f}",
+        "sliced teacher, no MLFS %": mean_sd_cell(r["no_mlfs_mean"], r["no_mlfs_sd"]),
+        f"MLFS − sliced [{level} % CI]": ci(r)}
+        for r in summary["rows"]])
