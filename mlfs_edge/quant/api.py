@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from mlfs_edge.families import check_stage
 from mlfs_edge.quant import bnb
 from mlfs_edge.quant.config import BnbInt8Config, BnbNf4Config, Fp16Config, Int8Config, QuantConfig
 from mlfs_edge.quant.int8 import Int8Embedding, Int8Linear
@@ -18,6 +19,7 @@ def quantize(model: nn.Module, config: QuantConfig) -> nn.Module:
     int8 and the bitsandbytes variants replace every ``nn.Linear`` (and for int8 the embedding
     tables) except those named in ``config.skip``; fp16 casts the whole model to half.
     """
+    check_stage(getattr(model, "config", None), "quantize", known_only=True)
     model.eval()
     if isinstance(config, Fp16Config):
         return model.half()
