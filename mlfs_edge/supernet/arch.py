@@ -60,7 +60,8 @@ def layer_container(model: nn.Module) -> tuple[nn.Module, str]:
     return (hf.base_model.get_submodule(owner_path) if owner_path else hf.base_model), attr
 
 
-_FULL_LAYERS = "_mlfs_full_layers"  # the original ModuleList, kept aside while a shallower sub-network runs
+_FULL_LAYERS = "_mlfs_full_layers"
+_FULL_TYPES = "_mlfs_full_layer_types"  # the original ModuleList, kept aside while a shallower sub-network runs
 
 
 def backbone_layers(model: nn.Module) -> nn.ModuleList:

@@ -43,6 +43,8 @@ def _sub_config(hf_config, arch: ArchSpec, cfg: SubnetConfig, family: Family):  
     heads, mlp = cfg.heads[0], cfg.mlp[0]
     d.update({n.layers: cfg.depth, n.heads: heads, n.intermediate: mlp})
     d["mlfs_subnet"] = cfg.to_dict()
+    if isinstance(d.get("layer_types"), list):  # per-layer attention kinds (sliding / full) follow their layers
+        d["layer_types"] = [d["layer_types"][i] for i in cfg.layers]
     if n.kv_heads:
         d[n.kv_heads] = heads // arch.group_size
     if n.head_dim:  # the head size is a config field: write it (it no longer equals hidden / heads)
@@ -115,7 +117,8 @@ def extract(model: nn.Module, cfg: SubnetConfig) -> PreTrainedModel:
             f"cannot extract the non-uniform sub-network {cfg.name}: a Hugging Face config has one head count "
             "and one MLP width for all layers. Run it with ElasticSupernet.set_active (or the native engine), "
             "or extract a uniform sub-network (same heads and mlp in every kept layer).")
-    sub_config = _sub_config(hf.config, arch, cfg, family)
+    with full_depth(hf):  # the config as the full model has it (per-layer fields of every layer)
+        sub_config = _sub_config(hf.config, arch, cfg, family)
     cls = type(hf)
     if "attention_head_size" in sub_config.to_dict() and not family.names.head_dim:
         if cls not in NARROW_MODELS:
