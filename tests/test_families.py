@@ -258,3 +258,12 @@ def test_unknown_model_type_is_one_line():
     with pytest.raises(ValueError, match="unsupported model type 't5': the supported families are BERT"):
         families.check_stage(T5Config(), "supernet")
     assert families.family_of(ElectraConfig()).name == "BERT"
+
+
+def test_info_families_prints_the_table(capsys):
+    from mlfs_edge.cli import main
+
+    assert main(["info", "--families"]) == 0
+    out = capsys.readouterr().out
+    assert out == families.text_table()
+    assert all(f.name in out for f in families.FAMILIES) and "the engine does not run this family yet" in out

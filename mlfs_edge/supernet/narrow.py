@@ -66,6 +66,8 @@ def _narrow_config_class(family: Family, config_cls: type) -> type:
         # BERT-like configs check hidden % heads unless `embedding_size` is set; their embeddings do
         # not read it, so it only switches that check off (the head size is explicit).
         self.embedding_size = getattr(self, n.hidden)
+        # Rotary embeddings (ModernBERT) size themselves from config.head_dim when present.
+        self.head_dim = self.attention_head_size
 
     name = "Mlfs" + config_cls.__name__
     return type(name, (config_cls,), {"model_type": f"mlfs_{family.model_types[0]}", "__init__": __init__,
