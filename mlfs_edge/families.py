@@ -105,8 +105,7 @@ class Family:
             raise KeyError(stage)
         if stage == "pte" and self.kind == "decoder":
             return self.refused.get(stage, _PTE_DECODER)
-        reason = self.refused.get(stage)
-        return reason
+        return self.refused.get(stage)
 
 
 def _refuse(reasons: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -114,12 +113,9 @@ def _refuse(reasons: Mapping[str, str], **extra: str) -> dict[str, str]:
 
 
 _NO_ENGINE = {"engine": _ENGINE_TODAY}
-# Gemma 2 picks each layer's sliding / full mask by its position in the running layer list, so a
-# shallower elastic model masks the wrong layers (the extracted model is right).
 # The export wrapper hands the encoder one 4-D mask, which replaces ModernBERT's own local masks.
 _MODERNBERT_PTE = ("the export wrapper's 4-D mask bypasses ModernBERT's sliding-window attention "
                    "(1e-3 off PyTorch; not wired yet)")
-_GEMMA2_DEPTH = "dropping layers in the elastic model shifts Gemma 2's per-layer sliding/full masks (not wired yet)"
 
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", "encoder", ("bert", "mlfs_bert", "electra"), "bert", BERT_MAP),
@@ -148,7 +144,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Gemma", "decoder", ("gemma",), "gemma", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
            refused=_NO_ENGINE),
     Family("Gemma2", "decoder", ("gemma2",), "gemma2", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
-           refused=_refuse(_NO_ENGINE, **dict.fromkeys(("supernet", "lora"), _GEMMA2_DEPTH))),
+           refused=_NO_ENGINE),
     Family("Phi-3", "decoder", ("phi3",), "phi3",
            ModuleMap("layers", qkv="self_attn.qkv_proj", o="self_attn.o_proj", gate_up="mlp.gate_up_proj",
                      mlp_out="mlp.down_proj"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from families import FAMILIES as CASES
@@ -167,12 +168,16 @@ def _prune(case: FamilyCase, tmp_path) -> None:
 
 
 def _quantize(case: FamilyCase, tmp_path) -> None:
+    from transformers.pytorch_utils import Conv1D
+
     from mlfs_edge.quant import Fp16Config, Int8Config, quantize
 
     model = build(case)
     ref = _out(model, case)
     scale = ref.abs().max()
-    q8 = _out(quantize(build(case), Int8Config()), case)
+    q8_model = quantize(build(case), Int8Config())
+    assert not any(type(m) in (torch.nn.Linear, Conv1D) for m in q8_model.modules())  # every projection int8
+    q8 = _out(q8_model, case)
     assert (q8 - ref).abs().max() < 0.05 * scale
     half = quantize(build(case), Fp16Config())
     assert next(half.parameters()).dtype == torch.float16
@@ -188,11 +193,23 @@ def _pte(case: FamilyCase, tmp_path) -> None:
 
 
 def _engine(case: FamilyCase, tmp_path) -> None:
-    from mlfs_edge.runtime import pack
+    """pack + the C++ engine on a sub-network: the same outputs as the elastic PyTorch model."""
+    from mlfs_edge.runtime import Engine, pack
+    from mlfs_edge.supernet import ElasticSupernet
 
     model = build(case)
-    path = pack(model, tmp_path / "m.mlfs", dtype="fp32")
-    assert path.stat().st_size > 0
+    engine = Engine.load(pack(model, tmp_path / "m.mlfs", dtype="fp32"))
+    net = ElasticSupernet(model)
+    cfg = _subnets(net.arch)[2]
+    batch = _inputs(case)
+    with net.activated(cfg):
+        want = _out(model, case)
+    if case.kind == "decoder":
+        got = engine.logits(batch["input_ids"][0].numpy(), subnet=cfg)
+        np.testing.assert_allclose(got, want[0].numpy(), atol=1e-4)
+    else:
+        got = engine.run(batch["input_ids"].numpy(), batch["attention_mask"].numpy(), subnet=cfg)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
 
 
 RUN: dict[str, Callable] = {"reorder": _reorder, "supernet": _supernet, "lora": _lora, "extract": _extract,

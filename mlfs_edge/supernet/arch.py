@@ -60,8 +60,8 @@ def layer_container(model: nn.Module) -> tuple[nn.Module, str]:
     return (hf.base_model.get_submodule(owner_path) if owner_path else hf.base_model), attr
 
 
-_FULL_LAYERS = "_mlfs_full_layers"
-_FULL_TYPES = "_mlfs_full_layer_types"  # the original ModuleList, kept aside while a shallower sub-network runs
+_FULL_LAYERS = "_mlfs_full_layers"  # the original ModuleList, kept aside while a shallower sub-network runs
+_FULL_TYPES = "_mlfs_full_layer_types"  # the config's per-layer attention kinds of the full model
 
 
 def backbone_layers(model: nn.Module) -> nn.ModuleList:
@@ -71,25 +71,42 @@ def backbone_layers(model: nn.Module) -> nn.ModuleList:
     return full if full is not None else getattr(owner, attr)
 
 
-def set_depth(model: nn.Module, layers: tuple[int, ...]) -> None:
-    """Make the model run only `layers` (indices into the full stack), sharing the layer modules."""
+def _attach(model: nn.Module, layers: tuple[int, ...]) -> None:
     owner, attr = layer_container(model)
     full = backbone_layers(model)
     owner.__dict__[_FULL_LAYERS] = full
     kept = full if tuple(layers) == tuple(range(len(full))) else nn.ModuleList([full[i] for i in layers])
     setattr(owner, attr, kept)
+    # Gemma 2 (and Qwen2 with sliding layers) pick each layer's mask from config.layer_types by its
+    # position in the running list, and its cache by layer_idx: with mixed kinds both follow the kept
+    # layers (kind of kept layer i at position i, layer_idx = position); uniform kinds need nothing.
+    config = unwrap(model).config
+    types = owner.__dict__.setdefault(_FULL_TYPES, list(getattr(config, "layer_types", None) or []))
+    if len(set(types)) > 1:
+        config.layer_types = [types[i] for i in layers]
+        for pos, i in enumerate(layers):
+            for module in full[i].modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = pos
+
+
+def set_depth(model: nn.Module, layers: tuple[int, ...]) -> None:
+    """Make the model run only `layers` (indices into the full stack), sharing the layer modules."""
+    _attach(model, tuple(layers))
+    layer_container(model)[0].__dict__["_mlfs_depth"] = tuple(layers)
 
 
 @contextmanager
 def full_depth(model: nn.Module) -> Iterator[None]:
-    """Temporarily attach every layer (e.g. to read the whole state dict)."""
-    owner, attr = layer_container(model)
-    current = getattr(owner, attr)
-    setattr(owner, attr, backbone_layers(model))
+    """Temporarily attach every layer (e.g. to read the whole state dict or the full config)."""
+    owner, _ = layer_container(model)
+    current = owner.__dict__.get("_mlfs_depth")
+    _attach(model, tuple(range(len(backbone_layers(model)))))
     try:
         yield
     finally:
-        setattr(owner, attr, current)
+        if current is not None:
+            _attach(model, current)
 
 
 def layer_parts(layer: nn.Module, family: Family) -> LayerParts:
