@@ -8,13 +8,11 @@ task inference, and each stage's first call (`check_stage`: a refused stage fail
 line). Adding a family is one `Family` entry here (plus its tiny test model in tests/families.py).
 
 Pure data and string paths: no torch here (this is the ground floor).
-
-    python -m mlfs_edge.families [--markdown]    # the support table
+`mlfs-edge info --families [--markdown]` prints the support table (the README's is the Markdown one).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,14 +232,3 @@ def text_table() -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in grid]
     lines += [""] + [f"({n}) {reason}" for reason, n in reasons.items()]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mlfs_edge.families", description=__doc__.split("\n")[0])
-    parser.add_argument("--markdown", action="store_true", help="the README's Markdown table")
-    args = parser.parse_args(argv)
-    print(markdown_table() if args.markdown else text_table(), end="")
-
-
-if __name__ == "__main__":
-    main()

@@ -266,7 +266,7 @@ def test_readme_table_is_the_generated_one():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert families.markdown_table() in readme, "stale README table: python -m mlfs_edge.families --markdown"
+    assert families.markdown_table() in readme, "stale README table: mlfs-edge info --families --markdown"
 
 
 def test_unknown_model_type_is_one_line():
@@ -284,3 +284,5 @@ def test_info_families_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert out == families.text_table()
     assert all(f.name in out for f in families.FAMILIES) and "the engine does not run this family yet" in out
+    assert main(["info", "--families", "--markdown"]) == 0
+    assert capsys.readouterr().out == families.markdown_table()

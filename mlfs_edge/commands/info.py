@@ -17,14 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.add_argument("--families", action="store_true",
                    help="print which pipeline stages work for each model family (the support table)")
+    p.add_argument("--markdown", action="store_true", help="with --families: the README's Markdown table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.families:
-        from mlfs_edge.families import text_table
+        from mlfs_edge.families import markdown_table, text_table
 
-        print(text_table(), end="")
+        print(markdown_table() if args.markdown else text_table(), end="")
         return 0
     import mlfs_edge
     from mlfs_edge import _core

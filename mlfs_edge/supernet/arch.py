@@ -137,6 +137,14 @@ def weight_oi(lin: nn.Module) -> torch.Tensor:
     return lin.weight.T if isinstance(lin, Conv1D) else lin.weight
 
 
+def segment_widths(arch: ArchSpec, heads: int | None = None, mlp: int | None = None) -> dict[str, int]:
+    """Rows of each segment kind for a sub-network with `heads` query heads and `mlp` MLP channels
+    (None: the full model's): "q" heads·d, "kv" the heads' key/value groups·d, "mlp" channels."""
+    h = arch.num_heads if heads is None else heads
+    return {"q": h * arch.head_dim, "kv": h // arch.group_size * arch.head_dim,
+            "mlp": arch.intermediate if mlp is None else mlp}
+
+
 def segment_rows(segments: tuple[str, ...], sizes: dict[str, int], keep: dict[str, int] | None = None
                  ) -> list[tuple[int, int]]:
     """(start, stop) output rows of each segment of a fused projection: all rows (`keep` None) or

@@ -39,6 +39,7 @@ from mlfs_edge.supernet.arch import (
     layer_parts,
     lora_pairs,
     segment_rows,
+    segment_widths,
     set_depth,
     set_head_attrs,
     take_rows,
@@ -137,11 +138,11 @@ class ElasticSupernet:
         cfg.validate(self.arch)
         a = self.arch
         widths = dict(zip(cfg.layers, zip(cfg.heads, cfg.mlp, strict=True), strict=True))
-        sizes = {"q": a.num_heads * a.head_dim, "kv": a.num_kv_heads * a.head_dim, "mlp": a.intermediate}
+        sizes = segment_widths(a)
         for i, p in enumerate(self._parts):
             heads, mlp = widths.get(i, (a.num_heads, a.intermediate))  # layers left out: reset to full
             full_heads, full_mlp = heads == a.num_heads, mlp == a.intermediate
-            keep = {"q": heads * a.head_dim, "kv": heads // a.group_size * a.head_dim, "mlp": mlp}
+            keep = segment_widths(a, heads, mlp)
             for module, segments in p.outs:
                 full = all(full_heads if kind != "mlp" else full_mlp for kind in segments)
                 _set_slice(module, out_rows=None if full else segment_rows(segments, sizes, keep))

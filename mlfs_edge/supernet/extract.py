@@ -31,7 +31,7 @@ from transformers.pytorch_utils import Conv1D
 
 from mlfs_edge.config import ArchSpec, SubnetConfig
 from mlfs_edge.families import Family, check_stage
-from mlfs_edge.supernet.arch import arch_of, base_linear, full_depth, lora_pairs, segment_rows, unwrap
+from mlfs_edge.supernet.arch import arch_of, base_linear, full_depth, lora_pairs, segment_rows, segment_widths, unwrap
 from mlfs_edge.supernet.narrow import NARROW_CONFIGS, NARROW_MODELS, MlfsBertConfig
 
 __all__ = ["MlfsBertConfig", "extract", "merged_state_dict"]
@@ -131,9 +131,7 @@ def extract(model: nn.Module, cfg: SubnetConfig) -> PreTrainedModel:
     layer_key = re.compile(rf"(\.{re.escape(family.modules.layers.rpartition('.')[2])}\.)(\d+)(\.)")
     m = family.modules
     fused = {p.rpartition(".")[2]: seg for p, seg in ((m.qkv, ("q", "kv", "kv")), (m.gate_up, ("mlp", "mlp"))) if p}
-    sizes = {"q": arch.num_heads * arch.head_dim, "kv": arch.num_kv_heads * arch.head_dim, "mlp": arch.intermediate}
-    keep = {"q": cfg.heads[0] * arch.head_dim, "kv": cfg.heads[0] // arch.group_size * arch.head_dim,
-            "mlp": cfg.mlp[0]}
+    sizes, keep = segment_widths(arch), segment_widths(arch, cfg.heads[0], cfg.mlp[0])
     by_new_key: dict[str, torch.Tensor] = {}
     for key, value in source.items():
         hit = layer_key.search(key)

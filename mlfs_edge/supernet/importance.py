@@ -33,6 +33,7 @@ from mlfs_edge.supernet.arch import (
     layer_parts,
     lora_pairs,
     segment_rows,
+    segment_widths,
     unwrap,
     weight_oi,
 )
@@ -68,14 +69,10 @@ def _sq_rows(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     return s if b is None else s + b.float().pow(2)
 
 
-def _sizes(arch: ArchSpec) -> dict[str, int]:
-    return {"q": arch.num_heads * arch.head_dim, "kv": arch.num_kv_heads * arch.head_dim, "mlp": arch.intermediate}
-
-
 def weight_scores(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per layer: (query-head scores [H], key/value-group scores [KV], MLP channel scores [F])."""
     arch, fam = arch_of(model), family_of(model)
-    d, sizes = arch.head_dim, _sizes(arch)
+    d, sizes = arch.head_dim, segment_widths(arch)
     out = []
     for layer in backbone_layers(model):
         p = layer_parts(layer, fam)
@@ -182,7 +179,7 @@ def _permute_cols(lin: nn.Module, idx: torch.Tensor) -> None:
 def apply_order(model: nn.Module, order: ImportanceOrder) -> None:
     """Permute the weights of `model` in place (LoRA A/B along with their base layers)."""
     arch, fam = arch_of(model), check_stage(unwrap(model).config, "reorder")
-    sizes = _sizes(arch)
+    sizes = segment_widths(arch)
     layers = backbone_layers(model)
     if len(order.heads) != len(layers) or len(order.mlp) != len(layers):
         raise ValueError(f"importance order covers {len(order.heads)} layers, the model has {len(layers)}")
