@@ -16,12 +16,14 @@ from typing import Any
 
 import tomllib
 
+from mlfs_edge.families import family_of
+
 
 @dataclass(frozen=True)
 class ArchSpec:
     """The dimensions of a transformer that matter for slicing it."""
 
-    family: str  # "bert" | "llama" | "gpt2"
+    family: str  # `Family.arch` of mlfs_edge.families: "bert", "llama", "roberta", "gpt2", ...
     num_layers: int
     hidden: int
     num_heads: int
@@ -39,25 +41,18 @@ class ArchSpec:
 
     @classmethod
     def from_hf_config(cls, config: Any) -> ArchSpec:
-        model_type = getattr(config, "model_type", "")
-        if model_type in ("bert", "mlfs_bert", "roberta", "xlm-roberta", "electra"):
-            heads = config.num_attention_heads
-            # mlfs_bert (an extracted sub-network with fewer heads) keeps the original head size.
-            head_dim = getattr(config, "attention_head_size", None) or config.hidden_size // heads
-            return cls("bert", config.num_hidden_layers, config.hidden_size, heads, heads,
-                       head_dim, config.intermediate_size, config.vocab_size)
-        if model_type in ("llama", "mistral", "qwen2"):
-            heads = config.num_attention_heads
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-            return cls("llama", config.num_hidden_layers, config.hidden_size, heads,
-                       getattr(config, "num_key_value_heads", None) or heads, head_dim,
-                       config.intermediate_size, config.vocab_size, gated_mlp=True,
-                       bias=bool(getattr(config, "attention_bias", False)))
-        if model_type == "gpt2":
-            inner = config.n_inner or 4 * config.n_embd
-            return cls("gpt2", config.n_layer, config.n_embd, config.n_head, config.n_head,
-                       config.n_embd // config.n_head, inner, config.vocab_size)
-        raise ValueError(f"unsupported model type {model_type!r}: supported are BERT, Llama and GPT-2 families")
+        """The dims of a Hugging Face config, read where its family keeps them (`mlfs_edge.families`)."""
+        fam = family_of(config)
+        n = fam.names
+        hidden, heads = getattr(config, n.hidden), getattr(config, n.heads)
+        # An extracted encoder with fewer heads (model_type mlfs_*) keeps the original head size.
+        head_dim = (getattr(config, n.head_dim, None) if n.head_dim else None) \
+            or getattr(config, "attention_head_size", None) or hidden // heads
+        inter = getattr(config, n.intermediate, None) or n.intermediate_per_hidden * hidden
+        kv = (getattr(config, n.kv_heads, None) if n.kv_heads else None) or heads
+        bias = fam.bias or bool(getattr(config, "attention_bias", False))
+        return cls(fam.arch, getattr(config, n.layers), hidden, heads, kv, head_dim, inter,
+                   getattr(config, n.vocab), gated_mlp=fam.gated_mlp, bias=bias)
 
     def layer_params(self, heads: int, mlp: int) -> int:
         """Parameters of one transformer layer with `heads` query heads and `mlp` MLP channels
@@ -68,7 +63,9 @@ class ArchSpec:
         attn = self.hidden * (q_out + 2 * kv_out) + q_out * self.hidden + b * (q_out + 2 * kv_out + self.hidden)
         n_mlp_in = 2 if self.gated_mlp else 1
         mlp_params = self.hidden * mlp * (n_mlp_in + 1) + b * (mlp + self.hidden)
-        norms = 2 * self.hidden * (2 if self.family in ("bert", "gpt2") else 1)
+        # LayerNorm (weight and bias) in the plain-MLP families, RMSNorm (weight) in the gated ones;
+        # a count for budgets, not a state dict (Gemma 2's extra norms are left out).
+        norms = 2 * self.hidden * (1 if self.gated_mlp else 2)
         return attn + mlp_params + norms
 
 

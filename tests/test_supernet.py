@@ -15,7 +15,7 @@ from transformers import (
 
 from mlfs_edge.config import SubnetConfig
 from mlfs_edge.supernet import ElasticSupernet, apply_order, compute_order, extract, reorder_by_importance
-from mlfs_edge.supernet.arch import backbone_layers, layer_parts, lora_pairs
+from mlfs_edge.supernet.arch import backbone_layers, family_of, layer_parts, lora_pairs
 from mlfs_edge.supernet.importance import weight_scores
 from mlfs_edge.supernet.lora import LoraSettings, add_lora, trainable_report
 
@@ -140,11 +140,11 @@ def test_lora_is_sliced_with_its_base_layer():
     net = ElasticSupernet(model)
     net.set_active(SubnetConfig.uniform(net.arch, depth=3, heads=2, mlp=24))
     model(**inputs()).logits.sum().backward()
-    parts = layer_parts(backbone_layers(model)[0], "llama")
-    (_, q_b), = lora_pairs(parts.q)
+    parts = layer_parts(backbone_layers(model)[0], family_of(model))
+    (_, q_b), = lora_pairs(parts.outs[0][0])
     (o_a, _), = lora_pairs(parts.o)
     (down_a, _), = lora_pairs(parts.mlp_out)
-    (up_a, up_b), = lora_pairs(parts.mlp_in[1])
+    (up_a, up_b), = lora_pairs(parts.outs[4][0])
     head_dim = 8
     assert q_b.weight.grad[:2 * head_dim].abs().sum() > 0 and q_b.weight.grad[2 * head_dim:].abs().sum() == 0
     assert o_a.weight.grad[:, :2 * head_dim].abs().sum() > 0 and o_a.weight.grad[:, 2 * head_dim:].abs().sum() == 0

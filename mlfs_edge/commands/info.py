@@ -1,4 +1,4 @@
-"""mlfs-edge info: version, CPU features, bundled assets."""
+"""mlfs-edge info: version, CPU features, bundled assets; --families: the family support table."""
 
 from __future__ import annotations
 
@@ -15,10 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and the kernels it will use, and where each bundled asset was found "
                                    "(or the command that installs it).")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--families", action="store_true",
+                   help="print which pipeline stages work for each model family (the support table)")
+    p.add_argument("--markdown", action="store_true", help="with --families: the README's Markdown table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.families:
+        from mlfs_edge.families import markdown_table, text_table
+
+        print(markdown_table() if args.markdown else text_table(), end="")
+        return 0
     import mlfs_edge
     from mlfs_edge import _core
     from mlfs_edge.assets import asset_report, cache_dir

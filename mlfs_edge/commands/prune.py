@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prune", help="L2-norm MLP pruning: a smaller standalone HF model (baseline for MLFS)",
         description="In every transformer block, rank the MLP's intermediate channels by the L2 norm of their "
                     "weights and remove the lowest --ratio of them. The result has real smaller matrices and "
-                    "loads with from_pretrained. Works for BERT-family (MiniLM) and Llama-family (SmolLM2) "
-                    "models. Re-train it afterwards (see `mlfs-edge baselines`).",
+                    "loads with from_pretrained. Works for the families `mlfs-edge info --families` lists "
+                    "(MiniLM, SmolLM2, RoBERTa, Qwen, Gemma, Phi-3, GPT-2, ...). "
+                    "Re-train it afterwards (see `mlfs-edge baselines`).",
         epilog="Example: mlfs-edge prune --model runs/demo/teacher --ratio 0.3 --out runs/pruned30")
     p.add_argument("--model", required=True, metavar="DIR|minilm|smollm2",
                    help="a saved HF model folder, or a bundled model name")

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "slice", help="cut one sub-network out of a trained supernet into a standalone HF model folder",
         description="Extracts a sub-network (LoRA already merged) with real smaller matrices and a smaller "
                     "config; it loads with AutoModelForSequenceClassification.from_pretrained (import "
-                    "mlfs_edge.supernet first when heads were removed from a BERT: model_type mlfs_bert).",
+                    "mlfs_edge.supernet first when heads were removed from an encoder or GPT-2: model_type "
+                    "mlfs_bert, mlfs_roberta, ...).",
         epilog="Sub-network formats: 'full', 'depth=4,heads=8,mlp=768' (d/h/f also work), inline JSON "
                "'{\"layers\": [0,2,5], \"heads\": [6,6,6], \"mlp\": [768,768,768]}' or a .json/.toml file.")
     p.add_argument("run", nargs="?", default=None,

@@ -51,6 +51,7 @@ from typing import Any, TextIO
 
 from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
 from mlfs_edge.eval.backends import DECODER_ADAPTERS, DECODER_BACKENDS, DecoderSource, decoder_adapter
+from mlfs_edge.families import check_stage
 
 ROW_KEYS = ("backend", "subnet", "dtype", "threads", "prompt_tokens", "new_tokens", "prefill_tok_s",
             "decode_tok_s", "peak_rss_mb", "file_bytes")
@@ -145,9 +146,10 @@ def resolve_source(model: str | None = None, supernet: str | None = None) -> Sou
         folder = smollm2_path()
         label = "SmolLM2-135M-Instruct (bundled)"
     config = AutoConfig.from_pretrained(folder)
+    fam = check_stage(config, "engine")  # it times the engine: a family the engine runs
+    if fam.kind != "decoder":
+        raise ValueError(f"{folder} is a {fam.name} encoder; `bench generate` measures decoders")
     arch = ArchSpec.from_hf_config(config)
-    if arch.family != "llama":
-        raise ValueError(f"{folder} is a {arch.family} model; `bench generate` measures Llama-family decoders")
     if space_dict:
         space = SearchSpace.from_dict(arch, space_dict)
     else:  # widths only, every layer kept: the shapes a sub-network of the bundled model slices to

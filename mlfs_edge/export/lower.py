@@ -37,6 +37,7 @@ from torch import nn
 from mlfs_edge.atomic import write_atomically
 from mlfs_edge.export.manifest import DTYPES, Manifest, sha256_hex
 from mlfs_edge.export.wrapper import OUTPUTS, EncoderForExport
+from mlfs_edge.families import check_stage
 from mlfs_edge.quant import Int8Config, quantize
 
 INT8_MODES = ("dynamic", "static")
@@ -99,6 +100,7 @@ def export_pte(model: nn.Module, tokenizer: Any, out_dir: str | Path, name: str,
 
 def lower_to_executorch(model: nn.Module, tokenizer: Any, cfg: ExportConfig) -> bytes:
     """The ``.pte`` program bytes for `model` as `cfg` says (the model itself is not modified)."""
+    check_stage(model.config, "pte")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch.export import Dim, export

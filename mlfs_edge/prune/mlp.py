@@ -18,7 +18,8 @@ import torch
 from transformers import PreTrainedModel
 
 from mlfs_edge.config import SubnetConfig
-from mlfs_edge.supernet.arch import arch_of
+from mlfs_edge.families import check_stage
+from mlfs_edge.supernet.arch import arch_of, unwrap
 from mlfs_edge.supernet.extract import extract
 from mlfs_edge.supernet.importance import ImportanceOrder, apply_order, compute_order
 
@@ -43,6 +44,7 @@ def prune_mlp(model: torch.nn.Module, ratio: float) -> PreTrainedModel:
     `model` itself is left unchanged. BERT-family (also with a classification head) and Llama-family
     models are supported.
     """
+    check_stage(unwrap(model).config, "prune")
     arch = arch_of(model)
     keep = kept_channels(arch.intermediate, ratio)
     work = copy.deepcopy(model)

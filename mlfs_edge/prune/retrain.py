@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mlfs_edge.config import ArchSpec
 from mlfs_edge.data import Split
+from mlfs_edge.families import check_stage
 from mlfs_edge.lm import (
     DEFAULT_PROMPT,
     encode_prompt_answer,
@@ -52,6 +52,7 @@ from mlfs_edge.lm import (
 )
 from mlfs_edge.metrics import evaluate_classifier
 from mlfs_edge.prune.losses import answer_ce_loss, kd_loss
+from mlfs_edge.supernet.lora import lora_targets
 from mlfs_edge.train.finetune import epoch_batches
 
 # method name -> (loss, LoRA?)
@@ -61,13 +62,6 @@ METHODS: dict[str, tuple[str, bool]] = {
     "lora-sft": ("ce", True),
     "lora-kd": ("kd", True),
 }
-
-# Linear layers that get LoRA adapters: every projection of attention and MLP.
-LORA_TARGETS = {
-    "bert": ["query", "key", "value", "dense"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-
 
 @dataclass(frozen=True)
 class RetrainConfig:
@@ -171,10 +165,8 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16) -> torch.nn.Mo
     """The model wrapped by peft with LoRA on every attention and MLP projection; only adapters train."""
     from peft import LoraConfig, get_peft_model
 
-    family = ArchSpec.from_hf_config(model.config).family
-    if family not in LORA_TARGETS:
-        raise ValueError(f"no LoRA target layers known for the {family} family; supported: {', '.join(LORA_TARGETS)}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS[family])
+    check_stage(model.config, "lora")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=lora_targets(model))
     return get_peft_model(model, config)
 
 

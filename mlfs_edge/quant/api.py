@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
+from mlfs_edge.families import check_stage
 from mlfs_edge.quant import bnb
 from mlfs_edge.quant.config import BnbInt8Config, BnbNf4Config, Fp16Config, Int8Config, QuantConfig
 from mlfs_edge.quant.int8 import Int8Embedding, Int8Linear
@@ -18,6 +20,7 @@ def quantize(model: nn.Module, config: QuantConfig) -> nn.Module:
     int8 and the bitsandbytes variants replace every ``nn.Linear`` (and for int8 the embedding
     tables) except those named in ``config.skip``; fp16 casts the whole model to half.
     """
+    check_stage(getattr(model, "config", None), "quantize", known_only=True)
     model.eval()
     if isinstance(config, Fp16Config):
         return model.half()
@@ -36,13 +39,26 @@ def quantize(model: nn.Module, config: QuantConfig) -> nn.Module:
     return model
 
 
+def _as_linear(conv: Conv1D) -> nn.Linear:
+    """GPT-2's Conv1D (weight [in, out]) as the nn.Linear computing the same (weight [out, in])."""
+    nx, nf = conv.weight.shape
+    lin = nn.Linear(nx, nf, device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(conv.weight.T)
+        lin.bias.copy_(conv.bias)
+    return lin
+
+
 def _replace(model: nn.Module, kind: type[nn.Module], make: Callable[[nn.Module], nn.Module],
              skip: tuple[str, ...]) -> None:
+    # A Linear quantization covers GPT-2's Conv1D projections too, through their Linear twin.
+    kinds = (kind, Conv1D) if kind is nn.Linear else (kind,)
     targets = [(name, m) for name, m in model.named_modules()
-               if type(m) is kind and not any(name == s or name.startswith(s + ".") for s in skip)]
+               if type(m) in kinds and not any(name == s or name.startswith(s + ".") for s in skip)]
     for name, module in targets:
         parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, make(module))
+        linear = _as_linear(module) if type(module) is Conv1D else module
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, make(linear))
     _retie(model)
 
 

@@ -4,9 +4,11 @@
 
 - depth: the layer ModuleList is swapped for one holding only the kept layers (the modules
   themselves are shared; the full list is kept aside and restored by ``set_active(full)``);
-- heads: q/k/v keep their first h·d output rows (whole key/value groups for GQA), the output
-  projection its first h·d input columns. HF BERT and Llama attention infer the head count from
-  the projection width (``view(..., -1, head_dim)``), so their forward needs no patch;
+- heads: q/k/v keep their first h·d output rows (whole key/value groups for GQA) — in a fused
+  projection the first rows of each segment —, the output projection its first h·d input columns.
+  Most HF attention forwards infer the head count from the projection width
+  (``view(..., -1, head_dim)``); where one reads it from an attribute (GPT-2 ``split_size``, Phi-3's
+  config) `arch.set_head_attrs` sets it per layer;
 - MLP: the input projections keep their first f output rows, the down projection its first f
   input columns.
 
@@ -25,43 +27,87 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from mlfs_edge.config import SubnetConfig
-from mlfs_edge.supernet.arch import arch_of, backbone_layers, base_linear, layer_parts, lora_pairs, set_depth
+from mlfs_edge.families import check_stage
+from mlfs_edge.supernet.arch import (
+    Rows,
+    arch_of,
+    backbone_layers,
+    base_linear,
+    layer_parts,
+    lora_pairs,
+    segment_rows,
+    segment_widths,
+    set_depth,
+    set_head_attrs,
+    take_rows,
+    unwrap,
+)
 
 
-class SlicedLinear(nn.Linear):
-    """nn.Linear computing with the leading `active_out` × `active_in` block of its weight."""
+class _Sliced:
+    """Mixin: the projection computes with its kept output rows (`active_out`: row ranges) and its
+    leading `active_in` input columns only."""
 
     active_in: int | None = None
-    active_out: int | None = None
+    active_out: Rows = None
+
+    def _sliced(self, out_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w, b = self.weight, self.bias  # type: ignore[attr-defined]
+        if self.active_out is not None:
+            w = take_rows(w, self.active_out, out_dim)
+            b = take_rows(b, self.active_out, 0) if b is not None else None
+        if self.active_in is not None:
+            w = w.narrow(1 - out_dim, 0, self.active_in)
+        return w, b
+
+
+class SlicedLinear(_Sliced, nn.Linear):
+    """nn.Linear computing with its kept rows and leading `active_in` columns."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.weight, self.bias
-        if self.active_out is not None:
-            w = w[:self.active_out]
-            b = b[:self.active_out] if b is not None else None
-        if self.active_in is not None:
-            w = w[:, :self.active_in]
+        w, b = self._sliced(0)
         return F.linear(x, w, b)
 
 
-def _sliceable(lin: nn.Linear) -> SlicedLinear:
+class SlicedConv1D(_Sliced, Conv1D):
+    """GPT-2's Conv1D (weight [in, out]) sliced the same way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self._sliced(1)
+        out = torch.addmm(b, x.reshape(-1, x.shape[-1]), w) if b is not None else x.reshape(-1, x.shape[-1]) @ w
+        return out.view(*x.shape[:-1], w.shape[1])
+
+
+def _sliceable(lin: nn.Module) -> _Sliced:
     if type(lin) is nn.Linear:
         lin.__class__ = SlicedLinear  # same parameters and state_dict, slicing forward
-    elif not isinstance(lin, SlicedLinear) and not hasattr(lin, "qweight"):  # SlicedQuantLinear slices itself
+    elif type(lin) is Conv1D:
+        lin.__class__ = SlicedConv1D
+    elif not isinstance(lin, _Sliced) and not hasattr(lin, "qweight"):  # SlicedQuantLinear slices itself
         raise TypeError(f"cannot slice a {type(lin).__name__}: the elastic supernet needs nn.Linear projections "
                         "(for a quantized frozen base use supernet.quantized.quantize_frozen_base)")
     return lin  # type: ignore[return-value]
 
 
-def _set_slice(module: nn.Module, out_rows: int | None = None, in_cols: int | None = None) -> None:
+def _set_slice(module: nn.Module, out_rows: Rows = None, in_cols: int | None = None) -> None:
     """Slice a projection and its LoRA adapters: A follows the input slice, B the output slice."""
     base = _sliceable(base_linear(module))
     base.active_out, base.active_in = out_rows, in_cols
     for lora_a, lora_b in lora_pairs(module):
         _sliceable(lora_a).active_in = in_cols
         _sliceable(lora_b).active_out = out_rows
+
+
+def _slice_head_bias(module: nn.Module, args: tuple) -> tuple | None:
+    """MPNet: the relative position bias [B, H, T, T] is computed once for all layers; a layer with
+    fewer heads adds only its first heads' columns."""
+    h = getattr(module, "num_attention_heads", None)
+    if len(args) > 2 and isinstance(args[2], torch.Tensor) and h is not None and args[2].shape[1] != h:
+        return (*args[:2], args[2][:, :h], *args[3:])
+    return None
 
 
 class ElasticSupernet:
@@ -74,7 +120,14 @@ class ElasticSupernet:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.arch = arch_of(model)
+        self.family = check_stage(unwrap(model).config, "supernet")
         self._layers = list(backbone_layers(model))
+        self._parts = [layer_parts(layer, self.family) for layer in self._layers]
+        if self.family.modules.head_bias:
+            for p in self._parts:
+                if not getattr(p.attn, "_mlfs_bias_hook", False):
+                    p.attn.register_forward_pre_hook(_slice_head_bias)
+                    p.attn._mlfs_bias_hook = True
         self.active = SubnetConfig.full(self.arch)
 
     @property
@@ -85,20 +138,17 @@ class ElasticSupernet:
         cfg.validate(self.arch)
         a = self.arch
         widths = dict(zip(cfg.layers, zip(cfg.heads, cfg.mlp, strict=True), strict=True))
-        for i, layer in enumerate(self._layers):
+        sizes = segment_widths(a)
+        for i, p in enumerate(self._parts):
             heads, mlp = widths.get(i, (a.num_heads, a.intermediate))  # layers left out: reset to full
             full_heads, full_mlp = heads == a.num_heads, mlp == a.intermediate
-            q_out = None if full_heads else heads * a.head_dim
-            kv_out = None if full_heads else heads // a.group_size * a.head_dim
-            f = None if full_mlp else mlp
-            p = layer_parts(layer, a.family)
-            _set_slice(p.q, out_rows=q_out)
-            _set_slice(p.k, out_rows=kv_out)
-            _set_slice(p.v, out_rows=kv_out)
-            _set_slice(p.o, in_cols=q_out)
-            for m in p.mlp_in:
-                _set_slice(m, out_rows=f)
-            _set_slice(p.mlp_out, in_cols=f)
+            keep = segment_widths(a, heads, mlp)
+            for module, segments in p.outs:
+                full = all(full_heads if kind != "mlp" else full_mlp for kind in segments)
+                _set_slice(module, out_rows=None if full else segment_rows(segments, sizes, keep))
+            _set_slice(p.o, in_cols=None if full_heads else keep["q"])
+            _set_slice(p.mlp_out, in_cols=None if full_mlp else mlp)
+            set_head_attrs(p.attn, heads, heads // a.group_size, a.head_dim)
         set_depth(self.model, cfg.layers)
         self.active = cfg
 
@@ -108,7 +158,7 @@ class ElasticSupernet:
             for lora_a, lora_b in lora_pairs(module):
                 if rank is not None and not 1 <= rank <= lora_a.weight.shape[0]:
                     raise ValueError(f"LoRA rank {rank} out of range: the adapters have rank {lora_a.weight.shape[0]}")
-                _sliceable(lora_a).active_out = rank
+                _sliceable(lora_a).active_out = None if rank is None else [(0, rank)]
                 _sliceable(lora_b).active_in = rank
 
     @contextmanager

@@ -23,7 +23,20 @@ import torch
 from torch import nn
 
 from mlfs_edge.config import ArchSpec
-from mlfs_edge.supernet.arch import arch_of, backbone_layers, base_linear, head_channels, layer_parts, lora_pairs
+from mlfs_edge.families import check_stage
+from mlfs_edge.supernet.arch import (
+    arch_of,
+    backbone_layers,
+    base_linear,
+    family_of,
+    head_channels,
+    layer_parts,
+    lora_pairs,
+    segment_rows,
+    segment_widths,
+    unwrap,
+    weight_oi,
+)
 
 METHODS = ("weight", "activation")
 
@@ -58,19 +71,20 @@ def _sq_rows(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
 
 def weight_scores(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per layer: (query-head scores [H], key/value-group scores [KV], MLP channel scores [F])."""
-    arch = arch_of(model)
-    d = arch.head_dim
+    arch, fam = arch_of(model), family_of(model)
+    d, sizes = arch.head_dim, segment_widths(arch)
     out = []
     for layer in backbone_layers(model):
-        p = layer_parts(layer, arch.family)
-        q, k, v, o = (base_linear(m) for m in (p.q, p.k, p.v, p.o))
-        head = (_sq_rows(q.weight, q.bias) + o.weight.float().pow(2).sum(0)).view(arch.num_heads, d).sum(1)
-        group = (_sq_rows(k.weight, k.bias) + _sq_rows(v.weight, v.bias)).view(arch.num_kv_heads, d).sum(1)
-        down = base_linear(p.mlp_out)
-        chan = down.weight.float().pow(2).sum(0)
-        for m in p.mlp_in:
-            lin = base_linear(m)
-            chan = chan + _sq_rows(lin.weight, lin.bias)
+        p = layer_parts(layer, fam)
+        sq = {kind: torch.zeros(n) for kind, n in sizes.items()}
+        for module, segments in p.outs:  # a fused projection adds each segment to its own kind
+            lin = base_linear(module)
+            rows = _sq_rows(weight_oi(lin), lin.bias)
+            for kind, (a, b) in zip(segments, segment_rows(segments, sizes), strict=True):
+                sq[kind] = sq[kind] + rows[a:b]
+        head = (sq["q"] + weight_oi(base_linear(p.o)).float().pow(2).sum(0)).view(arch.num_heads, d).sum(1)
+        group = sq["kv"].view(arch.num_kv_heads, d).sum(1)
+        chan = sq["mlp"] + weight_oi(base_linear(p.mlp_out)).float().pow(2).sum(0)
         out.append((head.sqrt(), group.sqrt(), chan.sqrt()))
     return out
 
@@ -97,7 +111,7 @@ def activation_scores(model: nn.Module, batches: list[Mapping[str, torch.Tensor]
 
     handles = []
     for i, layer in enumerate(layers):
-        p = layer_parts(layer, arch.family)
+        p = layer_parts(layer, family_of(model))
         handles.append(base_linear(p.o).register_forward_pre_hook(hook(i, 0)))
         handles.append(base_linear(p.mlp_out).register_forward_pre_hook(hook(i, 1)))
     was_training = model.training
@@ -139,26 +153,33 @@ def compute_order(model: nn.Module, method: str = "weight",
     if method == "activation" and not calibration:
         raise ValueError("importance method 'activation' needs calibration batches (tokenized inputs)")
     arch = arch_of(model)
+    check_stage(unwrap(model).config, "reorder")
     scores = weight_scores(model) if method == "weight" else activation_scores(model, calibration or [])
+    if family_of(model).modules.head_bias:  # heads share a bias across layers: one head order for all
+        shared = tuple(torch.stack([s[i] for s in scores]).sum(0) for i in (0, 1))
+        scores = [(*shared, c) for _, _, c in scores]
     heads = tuple(tuple(_head_order(h, g, arch)) for h, g, _ in scores)
     mlp = tuple(tuple(torch.argsort(c, descending=True, stable=True).tolist()) for _, _, c in scores)
     return ImportanceOrder(method, heads, mlp)
 
 
-def _permute_rows(lin: nn.Linear, idx: torch.Tensor) -> None:
-    lin.weight.copy_(lin.weight[idx])
+def _permute_rows(lin: nn.Module, idx: torch.Tensor) -> None:
+    w = weight_oi(lin)
+    w.copy_(w[idx])
     if lin.bias is not None:
         lin.bias.copy_(lin.bias[idx])
 
 
-def _permute_cols(lin: nn.Linear, idx: torch.Tensor) -> None:
-    lin.weight.copy_(lin.weight[:, idx])
+def _permute_cols(lin: nn.Module, idx: torch.Tensor) -> None:
+    w = weight_oi(lin)
+    w.copy_(w[:, idx])
 
 
 @torch.no_grad()
 def apply_order(model: nn.Module, order: ImportanceOrder) -> None:
     """Permute the weights of `model` in place (LoRA A/B along with their base layers)."""
-    arch = arch_of(model)
+    arch, fam = arch_of(model), check_stage(unwrap(model).config, "reorder")
+    sizes = segment_widths(arch)
     layers = backbone_layers(model)
     if len(order.heads) != len(layers) or len(order.mlp) != len(layers):
         raise ValueError(f"importance order covers {len(order.heads)} layers, the model has {len(layers)}")
@@ -169,18 +190,25 @@ def apply_order(model: nn.Module, order: ImportanceOrder) -> None:
         groups = [heads[i] // g for i in range(0, arch.num_heads, g)]
         if any(heads[i] // g != groups[i // g] for i in range(arch.num_heads)):
             raise ValueError("importance order splits a key/value group of grouped-query attention")
-        q_idx = head_channels(list(heads), arch.head_dim)
-        kv_idx = head_channels(groups, arch.head_dim)
-        mlp_idx = torch.as_tensor(mlp, dtype=torch.long)
-        p = layer_parts(layer, arch.family)
-        for module, idx in ((p.q, q_idx), (p.k, kv_idx), (p.v, kv_idx), *((m, mlp_idx) for m in p.mlp_in)):
-            _permute_rows(base_linear(module), idx)
+        idx = {"q": head_channels(list(heads), arch.head_dim), "kv": head_channels(groups, arch.head_dim),
+               "mlp": torch.as_tensor(mlp, dtype=torch.long)}
+        p = layer_parts(layer, fam)
+        for module, segments in p.outs:  # each segment of a fused projection is permuted in place
+            rows = torch.cat([a + idx[kind] for kind, (a, _) in zip(segments, segment_rows(segments, sizes),
+                                                                     strict=True)])
+            _permute_rows(base_linear(module), rows)
             for _, lora_b in lora_pairs(module):
-                _permute_rows(lora_b, idx)
-        for module, idx in ((p.o, q_idx), (p.mlp_out, mlp_idx)):
-            _permute_cols(base_linear(module), idx)
+                _permute_rows(lora_b, rows)
+        for module, cols in ((p.o, idx["q"]), (p.mlp_out, idx["mlp"])):
+            _permute_cols(base_linear(module), cols)
             for lora_a, _ in lora_pairs(module):
-                _permute_cols(lora_a, idx)
+                _permute_cols(lora_a, cols)
+    if fam.modules.head_bias:
+        if any(h != order.heads[0] for h in order.heads):
+            raise ValueError(f"{fam.name} layers share one relative attention bias: the head order must be "
+                             "the same in every layer")
+        bias = unwrap(model).base_model.get_submodule(fam.modules.head_bias)
+        bias.weight.copy_(bias.weight[:, list(order.heads[0])])
 
 
 def reorder_by_importance(model: nn.Module, method: str = "weight",

@@ -20,12 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mlfs_edge.supernet.arch import arch_of, count_params
+from mlfs_edge.families import check_stage
+from mlfs_edge.supernet.arch import count_params, family_of, unwrap
 
-TARGETS = {
-    "bert": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """peft target_modules: every attention and MLP projection of the family's module map (fused ones
+    whole: their adapters are sliced per segment with the base rows)."""
+    return list(family_of(model).modules.projections())
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,9 @@ def add_lora(model: nn.Module, settings: LoraSettings = LoraSettings(), adapter:
     """
     from peft import LoraConfig, get_peft_model
 
-    family = arch_of(model).family
+    check_stage(unwrap(model).config, "lora")
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=TARGETS[family], bias="none")
+                        target_modules=lora_targets(model), bias="none")
     return get_peft_model(model, config, adapter_name=adapter)
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlfs_edge.supernet.arch import Rows, take_rows
+
 MODES = ("none", "int8", "nf4")
 
 
@@ -21,7 +23,7 @@ class SlicedQuantLinear(nn.Module):
     """A frozen linear layer with a bitsandbytes-quantized weight, sliced like `SlicedLinear`."""
 
     active_in: int | None = None
-    active_out: int | None = None
+    active_out: Rows = None
 
     def __init__(self, linear: nn.Linear, mode: str) -> None:
         import bitsandbytes as bnb
@@ -37,13 +39,16 @@ class SlicedQuantLinear(nn.Module):
             raise ValueError(f"unknown quantization {mode!r}; use int8 or nf4")
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
-    def dequantized(self, rows: int | None = None) -> torch.Tensor:
+    def dequantized(self, rows: Rows = None) -> torch.Tensor:
         if self.mode == "int8":  # per-row absmax: slice the rows before dequantizing
-            cb, scb = self.qweight.data[:rows], self.qweight.SCB[:rows]
+            cb, scb = self.qweight.data, self.qweight.SCB
+            if rows is not None:
+                cb, scb = take_rows(cb, rows), take_rows(scb, rows)
             return cb.float() * (scb.float() / 127.0)[:, None]
         from bitsandbytes.functional import dequantize_4bit
 
-        return dequantize_4bit(self.qweight.data, self.qweight.quant_state).float()[:rows]
+        w = dequantize_4bit(self.qweight.data, self.qweight.quant_state).float()
+        return w if rows is None else take_rows(w, rows)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -54,7 +59,7 @@ class SlicedQuantLinear(nn.Module):
         w = self.dequantized(self.active_out)
         if self.active_in is not None:
             w = w[:, :self.active_in]
-        b = self.bias if self.bias is None or self.active_out is None else self.bias[:self.active_out]
+        b = self.bias if self.bias is None or self.active_out is None else take_rows(self.bias, self.active_out)
         return F.linear(x, w.to(x.dtype), b)
 
     def quantized_bytes(self) -> int:

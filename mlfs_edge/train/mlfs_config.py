@@ -10,6 +10,7 @@ from typing import Any
 
 import tomllib
 
+from mlfs_edge.families import decoder_model_types
 from mlfs_edge.supernet.lora import LoraSettings
 from mlfs_edge.train.finetune import FinetuneConfig
 
@@ -45,7 +46,6 @@ class StageSettings:
 
 
 TASKS = ("classification", "causal_lm")
-_DECODER_TYPES = ("llama", "mistral", "qwen2", "gpt2")
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class MLFSConfig:
             return "causal_lm"
         if archs:
             return "classification"
-        return "causal_lm" if hf.get("model_type") in _DECODER_TYPES else "classification"
+        return "causal_lm" if hf.get("model_type") in decoder_model_types() else "classification"
 
     def quick(self, table: dict[str, Any]) -> MLFSConfig:
         """The smoke-test version: `[quick]` may set steps (per stage), max_train_examples,

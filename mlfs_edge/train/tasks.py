@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mlfs_edge.assets import resolve_model_path
-from mlfs_edge.config import ArchSpec
+from mlfs_edge.families import check_stage
 from mlfs_edge.models import load_causal_lm
 from mlfs_edge.train.finetune import FinetuneConfig
 from mlfs_edge.train.mlfs_config import MLFSConfig
@@ -99,9 +99,9 @@ def causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
 
     corpus = load_lm_text(cfg.data, cfg.text_column)  # bad data fails here, before the model loads
     path = resolve_model_path(cfg.model)
-    arch = ArchSpec.from_hf_config(AutoConfig.from_pretrained(path))
-    if arch.family != "llama":
-        raise ValueError(f"causal_lm MLFS needs a Llama-family decoder (e.g. smollm2), got a {arch.family} model")
+    fam = check_stage(AutoConfig.from_pretrained(path), "lora")
+    if fam.kind != "decoder":
+        raise ValueError(f"causal_lm MLFS needs a decoder (e.g. smollm2), got a {fam.name} encoder")
     # No stage 0: the pretrained LM is the teacher (the largest sub-network distils its own LoRA-tuned
     # self to the others). Fine-tuning it on the text first would only move the starting point.
     model, tokenizer = load_causal_lm(path)
