@@ -231,7 +231,7 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
     std::swap(w.x, w.tmp);
   }
 
-  // Pooling: the masked mean over tokens, or the first token through the pooler (dense + tanh).
+  // Pooling: the masked mean over tokens, or the first token through the pooler (dense + tanh/ReLU).
   float* pooled = w.pooled.data();
   if (dims_.pooling == Pooling::mean) {
     for (std::size_t b = 0; b < batch; ++b) {
@@ -250,7 +250,11 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
     for (std::size_t b = 0; b < batch; ++b)
       std::copy_n(w.x.data() + b * seq * H, H, w.pooled2.data() + b * H);
     lin_.run({{&pooler_, pooled}}, H, H, w.pooled2.data(), H, batch, H, threads);
-    for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::tanh(pooled[i]);
+    // BERT / RoBERTa: dense + tanh; DistilBERT's pre_classifier: dense + ReLU.
+    if (dims_.pooler_relu)
+      for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::max(pooled[i], 0.f);
+    else
+      for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::tanh(pooled[i]);
   }
   if (dims_.num_labels) {
     lin_.run({{&classifier_, out}}, dims_.num_labels, H, pooled, H, batch, dims_.num_labels, 1);

@@ -5,7 +5,8 @@
 //              CRC-32 (zlib polynomial, over the whole file with its own 4 bytes read as 0),
 //              tensor count, directory / metadata offsets, model dims; version 2 adds the model
 //              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head);
-//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h)
+//              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h);
+//              version 4 adds the family options (flags + attention scale, soft-caps, embedding scale)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -33,7 +34,7 @@ const char* dtype_name(DType dtype);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
-inline constexpr std::uint32_t kPackFormatVersion = 3;
+inline constexpr std::uint32_t kPackFormatVersion = 4;
 // Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
 inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;
@@ -56,6 +57,19 @@ struct ModelDims {
   float rope_linear_factor = 1.f;   // decoder: rope_scaling "linear" factor (positions / factor); 1 = none
   bool tied_embeddings = false;     // decoder: the LM head is the embedding table (one copy, "head.w")
   bool qkv_bias = false;            // decoder: q/k/v projections carry biases (Qwen2)
+  // Version 4: the family options (mlfs_edge/runtime/format.py ModelDims; older files: all off).
+  bool layer_norm = false;    // decoder: LayerNorm with bias (GPT-2), not RMSNorm
+  bool gelu_tanh = false;     // decoder MLP activation GELU-tanh (GPT-2, Gemma GeGLU), not SiLU
+  bool ungated = false;       // decoder MLP up -> act -> down, no gate (GPT-2)
+  bool linear_bias = false;   // decoder: o / gate / up / down carry biases (GPT-2)
+  bool qk_norm = false;       // decoder: per-head RMSNorm of q, k before RoPE (Qwen3)
+  bool post_norms = false;    // decoder: RMSNorm on each block's output before the residual add (Gemma 2)
+  bool learned_pos = false;   // decoder: learned absolute positions "emb.pos", no RoPE (GPT-2)
+  bool pooler_relu = false;   // encoder: pooler activation ReLU (DistilBERT), not tanh
+  float attn_scale = 0.f;     // attention scores scale; 0 = 1 / sqrt(head_dim)
+  float attn_softcap = 0.f;   // cap * tanh(scores / cap) before the softmax; 0 = off (Gemma 2)
+  float final_softcap = 0.f;  // the same on the logits; 0 = off
+  float embed_scale = 0.f;    // embeddings times this (Gemma: sqrt(hidden)); 0 = 1
 };
 
 struct TensorView {
