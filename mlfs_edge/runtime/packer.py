@@ -372,7 +372,7 @@ def _split_rows(linear: torch.nn.Module, sizes: Sequence[int], conv1d: bool = Fa
     weight = linear.weight.detach().float()
     weight = weight.T if conv1d else weight
     bias = linear.bias.detach().float() if linear.bias is not None else None
-    rows = torch.split(weight, list(sizes), dim=0)
+    rows = [r.contiguous() for r in torch.split(weight, list(sizes), dim=0)]  # the kernels' packers need C order
     biases = torch.split(bias, list(sizes)) if bias is not None else [None] * len(sizes)
     return list(zip(rows, biases, strict=True))
 
@@ -426,6 +426,8 @@ def _decoder_checks(config: Any, family: str) -> None:
     if act not in want:
         raise ValueError(f"{family} with activation {act!r} is not supported: the engine implements "
                          f"{'GELU-tanh' if want == GELU_TANH else 'SiLU'} for this family")
+    if family != "gpt2":
+        _rope_linear_factor(config)  # refuses longrope / su / yarn ... before anything reads the RoPE settings
     rotary = getattr(config, "partial_rotary_factor", None)
     if rotary is None:
         rotary = (getattr(config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
