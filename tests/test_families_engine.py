@@ -7,6 +7,7 @@ sliced by hand, and the families the engine does not run refused with one line."
 from __future__ import annotations
 
 import copy
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import torch
 from families import FAMILIES, FamilyCase, build
 
 from mlfs_edge.config import SubnetConfig
-from mlfs_edge.runtime import Engine, pack
+from mlfs_edge.runtime import Engine, PackedFileError, pack
+from mlfs_edge.runtime import format as fmt
 
 # The families the engine runs; the others must be refused by `pack` with this one-line reason.
 REFUSED = {"MPNet": "relative attention bias", "ModernBERT": "ModernBERT"}
@@ -188,3 +190,14 @@ def test_refused_pack_options_name_the_reason(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="activation 'relu' is not supported"):
         pack(gpt2, tmp_path / "gpt2.mlfs")
     assert not list(tmp_path.iterdir())
+
+
+def test_family_options_need_format_v4(packed: dict) -> None:
+    """A file using the version 4 family options, relabelled as version 3, is refused in one line by
+    the reader (an older reader sees the same unknown flags), not run as a Llama."""
+    data = bytearray(packed["GPT-2"][1]["fp32"].read_bytes())
+    struct.pack_into("<I", data, 8, 3)
+    struct.pack_into("<I", data, fmt.CHECKSUM_OFFSET, fmt.checksum(data))
+    with pytest.raises(PackedFileError, match="corrupt header: unknown flags") as info:
+        Engine.from_bytes(bytes(data))
+    assert "\n" not in str(info.value)
