@@ -21,7 +21,7 @@ from mlfs_edge.runtime import Engine, PackedFileError, pack
 from mlfs_edge.runtime import format as fmt
 
 # The families the engine runs; the others must be refused by `pack` with this one-line reason.
-REFUSED = {"MPNet": "relative attention bias", "ModernBERT": "ModernBERT"}
+REFUSED = {"ModernBERT": "ModernBERT"}
 RUN = [f for f in FAMILIES if f.name not in REFUSED]
 PROMPT, NEW_TOKENS = 20, 16  # the prompt is longer than the tiny configs' sliding windows (8)
 
@@ -143,6 +143,9 @@ def _slice_by_hand(model: torch.nn.Module, case: FamilyCase, depth: int, heads: 
             elif case.name == "DistilBERT":
                 layer.attention.out_lin.weight[:, keep:] = 0
                 layer.ffn.lin2.weight[:, mlp:] = 0
+            elif case.name == "MPNet":
+                layer.attention.attn.o.weight[:, keep:] = 0
+                layer.output.dense.weight[:, mlp:] = 0
             elif case.kind == "encoder":
                 layer.attention.output.dense.weight[:, keep:] = 0
                 layer.output.dense.weight[:, mlp:] = 0

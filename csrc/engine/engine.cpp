@@ -63,6 +63,8 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
     L.ln2_b = f32(p + "ln2.b", {H});
     layers_.push_back(L);
   }
+  if (file_->find("attn.relbias") != nullptr)
+    rel_bias_ = f32("attn.relbias", {2 * std::uint64_t{d.max_positions} - 1, d.num_heads});
   if (d.pooling == Pooling::cls) pooler_ = bind("pooler", H, H, wd);
   if (d.num_labels) {
     if (d.pooling != Pooling::cls && d.pooling != Pooling::mean)
@@ -173,8 +175,16 @@ void Engine::attention(std::size_t batch, std::size_t seq, std::size_t heads, in
     float* kt = w.kt.data() + static_cast<std::size_t>(slot) * dh * w.seq;
     // scores = Q K^T: the kernels take the right operand as [k, n], so this head's K is transposed.
     kernels::transpose_f32(S, dh, w.k.data() + base, H, kt, S);
-    kt_.gemm_f32(S, S, dh, 1.f, w.q.data() + base, H, kt, S, nullptr, scores, S, false);
-    kt_.softmax_f32(S, S, scores, S, w.mask_bias.data() + b * S, scale);
+    if (rel_bias_ == nullptr) {
+      kt_.gemm_f32(S, S, dh, 1.f, w.q.data() + base, H, kt, S, nullptr, scores, S, false);
+      kt_.softmax_f32(S, S, scores, S, w.mask_bias.data() + b * S, scale);
+    } else {  // MPNet: scaled scores + the bias of the offset j - i, as transformers adds it
+      kt_.gemm_f32(S, S, dh, scale, w.q.data() + base, H, kt, S, nullptr, scores, S, false);
+      const std::size_t P = dims_.max_positions, NH = dims_.num_heads;
+      for (std::size_t i = 0; i < S; ++i)
+        for (std::size_t j = 0; j < S; ++j) scores[i * S + j] += rel_bias_[(j + P - 1 - i) * NH + head];
+      kt_.softmax_f32(S, S, scores, S, w.mask_bias.data() + b * S, 1.f);
+    }
     // ctx = P V, with V [seq, head_dim] read in place (stride H).
     kt_.gemm_f32(S, dh, S, 1.f, scores, S, w.v.data() + base, H, nullptr, w.ctx.data() + base, H, false);
   });

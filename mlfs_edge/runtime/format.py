@@ -35,6 +35,9 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
     pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+    attn.relbias [2 * max_positions - 1, num_heads]   fp32, optional (MPNet): the relative attention
+                                        bias of offset j - i at row j - i + max_positions - 1
+    (emb.pos starts at RoBERTa / MPNet's position padding_idx + 1; DistilBERT's emb.type is one zero row)
 
 Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "P16" panels
 [ceil(out / 16), in / 32 * 320] bytes with the fp16 scales and minimums inline; see

@@ -47,6 +47,9 @@ _BERT_MAP = EncoderMap("encoder.layer", {"q": "attention.self.query", "k": "atte
                        {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"})
 ENCODER_MAPS = {
     "bert": _BERT_MAP, "mlfs_bert": _BERT_MAP, "roberta": _BERT_MAP, "xlm-roberta": _BERT_MAP,
+    "mpnet": EncoderMap("encoder.layer", {"q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v",
+                                          "o": "attention.attn.o", "ff1": "intermediate.dense", "ff2": "output.dense"},
+                         {"ln1": "attention.LayerNorm", "ln2": "output.LayerNorm"}),
     "distilbert": EncoderMap("transformer.layer", {"q": "attention.q_lin", "k": "attention.k_lin",
                                                    "v": "attention.v_lin", "o": "attention.out_lin",
                                                    "ff1": "ffn.lin1", "ff2": "ffn.lin2"},
@@ -54,12 +57,11 @@ ENCODER_MAPS = {
 }
 # Families the engine cannot run yet: refused at `pack` with this one line.
 REFUSED_FAMILIES = {
-    "mpnet": "MPNet's bucketed relative attention bias is not implemented by the engine; MPNet cannot be packed",
     "modernbert": "ModernBERT (RoPE, GeGLU, alternating local/global attention) is not implemented by the engine "
                   "yet; it cannot be packed",
 }
 # RoBERTa numbers positions from padding_idx + 1: the packer stores the table from that row on.
-POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta")
+POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "mpnet")
 
 def tokenizer_dir_for(path: str | os.PathLike) -> Path:
     """Where `pack` saves the tokenizer of a packed file: a folder next to it."""
@@ -120,7 +122,23 @@ def _encoder_arch(config: Any) -> ArchSpec:
     if config.model_type == "distilbert":
         return ArchSpec("distilbert", config.n_layers, config.dim, config.n_heads, config.n_heads,
                         config.dim // config.n_heads, config.hidden_dim, config.vocab_size)
+    if config.model_type == "mpnet":
+        heads = config.num_attention_heads
+        return ArchSpec("mpnet", config.num_hidden_layers, config.hidden_size, heads, heads,
+                        config.hidden_size // heads, config.intermediate_size, config.vocab_size)
     return ArchSpec.from_hf_config(config)
+
+
+def _relative_bias_table(encoder: torch.nn.Module, positions: int) -> np.ndarray:
+    """MPNet's relative attention bias as a table [2 * positions - 1, heads] by offset j - i +
+    positions - 1, evaluated by transformers' own bucketing (compute_position_bias) so the engine
+    only looks values up."""
+    probe = torch.zeros(1, positions, 1)
+    with torch.no_grad():
+        bias = encoder.encoder.compute_position_bias(probe)[0]  # [heads, i, j], a function of j - i
+    last = positions - 1
+    table = torch.cat([bias[:, last, :last], bias[:, 0, :]], dim=1)  # offsets -(P-1)..-1, then 0..P-1
+    return _f32(table.T)
 
 
 def _weight(module: torch.nn.Module) -> torch.nn.Linear:
@@ -233,6 +251,8 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     # positions, which transformers numbers padding_idx, are masked out anyway).
     offset = config.pad_token_id + 1 if config.model_type in POSITION_OFFSET_FAMILIES else 0
     tensors["emb.pos"] = _f32(emb.position_embeddings.weight[offset:])
+    if config.model_type == "mpnet":
+        tensors["attn.relbias"] = _relative_bias_table(encoder, tensors["emb.pos"].shape[0])
     token_types = getattr(emb, "token_type_embeddings", None)  # DistilBERT has none: one zero row
     tensors["emb.type"] = _f32(token_types.weight if token_types is not None else torch.zeros(1, arch.hidden))
     tensors["emb.ln.w"], tensors["emb.ln.b"] = _f32(emb.LayerNorm.weight), _f32(emb.LayerNorm.bias)

@@ -79,6 +79,9 @@ class Engine {
   const float *pos_emb_ = nullptr, *type_emb_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
   std::vector<LayerWeights> layers_;
   LinearWeights pooler_, classifier_;
+  // MPNet: relative attention bias per offset j - i + max_positions - 1 and head ("attn.relbias"
+  // [2 * max_positions - 1, num_heads]; the packer evaluates transformers' buckets), else null.
+  const float* rel_bias_ = nullptr;
   bool has_lora_ = false;
 
   std::mutex run_mutex_;
