@@ -204,3 +204,37 @@ def test_family_options_need_format_v4(packed: dict) -> None:
     with pytest.raises(PackedFileError, match="corrupt header: unknown flags") as info:
         Engine.from_bytes(bytes(data))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["Phi-3", "GPT-2", "DistilBERT"])
+def test_cli_pack_of_a_saved_folder(name: str, packed: dict, tmp_path: Path) -> None:
+    """`mlfs-edge pack FOLDER OUT` loads the family from its folder (the right auto class) and
+    writes the same model as packing it in memory."""
+    from mlfs_edge.cli import main
+
+    model, files = packed[name]
+    case = next(f for f in FAMILIES if f.name == name)
+    model.save_pretrained(tmp_path / "hf")
+    assert main(["pack", str(tmp_path / "hf"), str(tmp_path / "x.mlfs")]) == 0
+    ids, mask = (_ids(PROMPT).numpy(), None) if case.kind == "decoder" else _encoder_batch()
+    assert np.array_equal(_engine_out(Engine.load(tmp_path / "x.mlfs"), case, ids, mask),
+                          _engine_out(Engine.load(files["fp32"]), case, ids, mask))
+
+
+def test_cli_refuses_modernbert_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlfs_edge.cli import main
+
+    build(next(f for f in FAMILIES if f.name == "ModernBERT")).save_pretrained(tmp_path / "hf")
+    capsys.readouterr()  # (save_pretrained's progress bar)
+    assert main(["pack", str(tmp_path / "hf"), str(tmp_path / "x.mlfs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ModernBERT" in err and "\n" not in err and not (tmp_path / "x.mlfs").exists()
+
+
+def test_corrupt_family_option_refused(packed: dict) -> None:
+    data = bytearray(packed["Gemma2"][1]["fp32"].read_bytes())
+    # the v4 floats follow kind, kv heads, RoPE theta / factor and flags: attn_scale, attn_softcap, ...
+    struct.pack_into("<f", data, fmt.KIND_OFFSET + 24, -1.0)
+    struct.pack_into("<I", data, fmt.CHECKSUM_OFFSET, fmt.checksum(data))
+    with pytest.raises(PackedFileError, match="family option out of range"):
+        Engine.from_bytes(bytes(data))

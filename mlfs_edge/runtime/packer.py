@@ -78,6 +78,8 @@ def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(path)
+    if config.model_type in REFUSED_FAMILIES:  # before loading any weights
+        raise ValueError(REFUSED_FAMILIES[config.model_type])
     if config.model_type in DECODER_OPTIONS:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
