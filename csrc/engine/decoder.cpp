@@ -105,10 +105,7 @@ Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTa
     }
   }
   // transformers: inv_freq = 1 / theta^(arange(0, dh, 2) / dh) in fp32, divided by the linear factor.
-  for (std::uint32_t i = 0; i < dh / 2; ++i) {
-    const float e = static_cast<float>(2 * i) / static_cast<float>(dh);
-    inv_freq_.push_back(1.0f / std::pow(d.rope_theta, e) / d.rope_linear_factor);
-  }
+  inv_freq_ = rope_inv_freq(d.rope_theta, dh, d.rope_linear_factor);
 }
 
 Decoder::~Decoder() = default;
@@ -147,22 +144,9 @@ KvCache Decoder::make_cache(const SubnetSpec& subnet, DType dtype) const {
   return KvCache(std::move(widths), dtype, dims_.max_positions);
 }
 
-// Rotate the first `heads` heads of rows [0, n) by RoPE, rotate_half style: pairs (i, i + dh/2),
-// with this call's fp32 cos/sin tables (row t = position start + t).
+// RoPE on the first `heads` heads of rows [0, n), with this call's tables (row t = position start + t).
 void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const {
-  const std::size_t dh = dims_.head_dim, half = dh / 2;
-  for (std::size_t t = 0; t < n; ++t) {
-    const float* c = ws_->cos.data() + t * half;
-    const float* s = ws_->sin.data() + t * half;
-    for (std::size_t h = 0; h < heads; ++h) {
-      float* v = x + t * ld + h * dh;
-      for (std::size_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c[i] - b * s[i];
-        v[i + half] = b * c[i] + a * s[i];
-      }
-    }
-  }
+  apply_rope(x, ld, heads, dims_.head_dim, n, ws_->cos.data(), ws_->sin.data());
 }
 
 constexpr std::size_t kMaxHeadDim = 512;  // the KV cache's per-head conversion limit too
@@ -297,12 +281,7 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
     lin_.reserve(T, std::max({H, I, QD}), max_rank);
   }
   // RoPE tables for positions start..start+n: fp32 angle = position * inv_freq, as transformers.
-  for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t i = 0; i < dh / 2; ++i) {
-      const float angle = static_cast<float>(start + t) * inv_freq_[i];
-      w.cos[t * dh / 2 + i] = std::cos(angle);
-      w.sin[t * dh / 2 + i] = std::sin(angle);
-    }
+  rope_tables(inv_freq_, start, n, w.cos.data(), w.sin.data());
   for (std::size_t t = 0; t < n; ++t) {
     const auto id = static_cast<std::size_t>(ids[t]);
     float* x = w.x.data() + t * H;

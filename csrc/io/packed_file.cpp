@@ -30,9 +30,11 @@ constexpr std::uint32_t kFlagTied = 1u, kFlagQkvBias = 2u;
 // Version 4: family option flags and four floats after the flags (format.py names the same bits).
 constexpr std::uint32_t kFlagLayerNorm = 4u, kFlagGeluTanh = 8u, kFlagUngated = 16u, kFlagLinearBias = 32u;
 constexpr std::uint32_t kFlagQkNorm = 64u, kFlagPostNorms = 128u, kFlagLearnedPos = 256u, kFlagPoolerRelu = 512u;
+constexpr std::uint32_t kFlagPreNorm = 1024u, kFlagGatedFfn = 2048u, kFlagPoolerGeluLn = 4096u;
 constexpr std::uint32_t kFlagsV2 = kFlagTied | kFlagQkvBias;
 constexpr std::uint32_t kFlagsV4 = kFlagsV2 | kFlagLayerNorm | kFlagGeluTanh | kFlagUngated | kFlagLinearBias |
-                                   kFlagQkNorm | kFlagPostNorms | kFlagLearnedPos | kFlagPoolerRelu;
+                                   kFlagQkNorm | kFlagPostNorms | kFlagLearnedPos | kFlagPoolerRelu | kFlagPreNorm |
+                                   kFlagGatedFfn | kFlagPoolerGeluLn;
 constexpr std::size_t kOffAttnScale = kOffFlags + 4, kOffAttnSoftcap = kOffFlags + 8;
 constexpr std::size_t kOffFinalSoftcap = kOffFlags + 12, kOffEmbedScale = kOffFlags + 16;
 
@@ -257,6 +259,9 @@ void PackedFile::parse(bool verify_checksum) {
     dims_.post_norms = (flags & kFlagPostNorms) != 0;
     dims_.learned_pos = (flags & kFlagLearnedPos) != 0;
     dims_.pooler_relu = (flags & kFlagPoolerRelu) != 0;
+    dims_.pre_norm = (flags & kFlagPreNorm) != 0;
+    dims_.gated_ffn = (flags & kFlagGatedFfn) != 0;
+    dims_.pooler_gelu_ln = (flags & kFlagPoolerGeluLn) != 0;
   }
   if (version >= 4) {
     dims_.attn_scale = load_le<float>(h + kOffAttnScale);

@@ -38,6 +38,10 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     attn.relbias [2 * max_positions - 1, num_heads]   fp32, optional (MPNet): the relative attention
                                         bias of offset j - i at row j - i + max_positions - 1
     (emb.pos starts at RoBERTa / MPNet's position padding_idx + 1; DistilBERT's emb.type is one zero row)
+    ModernBERT (FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN): no emb.pos / emb.type; attn.theta
+    [num_layers] (RoPE base per layer), attn.window [num_layers] (a key j is visible from i when
+    |i - j| < window; 0 = all), l{i}.ff1g (the GeGLU gate half), final.ln.{w,b}, pooler.ln.{w,b};
+    l0.ln1 absent (the first layer's attention input is not normed)
 
 Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "P16" panels
 [ceil(out / 16), in / 32 * 320] bytes with the fp16 scales and minimums inline; see
@@ -89,6 +93,7 @@ FLAG_TIED, FLAG_QKV_BIAS = 1, 2
 # version 4 family options (csrc/io/packed_file.cpp reads the same bits)
 FLAG_LAYERNORM, FLAG_GELU_TANH, FLAG_UNGATED, FLAG_LINEAR_BIAS = 4, 8, 16, 32
 FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_LEARNED_POS, FLAG_POOLER_RELU = 64, 128, 256, 512
+FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN = 1024, 2048, 4096  # encoders (ModernBERT)
 KIND_OFFSET = 104  # byte offset of the model kind (version 2)
 
 # magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
@@ -133,6 +138,9 @@ class ModelDims:
     post_norms: bool = False  # decoder: RMSNorm on the attention and MLP outputs (Gemma 2)
     learned_pos: bool = False  # decoder: learned absolute positions (GPT-2), no RoPE
     pooler_relu: bool = False  # encoder: the pooler's activation is ReLU (DistilBERT), not tanh
+    pre_norm: bool = False  # encoder: pre-LN layers + a final LayerNorm (ModernBERT), not post-LN
+    gated_ffn: bool = False  # encoder: GeGLU, GELU(ff1 x) * (ff1g x) (ModernBERT)
+    pooler_gelu_ln: bool = False  # encoder: pooler = dense + GELU + LayerNorm "pooler.ln" (ModernBERT's head)
     attn_scale: float = 0.0  # scores scale; 0 = 1 / sqrt(head_dim) (Gemma 2: query_pre_attn_scalar^-0.5)
     attn_softcap: float = 0.0  # cap * tanh(scores / cap) before the softmax (Gemma 2)
     final_softcap: float = 0.0  # the same on the logits (Gemma 2)
@@ -143,7 +151,9 @@ class ModelDims:
         bits = ((self.tied_embeddings, FLAG_TIED), (self.qkv_bias, FLAG_QKV_BIAS), (self.layer_norm, FLAG_LAYERNORM),
                 (self.gelu_tanh, FLAG_GELU_TANH), (self.ungated, FLAG_UNGATED), (self.linear_bias, FLAG_LINEAR_BIAS),
                 (self.qk_norm, FLAG_QK_NORM), (self.post_norms, FLAG_POST_NORMS),
-                (self.learned_pos, FLAG_LEARNED_POS), (self.pooler_relu, FLAG_POOLER_RELU))
+                (self.learned_pos, FLAG_LEARNED_POS), (self.pooler_relu, FLAG_POOLER_RELU),
+                (self.pre_norm, FLAG_PRE_NORM), (self.gated_ffn, FLAG_GATED_FFN),
+                (self.pooler_gelu_ln, FLAG_POOLER_GELU_LN))
         return sum(flag for on, flag in bits if on)
 
 

@@ -56,10 +56,10 @@ ENCODER_MAPS = {
                              {"ln1": "sa_layer_norm", "ln2": "output_layer_norm"}),
 }
 # Families the engine cannot run yet: refused at `pack` with this one line.
-REFUSED_FAMILIES = {
-    "modernbert": "ModernBERT (RoPE, GeGLU, alternating local/global attention) is not implemented by the engine "
-                  "yet; it cannot be packed",
-}
+REFUSED_FAMILIES: dict[str, str] = {}
+# ModernBERT: pre-LN, RoPE, GeGLU, local / global layers; its layers do not fit an EncoderMap (fused
+# Wqkv / Wi), `_modernbert_layer` is its tensor map.
+MODERNBERT = "modernbert"
 # RoBERTa numbers positions from padding_idx + 1: the packer stores the table from that row on.
 POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "mpnet")
 
@@ -101,7 +101,9 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
     classifier = getattr(model, "classifier", None)
     pooler = getattr(getattr(encoder, "pooler", None), "dense", None)
     relu = False
-    if classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
+    if classifier is not None and hasattr(getattr(model, "head", None), "norm"):
+        pooler = model.head.dense  # ModernBERT: head (dense + GELU + LayerNorm) then classifier
+    elif classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
         pooler, classifier = classifier.dense, classifier.out_proj  # RoBERTa: dense + tanh + out_proj
     elif classifier is not None and hasattr(model, "pre_classifier"):
         pooler, relu = model.pre_classifier, True  # DistilBERT: pre_classifier + ReLU + classifier
@@ -110,7 +112,7 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
     model_type = getattr(getattr(encoder, "config", None), "model_type", None)
     if model_type in REFUSED_FAMILIES:
         raise ValueError(REFUSED_FAMILIES[model_type])
-    emap = ENCODER_MAPS.get(model_type)
+    emap = ENCODER_MAPS.get(model_type) if model_type != MODERNBERT else EncoderMap("layers", {}, {})
     if emap is None or not hasattr(encoder, "embeddings"):
         raise ValueError(f"{type(model).__name__} is not an encoder the engine runs (BERT, RoBERTa, XLM-RoBERTa, "
                          "DistilBERT) nor a decoder it runs (Llama, Qwen2/3, Mistral, Gemma/2, Phi-3, GPT-2)")
@@ -124,11 +126,34 @@ def _encoder_arch(config: Any) -> ArchSpec:
     if config.model_type == "distilbert":
         return ArchSpec("distilbert", config.n_layers, config.dim, config.n_heads, config.n_heads,
                         config.dim // config.n_heads, config.hidden_dim, config.vocab_size)
-    if config.model_type == "mpnet":
+    if config.model_type in ("mpnet", MODERNBERT):
         heads = config.num_attention_heads
-        return ArchSpec("mpnet", config.num_hidden_layers, config.hidden_size, heads, heads,
+        return ArchSpec(config.model_type, config.num_hidden_layers, config.hidden_size, heads, heads,
                         config.hidden_size // heads, config.intermediate_size, config.vocab_size)
     return ArchSpec.from_hf_config(config)
+
+
+def _modernbert_layer(layer: torch.nn.Module, arch: ArchSpec) -> tuple[dict[str, Linear], dict[str, Linear]]:
+    """ModernBERT's layer as the engine's tensors: Wqkv cut into q/k/v, Wi into ff1 (the GELU half)
+    and ff1g (the gate half); the first layer's attention norm is an Identity (no ln1)."""
+    q, k, v = _split_rows(layer.attn.Wqkv, (arch.hidden,) * 3)
+    ff1, ff1g = _split_rows(layer.mlp.Wi, (arch.intermediate,) * 2)
+    linears = {"q": q, "k": k, "v": v, "o": _plain(layer.attn.Wo), "ff1": ff1, "ff1g": ff1g,
+               "ff2": _plain(layer.mlp.Wo)}
+    norms = {"ln2": _plain(layer.mlp_norm)}
+    if isinstance(layer.attn_norm, torch.nn.LayerNorm):
+        norms["ln1"] = _plain(layer.attn_norm)
+    return linears, norms
+
+
+def _modernbert_checks(config: Any, pooling: str) -> None:
+    for what in ("hidden_activation", "classifier_activation"):
+        if getattr(config, what, "gelu") != "gelu":
+            raise ValueError(f"ModernBERT with {what} {getattr(config, what)!r} is not supported: the engine "
+                             "implements erf GELU")
+    if pooling != "cls":
+        raise ValueError(f"ModernBERT classifier_pooling {pooling!r} is not supported: the engine's ModernBERT "
+                         "head reads the first token ('cls')")
 
 
 def _relative_bias_table(encoder: torch.nn.Module, positions: int) -> np.ndarray:
@@ -226,6 +251,14 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     encoder, classifier, pooler, pooler_relu, peft_lora = _split_model(loaded)
     lora = dict(lora if lora is not None else peft_lora)
     config = encoder.config
+    if config.model_type == MODERNBERT:
+        if lora:
+            raise ValueError("unmerged LoRA adapters are not supported for ModernBERT files; merge them first")
+        if pooling not in (None, "mean" if classifier is None else "cls"):
+            raise ValueError(f"pooling {pooling!r} is not supported for ModernBERT: a classifier reads its head "
+                             "on the first token, a plain encoder is mean-pooled")
+        _modernbert_checks(config, config.classifier_pooling if classifier is not None else "cls")
+        return _pack_modernbert(loaded, encoder, classifier, path, dtype, importance_order, tokenizer, src_name)
     emap = ENCODER_MAPS[config.model_type]
     arch = _encoder_arch(config)
     act = getattr(config, "activation", None) or getattr(config, "hidden_act", "gelu")
@@ -304,6 +337,65 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         "dtype": dtype,
         "lora": {"adapted": adapted, "merged": bool(merge_lora and adapted)},
         "source": src_name,
+        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
+        "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
+    }
+    data = encode(dims, tensors, metadata)
+    if tokenizer is not None:
+        _save_tokenizer(tokenizer, tokenizer_dir_for(path))
+    return write_atomically(path, data)
+
+
+def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifier: torch.nn.Linear | None,
+                     path: str | os.PathLike, dtype: str, importance_order: Mapping[str, Any] | None, tokenizer: Any,
+                     source: str) -> Path:
+    """A ModernBertModel / ModernBertForSequenceClassification as an encoder file (pre-norm, RoPE
+    with a base per layer type, local layers attending |i - j| <= sliding_window, GeGLU, the
+    dense + GELU + LayerNorm head on the first token)."""
+    config = encoder.config
+    arch = _encoder_arch(config)
+    tensors: dict[str, np.ndarray] = {}
+    hidden = arch.hidden
+
+    def norm(name: str, ln: torch.nn.Module) -> None:
+        weight, bias = _plain(ln)
+        tensors[f"{name}.w"] = _f32(weight)
+        tensors[f"{name}.b"] = _f32(bias if bias is not None else torch.zeros(hidden))  # norm_bias=False
+
+    _store_table(tensors, "emb.word", encoder.embeddings.tok_embeddings.weight, dtype)
+    norm("emb.ln", encoder.embeddings.norm)
+    for i, layer in enumerate(encoder.layers):
+        linears, norms = _modernbert_layer(layer, arch)
+        for short, (weight, bias) in linears.items():
+            _store_linear(tensors, f"l{i}.{short}.w", weight, dtype)
+            tensors[f"l{i}.{short}.b"] = _f32(bias if bias is not None else torch.zeros(weight.shape[0]))
+        for short in norms:
+            norm(f"l{i}.{short}", layer.attn_norm if short == "ln1" else layer.mlp_norm)
+    norm("final.ln", encoder.final_norm)
+    types = config.layer_types
+    tensors["attn.theta"] = np.asarray([config.rope_parameters[t]["rope_theta"] for t in types], np.float32)
+    # transformers' bidirectional local mask keeps |i - j| <= sliding_window; the engine's window is exclusive
+    tensors["attn.window"] = np.asarray([config.sliding_window + 1 if t == "sliding_attention" else 0 for t in types],
+                                        np.float32)
+    labels: list[str] = []
+    if classifier is not None:
+        _store_linear(tensors, "pooler.w", model.head.dense.weight, dtype)
+        tensors["pooler.b"] = _f32(model.head.dense.bias if model.head.dense.bias is not None else torch.zeros(hidden))
+        norm("pooler.ln", model.head.norm)
+        _store_linear(tensors, "cls.w", classifier.weight, "fp32")
+        tensors["cls.b"] = _f32(classifier.bias)
+        id2label = getattr(config, "id2label", None) or {}
+        labels = [str(id2label.get(j, f"LABEL_{j}")) for j in range(classifier.out_features)]
+    pooling = "cls" if classifier is not None else "mean"
+    dims = ModelDims(arch.num_layers, hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size,
+                     config.max_position_embeddings, 1, classifier.out_features if classifier is not None else 0,
+                     pooling, dtype, float(config.norm_eps), pre_norm=True, gated_ffn=True,
+                     pooler_gelu_ln=classifier is not None)
+    path = Path(path)
+    metadata = {
+        "arch": arch.__dict__, "model_type": MODERNBERT, "labels": labels, "pooling": pooling, "dtype": dtype,
+        "importance_order": dict(importance_order) if importance_order is not None else None,
+        "lora": {"adapted": [], "merged": False}, "source": source,
         "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
         "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
     }

@@ -66,6 +66,9 @@ struct ModelDims {
   bool post_norms = false;    // decoder: RMSNorm on each block's output before the residual add (Gemma 2)
   bool learned_pos = false;   // decoder: learned absolute positions "emb.pos", no RoPE (GPT-2)
   bool pooler_relu = false;   // encoder: pooler activation ReLU (DistilBERT), not tanh
+  bool pre_norm = false;      // encoder: pre-LN layers + final LayerNorm (ModernBERT), not post-LN
+  bool gated_ffn = false;     // encoder: GeGLU GELU(ff1 x) * (ff1g x) (ModernBERT)
+  bool pooler_gelu_ln = false;  // encoder: pooler dense + GELU + LayerNorm (ModernBERT's head)
   float attn_scale = 0.f;     // attention scores scale; 0 = 1 / sqrt(head_dim)
   float attn_softcap = 0.f;   // cap * tanh(scores / cap) before the softmax; 0 = off (Gemma 2)
   float final_softcap = 0.f;  // the same on the logits; 0 = off
