@@ -286,6 +286,15 @@ def load_text_file(path: str | Path, text_column: str = "text") -> TextCorpus:
     return corpus
 
 
+def read_lines(path: str | Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, stripped: one text each (sentences to embed)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+
+
 def load_lm_text(name_or_path: str, text_column: str = "text") -> TextCorpus:
     """A bundled text corpus (news, hamlet) or the user's .txt / .jsonl file."""
     if name_or_path in BUILTIN_TEXT:

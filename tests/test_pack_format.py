@@ -120,7 +120,7 @@ def test_pack_rejects_bad_arguments(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
         pack(tiny_model, tmp_path / "x.mlfs", dtype="int4")
     with pytest.raises(ValueError, match="pooling"):
-        pack(tiny_model, tmp_path / "x.mlfs", pooling="max")
+        pack(tiny_model, tmp_path / "x.mlfs", pooling="weightedmean")
     with pytest.raises(ValueError, match="LoRA adapters for modules"):
         pack(tiny_model, tmp_path / "x.mlfs", lora={"encoder.layer.9.attention.self.query": (
             torch.zeros(2, 32), torch.zeros(32, 2), 1.0)})

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -95,11 +96,7 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
   if (file_->find("attn.relbias") != nullptr)
     rel_bias_ = f32("attn.relbias", {2 * std::uint64_t{d.max_positions} - 1, d.num_heads});
   if (d.pooling == Pooling::cls) pooler_ = bind("pooler", H, H, wd);
-  if (d.num_labels) {
-    if (d.pooling != Pooling::cls && d.pooling != Pooling::mean)
-      throw PackedFileError(file_->path() + ": unknown pooling");
-    classifier_ = bind("cls", d.num_labels, H, DType::f32);
-  }
+  if (d.num_labels) classifier_ = bind("cls", d.num_labels, H, DType::f32);  // pooling checked by the reader
 }
 
 Engine::~Engine() = default;
@@ -288,22 +285,13 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
 
   if (final_ln_w_ != nullptr) layer_norm(w.x.data(), nullptr, final_ln_w_, final_ln_b_);
 
-  // Pooling: the masked mean over tokens, or the first token through the pooler (dense + tanh/ReLU).
+  // Pooling (mlfs/packed_file.h): the pooler (dense + tanh; ReLU for DistilBERT, GELU + LayerNorm
+  // for ModernBERT's head) on the first token, or one of sentence-transformers' modes over the raw
+  // states of the attended tokens; then, when the file says so, the L2 normalisation of its
+  // Normalize module (x / max(|x|, 1e-12), as torch's normalize).
   float* pooled = w.pooled.data();
-  if (dims_.pooling == Pooling::mean) {
-    for (std::size_t b = 0; b < batch; ++b) {
-      float* dst = pooled + b * H;
-      std::fill(dst, dst + H, 0.f);
-      std::size_t count = 0;
-      for (std::size_t s = 0; s < seq; ++s) {
-        if (!mask[b * seq + s]) continue;
-        const float* x = w.x.data() + (b * seq + s) * H;
-        for (std::size_t c = 0; c < H; ++c) dst[c] += x[c];
-        ++count;
-      }
-      for (std::size_t c = 0; c < H; ++c) dst[c] /= static_cast<float>(count);
-    }
-  } else {
+  const Pooling mode = dims_.pooling;
+  if (mode == Pooling::cls) {
     for (std::size_t b = 0; b < batch; ++b)
       std::copy_n(w.x.data() + b * seq * H, H, w.pooled2.data() + b * H);
     lin_.run({{&pooler_, pooled}}, H, H, w.pooled2.data(), H, batch, H, threads);
@@ -315,6 +303,43 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
       kt_.layernorm_f32(batch, H, pooled, H, nullptr, H, pooler_ln_w_, pooler_ln_b_, dims_.layer_norm_eps, pooled, H);
     } else
       for (std::size_t i = 0; i < batch * H; ++i) pooled[i] = std::tanh(pooled[i]);
+  } else {
+    for (std::size_t b = 0; b < batch; ++b) {
+      float* dst = pooled + b * H;
+      const float* xb = w.x.data() + b * seq * H;
+      const std::uint8_t* m = mask + b * seq;
+      if (mode == Pooling::cls_token || mode == Pooling::lasttoken) {
+        std::size_t s = 0;
+        if (mode == Pooling::lasttoken)  // the last attended token (run() checked there is one)
+          for (std::size_t i = 0; i < seq; ++i) s = m[i] ? i : s;
+        std::copy_n(xb + s * H, H, dst);
+      } else if (mode == Pooling::max) {
+        std::fill(dst, dst + H, std::numeric_limits<float>::lowest());
+        for (std::size_t s = 0; s < seq; ++s)
+          if (m[s])
+            for (std::size_t c = 0; c < H; ++c) dst[c] = std::max(dst[c], xb[s * H + c]);
+      } else {  // mean, mean_sqrt_len: the sum over attended tokens / n or / sqrt(n)
+        std::fill(dst, dst + H, 0.f);
+        std::size_t count = 0;
+        for (std::size_t s = 0; s < seq; ++s) {
+          if (!m[s]) continue;
+          for (std::size_t c = 0; c < H; ++c) dst[c] += xb[s * H + c];
+          ++count;
+        }
+        const float n = static_cast<float>(count);
+        const float div = mode == Pooling::mean_sqrt_len ? std::sqrt(n) : n;
+        for (std::size_t c = 0; c < H; ++c) dst[c] /= div;
+      }
+    }
+  }
+  if (dims_.normalize) {
+    for (std::size_t b = 0; b < batch; ++b) {
+      float* dst = pooled + b * H;
+      double sq = 0.0;
+      for (std::size_t c = 0; c < H; ++c) sq += static_cast<double>(dst[c]) * dst[c];
+      const float inv = 1.f / std::max(static_cast<float>(std::sqrt(sq)), 1e-12f);
+      for (std::size_t c = 0; c < H; ++c) dst[c] *= inv;
+    }
   }
   if (dims_.num_labels) {
     lin_.run({{&classifier_, out}}, dims_.num_labels, H, pooled, H, batch, dims_.num_labels, 1);

@@ -26,13 +26,13 @@ constexpr std::uint32_t kMaxTensors = 1u << 20;
 // Version 2 fields after the v1 dims block: kind, num_kv_heads, rope_theta, rope_linear_factor, flags.
 constexpr std::size_t kOffKind = kOffDims + 48, kOffKvHeads = kOffKind + 4, kOffRopeTheta = kOffKind + 8;
 constexpr std::size_t kOffRopeFactor = kOffKind + 12, kOffFlags = kOffKind + 16;
-constexpr std::uint32_t kFlagTied = 1u, kFlagQkvBias = 2u;
+constexpr std::uint32_t kFlagTied = 1u, kFlagQkvBias = 2u, kFlagNormalize = 4u;
 // Version 4: family option flags and four floats after the flags (format.py names the same bits).
-constexpr std::uint32_t kFlagLayerNorm = 4u, kFlagGeluTanh = 8u, kFlagUngated = 16u, kFlagLinearBias = 32u;
-constexpr std::uint32_t kFlagQkNorm = 64u, kFlagPostNorms = 128u, kFlagLearnedPos = 256u, kFlagPoolerRelu = 512u;
-constexpr std::uint32_t kFlagPreNorm = 1024u, kFlagGatedFfn = 2048u, kFlagPoolerGeluLn = 4096u;
-constexpr std::uint32_t kFlagsV2 = kFlagTied | kFlagQkvBias;
-constexpr std::uint32_t kFlagsV4 = kFlagsV2 | kFlagLayerNorm | kFlagGeluTanh | kFlagUngated | kFlagLinearBias |
+constexpr std::uint32_t kFlagLayerNorm = 8u, kFlagGeluTanh = 16u, kFlagUngated = 32u, kFlagLinearBias = 64u;
+constexpr std::uint32_t kFlagQkNorm = 128u, kFlagPostNorms = 256u, kFlagLearnedPos = 512u, kFlagPoolerRelu = 1024u;
+constexpr std::uint32_t kFlagPreNorm = 2048u, kFlagGatedFfn = 4096u, kFlagPoolerGeluLn = 8192u;
+constexpr std::uint32_t kFlagsV3 = kFlagTied | kFlagQkvBias | kFlagNormalize;
+constexpr std::uint32_t kFlagsV4 = kFlagsV3 | kFlagLayerNorm | kFlagGeluTanh | kFlagUngated | kFlagLinearBias |
                                    kFlagQkNorm | kFlagPostNorms | kFlagLearnedPos | kFlagPoolerRelu | kFlagPreNorm |
                                    kFlagGatedFfn | kFlagPoolerGeluLn;
 constexpr std::size_t kOffAttnScale = kOffFlags + 4, kOffAttnSoftcap = kOffFlags + 8;
@@ -99,6 +99,18 @@ const char* dtype_name(DType dtype) {
     case DType::f16: return "fp16";
     case DType::i8: return "int8";
     case DType::q4: return "q4";
+  }
+  return "unknown";
+}
+
+const char* pooling_name(Pooling pooling) {
+  switch (pooling) {  // the names mlfs_edge.runtime.format.POOLING_CODES writes
+    case Pooling::mean: return "mean";
+    case Pooling::cls: return "cls";
+    case Pooling::cls_token: return "cls_token";
+    case Pooling::max: return "max";
+    case Pooling::mean_sqrt_len: return "mean_sqrt_len";
+    case Pooling::lasttoken: return "lasttoken";
   }
   return "unknown";
 }
@@ -248,9 +260,10 @@ void PackedFile::parse(bool verify_checksum) {
     dims_.rope_theta = load_le<float>(h + kOffRopeTheta);
     dims_.rope_linear_factor = load_le<float>(h + kOffRopeFactor);
     const auto flags = load_le<std::uint32_t>(h + kOffFlags);
-    if (flags & ~(version >= 4 ? kFlagsV4 : kFlagsV2)) throw PackedFileError(where + "corrupt header: unknown flags");
+    if (flags & ~(version >= 4 ? kFlagsV4 : kFlagsV3)) throw PackedFileError(where + "corrupt header: unknown flags");
     dims_.tied_embeddings = (flags & kFlagTied) != 0;
     dims_.qkv_bias = (flags & kFlagQkvBias) != 0;
+    dims_.normalize = (flags & kFlagNormalize) != 0;
     dims_.layer_norm = (flags & kFlagLayerNorm) != 0;
     dims_.gelu_tanh = (flags & kFlagGeluTanh) != 0;
     dims_.ungated = (flags & kFlagUngated) != 0;
@@ -281,7 +294,13 @@ void PackedFile::parse(bool verify_checksum) {
   } else if (std::uint64_t{dims_.num_heads} * dims_.head_dim != dims_.hidden) {
     throw PackedFileError(where + "corrupt header: heads x head_dim != hidden");
   }
-  if (pooling > 1) throw PackedFileError(where + "corrupt header: unknown pooling code " + std::to_string(pooling));
+  if (pooling >= kPoolingModes)
+    throw PackedFileError(where + "corrupt header: unknown pooling code " + std::to_string(pooling));
+  if (dims_.normalize && (dims_.kind != ModelKind::encoder || dims_.num_labels != 0))
+    throw PackedFileError(where + "corrupt header: only a plain encoder's embedding can be normalised");
+  if (dims_.num_labels != 0 && pooling != static_cast<std::uint32_t>(Pooling::cls) &&
+      pooling != static_cast<std::uint32_t>(Pooling::mean))
+    throw PackedFileError(where + "corrupt header: a classifier reads cls or mean pooling");
   if (wdtype > 3 || (wdtype == 3 && dims_.kind != ModelKind::decoder))
     throw PackedFileError(where + "corrupt header: unknown weight dtype " + std::to_string(wdtype));
   if (!(dims_.layer_norm_eps > 0.f && dims_.layer_norm_eps < 1.f))

@@ -93,7 +93,8 @@ void register_engine(py::module_& m) {
         out["max_positions"] = d.max_positions;
         out["type_vocab_size"] = d.type_vocab_size;
         out["num_labels"] = d.num_labels;
-        out["pooling"] = d.pooling == mlfs::Pooling::cls ? "cls" : "mean";
+        out["pooling"] = mlfs::pooling_name(d.pooling);
+        out["normalize"] = d.normalize;
         out["layer_norm_eps"] = d.layer_norm_eps;
         return out;
       })

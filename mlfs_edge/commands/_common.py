@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlfs_edge.config import ArchSpec, SubnetConfig
     from mlfs_edge.data import ClassificationDataset
+    from mlfs_edge.runtime import Engine
 
 DEFAULT_RUN_DIR = Path(os.environ.get("MLFS_EDGE_RUNS", "runs"))
 DEFAULT_DATA = "rotten_tomatoes"
@@ -123,3 +124,31 @@ def quality_table(path: str | Path | None, arch: ArchSpec,
             return {SubnetConfig.from_dict(r["subnet"]).validate(arch): sign * float(r[key]) for r in rows}
     raise ValueError(f"{path}: expected a JSON list of {{\"subnet\": ..., \"accuracy\": ...}} (or \"perplexity\") "
                      "objects, or a palette.json of `mlfs-edge eval`")
+
+
+DRAFT_VOCABS = (4096, 8192, 16384)  # head sizes `auto` tries in a frequency-ordered file
+
+
+def draft_candidates(engine: Engine, model_path: Path, target: SubnetConfig,
+                     draft_vocab: int | None = None) -> list[tuple[SubnetConfig, int | None]]:
+    """The drafts `--draft auto` measures for `target` (generate and bench alike), as (sub-network,
+    head rows or None): the run's palette members smaller than the target (MLFS trained them to imitate
+    the full model) and depth prefixes of the target at its own widths (they share its KV cache); in a
+    frequency-ordered file each also with a few cheap heads, and the target itself with one."""
+    from mlfs_edge.config import SubnetConfig
+
+    arch = engine.arch
+    subnets = []
+    palette = run_palette(model_path)
+    if palette is not None:
+        subnets += [c for c in quality_table(palette, arch) if c.layer_params(arch) < target.layer_params(arch)]
+    depth = len(target.layers)
+    for d in sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)}):
+        if d < depth:
+            subnets.append(SubnetConfig(target.layers[:d], target.heads[:d], target.mlp[:d]))
+    heads: list[int | None] = [None]
+    if engine.vocab_ordered:
+        heads += [v for v in (draft_vocab, *DRAFT_VOCABS) if v and v < arch.vocab_size]
+    heads = list(dict.fromkeys(heads))
+    out = [(c, v) for c in dict.fromkeys(subnets) for v in heads]
+    return out + [(target, v) for v in heads if v]  # the target itself with a cheap head

@@ -162,10 +162,9 @@ def run_speculative(args: argparse.Namespace) -> int:
     drafts = []
     for spec in args.draft:
         if spec == "auto":
-            from mlfs_edge.commands.generate import draft_candidates
+            from mlfs_edge.commands._common import draft_candidates
 
-            cands = [(c, v) for c in draft_candidates(engine, packed[dtypes[0]], target) for v in (None, 4096, 8192)]
-            cands += [(target, 4096), (target, 8192)]
+            cands = draft_candidates(engine, packed[dtypes[0]], target, args.draft_vocab)
             best, rows = engine.choose_draft(cands, token_stream(tokenizer, load_text("news").test, 256))
             print("draft auto: " + ("; ".join(f"{r.name} {r.speedup:.2f}x" for r in rows[:3])))
             if best is None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlfs_edge.commands._common import packed_file, quality_table, run_palette
+from mlfs_edge.commands._common import draft_candidates, packed_file, quality_table, run_palette
 
 if TYPE_CHECKING:
     from mlfs_edge.config import SubnetConfig
@@ -155,23 +155,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def draft_candidates(engine, model_path: Path, target: SubnetConfig) -> list[SubnetConfig]:  # noqa: ANN001
-    """The run's palette members smaller than the target (MLFS trained them to imitate the full
-    model), and depth prefixes of the target at its own widths (they share its KV cache)."""
-    from mlfs_edge.config import SubnetConfig
-
-    arch = engine.arch
-    out = []
-    palette = run_palette(model_path)
-    if palette is not None:
-        out += [c for c in quality_table(palette, arch) if c.layer_params(arch) < target.layer_params(arch)]
-    depth = len(target.layers)
-    for d in sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)}):
-        if d < depth:
-            out.append(SubnetConfig(target.layers[:d], target.heads[:d], target.mlp[:d]))
-    return list(dict.fromkeys(out))
-
-
 def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.Namespace):  # noqa: ANN001, ANN201
     """--draft: (a parsed sub-network, --draft-vocab), or for 'auto' the measured best over the
     candidates and, in a frequency-ordered file, a few head sizes ((None, None) when none pays)."""
@@ -186,13 +169,7 @@ def choose_draft(engine, model_path: Path, target: SubnetConfig, args: argparse.
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or engine.tokenizer_dir())
     calibration = token_stream(tokenizer, load_text("news").test, max_tokens=CALIBRATION_TOKENS)
-    subnets = draft_candidates(engine, model_path, target)
-    vocab = engine.arch.vocab_size
-    heads = [None] + ([v for v in (args.draft_vocab, 4096, 8192, 16384) if v and v < vocab]
-                      if engine.vocab_ordered else [])
-    candidates = [(c, v) for c in subnets for v in dict.fromkeys(heads)]
-    if engine.vocab_ordered:  # the target itself with a cheap head is a draft too
-        candidates += [(target, v) for v in dict.fromkeys(heads) if v]
+    candidates = draft_candidates(engine, model_path, target, args.draft_vocab)
     print(f"[draft auto] measuring {len(candidates)} candidate drafts for {target.name}: greedy agreement on "
           f"{len(calibration)} held-out news tokens, draft and verification cost on this CPU (cached after the "
           "first time)")

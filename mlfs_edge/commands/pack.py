@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from mlfs_edge.models import SENTENCE_POOLINGS
 
 ORDER = 60
 
@@ -20,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog="Examples: mlfs-edge pack runs/demo --dtype int8  (a run folder: writes "
                               "runs/demo/supernet-int8.mlfs)  |  "
                               "mlfs-edge pack runs/demo/teacher teacher-int8.mlfs --dtype int8")
-    p.add_argument("model_dir", help="a training run folder (its supernet is packed) or a Hugging Face model "
-                                     "folder (config.json + weights)")
+    p.add_argument("model_dir", help="a training run folder (its supernet is packed), a Hugging Face model "
+                                     "folder (config.json + weights) or a bundled model: minilm, smollm2")
     p.add_argument("out", nargs="?", default=None,
                    help="output .mlfs file, written atomically (default for a run: RUN/supernet-DTYPE.mlfs, where "
                         "`mlfs-edge run RUN` finds it)")
@@ -36,9 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decoders: store the vocabulary most frequent first, counted on TEXT's training split (a "
                         "bundled corpus: news, hamlet; or a .txt/.jsonl file), so a speculative draft can score "
                         "only the first N tokens (`generate --draft-vocab N`); token ids are unchanged")
-    p.add_argument("--pooling", choices=["mean", "cls"], default=None,
-                   help="output of a plain encoder: masked mean over tokens (default) or the pooler on the "
-                        "first token; a classifier always uses cls")
+    p.add_argument("--pooling", choices=["cls", *SENTENCE_POOLINGS], default=None,
+                   help="output of a plain encoder: cls = the pooler (dense + tanh) on the first token; the others "
+                        "are sentence-transformers' modes on the raw token states (cls_token = the first token). "
+                        "Default: the folder's sentence-transformers config (modules.json, 1_Pooling/config.json), "
+                        "else mean; a classifier always uses cls")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="L2-normalise a plain encoder's embedding in the engine (default: when the folder's "
+                        "sentence-transformers pipeline ends with a Normalize module)")
     p.add_argument("--lora-rank", type=int, default=None, metavar="R",
                    help="for a supernet trained with [lora] elastic_ranks: keep its last LoRA adapters unmerged "
                         "at rank R (the engine then runs base + s·B·A through its low-rank path, fp32 adapters "
@@ -47,12 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlfs_edge.assets import resolve_model_path
     from mlfs_edge.commands._common import model_folder
     from mlfs_edge.runtime import Engine, pack
     from mlfs_edge.supernet.folder import unmerged_supernet
     from mlfs_edge.train.run_folder import find_run_folder
 
-    model_dir = model_folder(args.model_dir)
+    # a bundled model's name ("minilm", "smollm2") means its folder, unless a path of that name exists
+    given = Path(args.model_dir)
+    model_dir = model_folder(given) if given.exists() or args.model_dir not in ("minilm", "smollm2") \
+        else resolve_model_path(args.model_dir)
     run_dir = find_run_folder(model_dir)
     out = args.out
     if out is None:
@@ -66,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
     model, lora = (model_dir, None) if args.lora_rank is None else unmerged_supernet(model_dir, args.lora_rank)
     order = _frequency_order(model_dir, args.vocab_order) if args.vocab_order else None
-    path = pack(model, out, dtype=args.dtype, pooling=args.pooling, lora=lora, head_dtype=args.head_dtype,
+    path = pack(model, out, dtype=args.dtype, pooling=args.pooling, normalize=args.normalize, lora=lora,
+                head_dtype=args.head_dtype,
                 tokenizer=model_dir if has_tokenizer else None, source=str(model_dir), vocab_order=order,
                 vocab_order_source=f"token frequency on {args.vocab_order} (train split)" if order else None)
     engine = Engine.load(path)
@@ -74,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         a = engine.arch
         kind = f"decoder, {a.num_heads} heads / {a.num_kv_heads} key-value groups"
     else:
-        kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled encoder"
+        norm = ", normalised" if engine.normalize else ""
+        kind = f"classifier ({', '.join(engine.labels)})" if engine.labels else f"{engine.pooling}-pooled{norm} encoder"
     print(f"wrote {path} ({engine.file_size / 2**20:.1f} MiB, {engine.dtype}, {engine.arch.num_layers} layers, "
           f"{kind}, CRC-32 {engine.checksum:08x})")
     if engine.tokenizer_dir():
@@ -83,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
     if engine.kind == "decoder":
         draft = " --draft auto" + (" --draft-vocab 8192" if order else "")
         print(f"Next: mlfs-edge generate {path} --prompt 'Once upon a time' [--subnet depth=24] [{draft.strip()}]")
-    else:
+    elif engine.labels:
         print(f"Next: mlfs-edge run {target} --text 'some text' [--subnet depth=3,heads=6,mlp=768 | --budget-ms 5]")
+    else:
+        print(f"Next: mlfs-edge run {target} --embed --text 'some text' [--input FILE --output vectors.npy] "
+              "[--subnet depth=3,heads=6,mlp=768]")
     return 0
 
 

@@ -10,8 +10,9 @@ Inputs are numpy arrays used in place (no copy): ``input_ids`` and ``attention_m
 [batch, seq], both int64 or both int32 (what tokenizers and torch produce; other dtypes are rejected
 with a TypeError rather than converted), C-contiguous; the mask holds 1 (token) and 0 (padding) only,
 any other value is a ValueError naming its position. The output is float32 [batch, num_labels]
-logits for a packed classifier, else the pooled embedding [batch, hidden]. Token type ids are 0
-(single-segment input). The GIL is released while the engine computes.
+logits for a packed classifier, else the pooled embedding [batch, hidden] (L2-normalised when the
+file says so); ``embed`` tokenizes texts and returns what the packed sentence-transformers pipeline
+would. Token type ids are 0 (single-segment input). The GIL is released while the engine computes.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ class Engine:
         return self._core.dims.get("pooling", "")
 
     @property
+    def normalize(self) -> bool:
+        """Whether the engine L2-normalises the pooled embedding (a sentence-transformers Normalize)."""
+        return bool(self._core.dims.get("normalize", False))
+
+    @property
+    def sentence_transformers(self) -> dict[str, Any]:
+        """What the packed sentence-transformers pipeline does around the engine: {"max_seq_length":
+        int | None, "do_lower_case": bool}; empty for a file packed from another folder."""
+        recorded = self.metadata.get("sentence_transformers")
+        return dict(recorded) if isinstance(recorded, dict) else {}
+
+    @property
     def file_size(self) -> int:
         return self._core.file_size
 
@@ -128,7 +141,8 @@ class Engine:
             return (f"Engine({self.path!r}, decoder, dtype={self.dtype}, layers={self.arch.num_layers}, "
                     f"hidden={self.arch.hidden}, heads={self.arch.num_heads}/{self.arch.num_kv_heads} kv)")
         return (f"Engine({self.path!r}, dtype={self.dtype}, layers={self.arch.num_layers}, "
-                f"hidden={self.arch.hidden}, pooling={self.pooling}, labels={self.labels})")
+                f"hidden={self.arch.hidden}, pooling={self.pooling}{', normalised' if self.normalize else ''}, "
+                f"labels={self.labels})")
 
     # --- compute ----------------------------------------------------------------------------------
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
@@ -147,6 +161,46 @@ class Engine:
         _check_threads(threads)
         layers = self._layers(subnet)
         return self._core.run(input_ids, attention_mask, layers, threads, out)
+
+    def token_limit(self, max_length: int | None = None) -> int:
+        """How many tokens an input is truncated to: `max_length`, else the recorded
+        sentence-transformers max_seq_length, else the model's positions (never more than those)."""
+        limit = max_length or self.sentence_transformers.get("max_seq_length") or self.max_positions
+        return min(limit, self.max_positions)
+
+    def require_embedder(self) -> None:
+        """ValueError (one line) unless this file outputs an embedding: a plain encoder."""
+        if self.kind != "encoder":
+            raise ValueError(f"{self.path} is a decoder (causal LM); sentence embeddings need an encoder file")
+        if self.labels:
+            raise ValueError(f"{self.path} is a classifier ({', '.join(self.labels)}): it outputs class logits, not an "
+                             "embedding; pack the encoder folder without its head")
+
+    def embed(self, texts: Sequence[str], tokenizer: Any, subnet: SubnetConfig | None = None,
+              threads: int = 1, max_length: int | None = None, batch_size: int = 32) -> np.ndarray:
+        """float32 [len(texts), hidden]: the sentence embeddings of `texts` as the packed
+        sentence-transformers pipeline computes them (lower-casing and truncation as it recorded,
+        the file's pooling, normalised when it is) on `subnet`. `tokenizer`: a Hugging Face
+        tokenizer. Texts go through the engine `batch_size` at a time, sorted by length so that
+        little padding is computed; the rows come back in the order of `texts`."""
+        self.require_embedder()
+        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a non-empty list of strings")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        limit = self.token_limit(max_length)
+        if self.sentence_transformers.get("do_lower_case"):
+            texts = [t.lower() for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.output_dim), np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=limit, padding=True,
+                            return_tensors="np")
+            ids = np.ascontiguousarray(enc["input_ids"], np.int64)
+            mask = np.ascontiguousarray(enc["attention_mask"], np.int64)
+            out[rows] = self.run(ids, mask, subnet=subnet, threads=threads)
+        return out
 
     # --- decoders -----------------------------------------------------------------------------
     def _require_decoder(self) -> None:

@@ -8,7 +8,10 @@ Layout (all integers little-endian)::
     [0, 256)        header: magic "MLFSPACK", format version, endianness marker 0x01020304,
                     file size, CRC-32, tensor count, directory and metadata offsets, model dims;
                     version 2 adds the model kind (encoder / decoder) and the decoder's fields
-                    (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias).
+                    (KV heads, RoPE theta and linear factor, flags: tied head, q/k/v bias;
+                    later: normalised embedding). Pooling codes 2-5 and the normalise flag
+                    (sentence-transformers' modes) were added within version 3: older readers
+                    refuse such files as an unknown pooling code / flag.
                     Version 3 stores int8 weights in "P32K4" panels (was "K4N") and q4
                     weights in "P16" panels with fp16 scales (was "KN4", fp32 scales); older
                     files with int8 or q4 tensors must be re-packed, their fp32/fp16 files
@@ -34,7 +37,7 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
                                         run of groups of 4 inputs) + .w.scale [out]; see kernels.h
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
-    pooler.{w,b} (pooling "cls")        like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+    pooler.{w,b} (pooling "cls" only)   like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
     attn.relbias [2 * max_positions - 1, num_heads]   fp32, optional (MPNet): the relative attention
                                         bias of offset j - i at row j - i + max_positions - 1
     (emb.pos starts at RoBERTa / MPNet's position padding_idx + 1; DistilBERT's emb.type is one zero row)
@@ -87,13 +90,15 @@ CHECKSUM_OFFSET = 24  # byte offset of the u32 CRC-32 in the header
 
 DTYPE_CODES = {"fp32": 0, "fp16": 1, "int8": 2, "q4": 3}
 NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.uint8}  # q4 tensors are their bytes
-POOLING_CODES = {"mean": 0, "cls": 1}
+# "cls" is the BERT pooler (dense + tanh) on the first token; the others are sentence-transformers'
+# modes over the raw last hidden states (csrc/include/mlfs/packed_file.h says each).
+POOLING_CODES = {"mean": 0, "cls": 1, "cls_token": 2, "max": 3, "mean_sqrt_len": 4, "lasttoken": 5}
 KIND_CODES = {"encoder": 0, "decoder": 1}
-FLAG_TIED, FLAG_QKV_BIAS = 1, 2
+FLAG_TIED, FLAG_QKV_BIAS, FLAG_NORMALIZE = 1, 2, 4
 # version 4 family options (csrc/io/packed_file.cpp reads the same bits)
-FLAG_LAYERNORM, FLAG_GELU_TANH, FLAG_UNGATED, FLAG_LINEAR_BIAS = 4, 8, 16, 32
-FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_LEARNED_POS, FLAG_POOLER_RELU = 64, 128, 256, 512
-FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN = 1024, 2048, 4096  # encoders (ModernBERT)
+FLAG_LAYERNORM, FLAG_GELU_TANH, FLAG_UNGATED, FLAG_LINEAR_BIAS = 8, 16, 32, 64
+FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_LEARNED_POS, FLAG_POOLER_RELU = 128, 256, 512, 1024
+FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN = 2048, 4096, 8192  # encoders (ModernBERT)
 KIND_OFFSET = 104  # byte offset of the model kind (version 2)
 
 # magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
@@ -120,7 +125,7 @@ class ModelDims:
     max_positions: int
     type_vocab_size: int
     num_labels: int  # 0: no classifier, the engine returns the pooled embedding
-    pooling: str  # "mean" (over the attention mask) | "cls" (pooler dense + tanh on the first token)
+    pooling: str  # a key of POOLING_CODES: "mean" (over the attention mask), "cls" (pooler dense + tanh), ...
     dtype: str  # "fp32" | "fp16" | "int8" | "q4" (decoders): the Linear weights and the word embedding
     layer_norm_eps: float  # LayerNorm (encoder) or RMSNorm (decoder) epsilon
     kind: str = "encoder"  # "encoder" | "decoder"
@@ -129,6 +134,7 @@ class ModelDims:
     rope_linear_factor: float = 1.0  # rope_scaling {"type": "linear", "factor": f}; 1 = none
     tied_embeddings: bool = False
     qkv_bias: bool = False
+    normalize: bool = False  # encoder: L2-normalise the pooled embedding (sentence-transformers' Normalize)
     # version 4 family options (0 for a float = off / the default)
     layer_norm: bool = False  # decoder: LayerNorm with bias (GPT-2), not RMSNorm
     gelu_tanh: bool = False  # decoder MLP activation: GELU-tanh (GPT-2, Gemma's GeGLU), not SiLU
@@ -148,7 +154,8 @@ class ModelDims:
 
     @property
     def flags(self) -> int:
-        bits = ((self.tied_embeddings, FLAG_TIED), (self.qkv_bias, FLAG_QKV_BIAS), (self.layer_norm, FLAG_LAYERNORM),
+        bits = ((self.tied_embeddings, FLAG_TIED), (self.qkv_bias, FLAG_QKV_BIAS), (self.normalize, FLAG_NORMALIZE),
+                (self.layer_norm, FLAG_LAYERNORM),
                 (self.gelu_tanh, FLAG_GELU_TANH), (self.ungated, FLAG_UNGATED), (self.linear_bias, FLAG_LINEAR_BIAS),
                 (self.qk_norm, FLAG_QK_NORM), (self.post_norms, FLAG_POST_NORMS),
                 (self.learned_pos, FLAG_LEARNED_POS), (self.pooler_relu, FLAG_POOLER_RELU),

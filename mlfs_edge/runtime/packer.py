@@ -25,8 +25,9 @@ import torch
 from mlfs_edge import _core
 from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
+from mlfs_edge.models import sentence_pooling
 from mlfs_edge.quant.scheme import Q4_GROUP, quantize_per_row, quantize_q4_groups
-from mlfs_edge.runtime.format import DTYPE_CODES, ModelDims, encode, write_atomically
+from mlfs_edge.runtime.format import DTYPE_CODES, POOLING_CODES, ModelDims, encode, write_atomically
 from mlfs_edge.supernet.lora import LoraAdapter, adapters_of
 
 
@@ -208,7 +209,8 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
          lora: Mapping[str, LoraAdapter] | None = None, merge_lora: bool = False, pooling: str | None = None,
          importance_order: Mapping[str, Any] | None = None, tokenizer: Any = None,
          source: str | None = None, head_dtype: str | None = None,
-         vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None) -> Path:
+         vocab_order: Sequence[int] | None = None, vocab_order_source: str | None = None,
+         normalize: bool | None = None) -> Path:
     """Write `model` to `path`: a BertModel or BertForSequenceClassification (an encoder file), or a
     Llama-family causal LM (a decoder file: LlamaForCausalLM / Qwen2ForCausalLM, e.g. SmolLM2 or a
     decoder supernet folder written by `mlfs-edge train`), or the folder of either.
@@ -217,8 +219,13 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         "q4" (4-bit groups of 32 inputs, mlfs_edge.quant.scheme.quantize_q4_groups).
     lora: {module path ("encoder.layer.0.attention.self.query"): (A [r, in], B [out, r], scale)};
         taken from the model itself when it is a peft model. Stored unmerged unless merge_lora.
-    pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head) or
-        "mean" (over the attention mask; default for a plain encoder).
+    pooling: "cls" (pooler dense + tanh on the first token; required by a classifier head), or one
+        of sentence-transformers' modes on the raw last hidden states: "mean" (over the attention
+        mask), "cls_token" (first token), "max", "mean_sqrt_len", "lasttoken". Default for a plain
+        encoder: what the folder's sentence-transformers config says (modules.json →
+        1_Pooling/config.json, `mlfs_edge.models.sentence_pooling`), else "mean".
+    normalize: L2-normalise a plain encoder's pooled embedding in the engine (default: whether the
+        folder's sentence-transformers pipeline ends with a Normalize module).
     importance_order: the permutations applied to heads/channels when the supernet was reordered,
         recorded as provenance (JSON-serialisable), e.g. {"heads": [[...] per layer], "mlp": [...]};
         read from a supernet folder's mlfs_meta.json when not given.
@@ -251,28 +258,31 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     encoder, classifier, pooler, pooler_relu, peft_lora = _split_model(loaded)
     lora = dict(lora if lora is not None else peft_lora)
     config = encoder.config
-    if config.model_type == MODERNBERT:
-        if lora:
-            raise ValueError("unmerged LoRA adapters are not supported for ModernBERT files; merge them first")
-        if pooling not in (None, "mean" if classifier is None else "cls"):
-            raise ValueError(f"pooling {pooling!r} is not supported for ModernBERT: a classifier reads its head "
-                             "on the first token, a plain encoder is mean-pooled")
-        _modernbert_checks(config, config.classifier_pooling if classifier is not None else "cls")
-        return _pack_modernbert(loaded, encoder, classifier, path, dtype, importance_order, tokenizer, src_name)
-    emap = ENCODER_MAPS[config.model_type]
     arch = _encoder_arch(config)
     act = getattr(config, "activation", None) or getattr(config, "hidden_act", "gelu")
     if act != "gelu":
         raise ValueError(f"hidden_act {act!r} is not supported: the engine implements erf GELU")
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ValueError("only absolute position embeddings are supported")
-    pooling = pooling or ("cls" if classifier is not None else "mean")
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+    # a sentence-transformers folder says how its embedding is pooled; a classifier's head ignores it
+    st = sentence_pooling(model) if isinstance(model, str | os.PathLike) and classifier is None else None
+    pooling = pooling or (st.mode if st else "cls" if classifier is not None else "mean")
+    if pooling not in POOLING_CODES:
+        raise ValueError(f"pooling must be one of {', '.join(POOLING_CODES)}, got {pooling!r}")
+    normalize = bool(st.normalize if normalize is None and st else normalize)
+    if normalize and classifier is not None:
+        raise ValueError("normalize is for a plain encoder's embedding; a classifier outputs logits")
     if classifier is not None and pooling != "cls":
         raise ValueError("a sequence-classification head reads the pooler output: use pooling='cls'")
     if pooling == "cls" and pooler is None:
         raise ValueError("pooling='cls' needs the model's pooler layer (dense + tanh), which this model lacks")
+    if config.model_type == MODERNBERT:
+        if lora:
+            raise ValueError("unmerged LoRA adapters are not supported for ModernBERT files; merge them first")
+        _modernbert_checks(config, config.classifier_pooling if classifier is not None else "cls")
+        return _pack_modernbert(loaded, encoder, classifier, path, dtype, pooling, normalize, importance_order,
+                                tokenizer, src_name)
+    emap = ENCODER_MAPS[config.model_type]
     known = {f"{emap.layers}.{i}.{m}" for i in range(arch.num_layers) for m in emap.linears.values()}
     unknown = sorted(set(lora) - known)
     if unknown:
@@ -327,13 +337,18 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     dims = ModelDims(arch.num_layers, arch.hidden, arch.num_heads, arch.head_dim, arch.intermediate,
                      arch.vocab_size, tensors["emb.pos"].shape[0], tensors["emb.type"].shape[0],
                      classifier.out_features if classifier is not None else 0, pooling, dtype,
-                     float(getattr(config, "layer_norm_eps", 1e-12)), pooler_relu=pooler_relu and pooling == "cls")
+                     float(getattr(config, "layer_norm_eps", 1e-12)), pooler_relu=pooler_relu and pooling == "cls",
+                     normalize=normalize)
     path = Path(path)
     metadata = {
         "arch": arch.__dict__,
         "importance_order": dict(importance_order) if importance_order is not None else None,
         "labels": labels,
         "pooling": pooling,
+        "normalize": normalize,
+        # what a sentence-transformers pipeline does around the engine (truncation, lower-casing)
+        "sentence_transformers": {"max_seq_length": st.max_seq_length, "do_lower_case": st.do_lower_case}
+        if st else None,
         "dtype": dtype,
         "lora": {"adapted": adapted, "merged": bool(merge_lora and adapted)},
         "source": src_name,
@@ -347,8 +362,8 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
 
 
 def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifier: torch.nn.Linear | None,
-                     path: str | os.PathLike, dtype: str, importance_order: Mapping[str, Any] | None, tokenizer: Any,
-                     source: str) -> Path:
+                     path: str | os.PathLike, dtype: str, pooling: str, normalize: bool,
+                     importance_order: Mapping[str, Any] | None, tokenizer: Any, source: str) -> Path:
     """A ModernBertModel / ModernBertForSequenceClassification as an encoder file (pre-norm, RoPE
     with a base per layer type, local layers attending |i - j| <= sliding_window, GeGLU, the
     dense + GELU + LayerNorm head on the first token)."""
@@ -386,11 +401,10 @@ def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifie
         tensors["cls.b"] = _f32(classifier.bias)
         id2label = getattr(config, "id2label", None) or {}
         labels = [str(id2label.get(j, f"LABEL_{j}")) for j in range(classifier.out_features)]
-    pooling = "cls" if classifier is not None else "mean"
     dims = ModelDims(arch.num_layers, hidden, arch.num_heads, arch.head_dim, arch.intermediate, arch.vocab_size,
                      config.max_position_embeddings, 1, classifier.out_features if classifier is not None else 0,
                      pooling, dtype, float(config.norm_eps), pre_norm=True, gated_ffn=True,
-                     pooler_gelu_ln=classifier is not None)
+                     pooler_gelu_ln=classifier is not None, normalize=normalize)
     path = Path(path)
     metadata = {
         "arch": arch.__dict__, "model_type": MODERNBERT, "labels": labels, "pooling": pooling, "dtype": dtype,

@@ -6,7 +6,9 @@
 //              tensor count, directory / metadata offsets, model dims; version 2 adds the model
 //              kind (encoder / decoder) and the decoder's fields (KV heads, RoPE, norms, head);
 //              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h);
-//              version 4 adds the family options (flags + attention scale, soft-caps, embedding scale)
+//              pooling codes 2-5 and the normalise flag (4) were added within version 3 (older
+//              readers refuse such files as an unknown pooling code / flag)
+//              version 4 adds the family options (flags 8.. + attention scale, soft-caps, embedding scale)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -28,9 +30,15 @@ namespace mlfs {
 // mlfs/kernels.h); a q4 tensor's shape counts bytes.
 enum class DType : std::uint32_t { f32 = 0, f16 = 1, i8 = 2, q4 = 3 };
 enum class ModelKind : std::uint32_t { encoder = 0, decoder = 1 };
-enum class Pooling : std::uint32_t { mean = 0, cls = 1 };
+// How an encoder turns its last hidden states into one vector. cls: the BERT pooler (dense + tanh)
+// on the first token, what a classifier head reads. The others are sentence-transformers' Pooling
+// modes on the raw states: cls_token (the first token), mean / max / mean_sqrt_len (sum / sqrt(n))
+// over the attended tokens, lasttoken (the last attended token).
+enum class Pooling : std::uint32_t { mean = 0, cls = 1, cls_token = 2, max = 3, mean_sqrt_len = 4, lasttoken = 5 };
+inline constexpr std::uint32_t kPoolingModes = 6;
 
 const char* dtype_name(DType dtype);
+const char* pooling_name(Pooling pooling);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
@@ -57,6 +65,8 @@ struct ModelDims {
   float rope_linear_factor = 1.f;   // decoder: rope_scaling "linear" factor (positions / factor); 1 = none
   bool tied_embeddings = false;     // decoder: the LM head is the embedding table (one copy, "head.w")
   bool qkv_bias = false;            // decoder: q/k/v projections carry biases (Qwen2)
+  bool normalize = false;           // encoder without a classifier: L2-normalise the pooled embedding
+                                    // (a sentence-transformers Normalize module after the pooling)
   // Version 4: the family options (mlfs_edge/runtime/format.py ModelDims; older files: all off).
   bool layer_norm = false;    // decoder: LayerNorm with bias (GPT-2), not RMSNorm
   bool gelu_tanh = false;     // decoder MLP activation GELU-tanh (GPT-2, Gemma GeGLU), not SiLU
