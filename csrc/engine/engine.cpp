@@ -249,18 +249,21 @@ void Engine::forward(const std::int32_t* ids, const std::uint8_t* mask, std::siz
   for (std::size_t t = 0; t < T; ++t) {
     const std::size_t id = static_cast<std::size_t>(ids[t]), pos = t % seq;
     float* x = w.x.data() + t * H;
+    // word + position + token type 0, summed in this order (an int8 file requantises the activations:
+    // one rounding apart changes later layers); rotary models (ModernBERT) add neither table.
+    const float* p = pos_emb_ != nullptr ? pos_emb_ + pos * H : nullptr;
+    auto add = [&](std::size_t c, float word) { return p != nullptr ? word + p[c] + type_emb_[c] : word; };
     if (wd == DType::f32) {
       const float* e = static_cast<const float*>(word_emb_) + id * H;
-      std::copy_n(e, H, x);
+      for (std::size_t c = 0; c < H; ++c) x[c] = add(c, e[c]);
     } else if (wd == DType::f16) {
-      kt_.f16_to_f32(H, static_cast<const std::uint16_t*>(word_emb_) + id * H, x);
+      kt_.f16_to_f32(H, static_cast<const std::uint16_t*>(word_emb_) + id * H, w.row.data());
+      for (std::size_t c = 0; c < H; ++c) x[c] = add(c, w.row[c]);
     } else {
       const auto* e = static_cast<const std::int8_t*>(word_emb_) + id * H;
       const float s = word_scale_[id];
-      for (std::size_t c = 0; c < H; ++c) x[c] = static_cast<float>(e[c]) * s;
+      for (std::size_t c = 0; c < H; ++c) x[c] = add(c, static_cast<float>(e[c]) * s);
     }
-    if (pos_emb_ != nullptr)  // absolute positions + token type 0; rotary models have neither
-      for (std::size_t c = 0; c < H; ++c) x[c] += pos_emb_[pos * H + c] + type_emb_[c];
     w.mask_bias[t] = mask[t] ? 0.f : -1e30f;
   }
   layer_norm(w.x.data(), nullptr, emb_ln_w_, emb_ln_b_);
