@@ -257,12 +257,13 @@ def _with_version(data: bytes, version: int) -> bytes:
 
 def test_format_versions(tiny_bert_dir, tmp_path, packed):
     enc = pack(tiny_bert_dir, tmp_path / "enc.mlfs").read_bytes()
-    assert struct.unpack_from("<I", enc, 8)[0] == fmt.FORMAT_VERSION == 3
+    assert struct.unpack_from("<I", enc, 8)[0] == fmt.FORMAT_VERSION == 4
     ids = np.ones((1, 5), np.int64)
-    for old in (1, 2):  # old fp32 files still load (a v1 file's kind bytes are 0)
+    for old in (1, 2, 3):  # old fp32 files still load (a v1 file's kind bytes are 0; v4 only added options)
         assert np.array_equal(Engine.from_bytes(_with_version(enc, old)).run(ids), Engine.from_bytes(enc).run(ids))
     enc8 = pack(tiny_bert_dir, tmp_path / "enc8.mlfs", dtype="int8").read_bytes()
     Engine.from_bytes(enc8)
+    Engine.from_bytes(_with_version(enc8, 3))  # v3 int8 files load: v4 kept the layouts, added family options
     with pytest.raises(PackedFileError, match=r"version 2 stores int8 weights in an older layout.*re-pack"):
         Engine.from_bytes(_with_version(enc8, 2))  # v2's int8 "K4N" bytes cannot be read as v3's panels
     with pytest.raises(PackedFileError, match="re-pack"):

@@ -1,4 +1,5 @@
-// Decoder forward (Llama family) and the generation loop. Every matrix product and row operation
+// Decoder forward (Llama family and, through the file's family options, GPT-2, Qwen3, Gemma /
+// Gemma 2, Mistral, Phi-3) and the generation loop. Every matrix product and row operation
 // goes through the kernel table; this file lays out buffers, slices, the KV cache and threads.
 #include "mlfs/decoder.h"
 
@@ -44,20 +45,48 @@ Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTa
   };
   head_ = bind_linear(*file_, "head", d.vocab_size, H, stored("head"), false);
   embed_ = d.tied_embeddings ? head_ : bind_linear(*file_, "emb", d.vocab_size, H, stored("emb"), false);
+  // The family options (format v4) decide which tensors exist; each is bound here, once.
+  if (d.ungated && !d.gelu_tanh)
+    throw PackedFileError(file_->path() + ": an ungated MLP is implemented with GELU-tanh only (GPT-2)");
+  const bool lb = d.linear_bias;
   final_norm_ = f32("norm.w", {H});
+  if (d.layer_norm) final_norm_b_ = f32("norm.b", {H});
+  if (d.learned_pos) pos_emb_ = f32("emb.pos", {d.max_positions, H});
   for (std::uint32_t i = 0; i < d.num_layers; ++i) {
     const std::string p = "l" + std::to_string(i) + ".";
     DecoderLayerWeights L;
-    L.q = bind_linear(*file_, p + "q", qd, H, wd, d.qkv_bias);
-    L.k = bind_linear(*file_, p + "k", kvd, H, wd, d.qkv_bias);
-    L.v = bind_linear(*file_, p + "v", kvd, H, wd, d.qkv_bias);
-    L.o = bind_linear(*file_, p + "o", H, qd, wd, false);
-    L.gate = bind_linear(*file_, p + "gate", I, H, wd, false);
-    L.up = bind_linear(*file_, p + "up", I, H, wd, false);
-    L.down = bind_linear(*file_, p + "down", H, I, wd, false);
+    L.q = bind_linear(*file_, p + "q", qd, H, wd, d.qkv_bias || lb);
+    L.k = bind_linear(*file_, p + "k", kvd, H, wd, d.qkv_bias || lb);
+    L.v = bind_linear(*file_, p + "v", kvd, H, wd, d.qkv_bias || lb);
+    L.o = bind_linear(*file_, p + "o", H, qd, wd, lb);
+    if (!d.ungated) L.gate = bind_linear(*file_, p + "gate", I, H, wd, lb);
+    L.up = bind_linear(*file_, p + "up", I, H, wd, lb);
+    L.down = bind_linear(*file_, p + "down", H, I, wd, lb);
     L.attn_norm = f32(p + "attn_norm.w", {H});
     L.mlp_norm = f32(p + "mlp_norm.w", {H});
+    if (d.layer_norm) {
+      L.attn_norm_b = f32(p + "attn_norm.b", {H});
+      L.mlp_norm_b = f32(p + "mlp_norm.b", {H});
+    }
+    if (d.qk_norm) {
+      L.q_norm = f32(p + "q_norm.w", {dh});
+      L.k_norm = f32(p + "k_norm.w", {dh});
+    }
+    if (d.post_norms) {
+      L.post_attn_norm = f32(p + "post_attn_norm.w", {H});
+      L.post_mlp_norm = f32(p + "post_mlp_norm.w", {H});
+    }
     layers_.push_back(L);
+  }
+  // Sliding-window attention per layer (Mistral: all layers, Gemma 2: every other one); fp32 ids
+  // like vocab.order, checked to be whole numbers.
+  if (file_->find("attn.window") != nullptr) {
+    const float* win = f32("attn.window", {d.num_layers});
+    for (std::uint32_t i = 0; i < d.num_layers; ++i) {
+      if (!(win[i] >= 0.f && win[i] < 16777216.f) || win[i] != std::floor(win[i]))
+        throw PackedFileError(file_->path() + ": tensor 'attn.window' holds a bad window size (re-pack the file)");
+      layers_[i].window = static_cast<std::size_t>(win[i]);
+    }
   }
   // Optional vocabulary order: head (and embedding) row r holds token order[r]. Stored as fp32
   // (exact for ids < 2^24) so the format needs no integer dtype; checked to be a permutation.
@@ -76,10 +105,7 @@ Decoder::Decoder(std::shared_ptr<const PackedFile> file, const kernels::KernelTa
     }
   }
   // transformers: inv_freq = 1 / theta^(arange(0, dh, 2) / dh) in fp32, divided by the linear factor.
-  for (std::uint32_t i = 0; i < dh / 2; ++i) {
-    const float e = static_cast<float>(2 * i) / static_cast<float>(dh);
-    inv_freq_.push_back(1.0f / std::pow(d.rope_theta, e) / d.rope_linear_factor);
-  }
+  inv_freq_ = rope_inv_freq(d.rope_theta, dh, d.rope_linear_factor);
 }
 
 Decoder::~Decoder() = default;
@@ -118,22 +144,9 @@ KvCache Decoder::make_cache(const SubnetSpec& subnet, DType dtype) const {
   return KvCache(std::move(widths), dtype, dims_.max_positions);
 }
 
-// Rotate the first `heads` heads of rows [0, n) by RoPE, rotate_half style: pairs (i, i + dh/2),
-// with this call's fp32 cos/sin tables (row t = position start + t).
+// RoPE on the first `heads` heads of rows [0, n), with this call's tables (row t = position start + t).
 void Decoder::rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const {
-  const std::size_t dh = dims_.head_dim, half = dh / 2;
-  for (std::size_t t = 0; t < n; ++t) {
-    const float* c = ws_->cos.data() + t * half;
-    const float* s = ws_->sin.data() + t * half;
-    for (std::size_t h = 0; h < heads; ++h) {
-      float* v = x + t * ld + h * dh;
-      for (std::size_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c[i] - b * s[i];
-        v[i + half] = b * c[i] + a * s[i];
-      }
-    }
-  }
+  apply_rope(x, ld, heads, dims_.head_dim, n, ws_->cos.data(), ws_->sin.data());
 }
 
 constexpr std::size_t kMaxHeadDim = 512;  // the KV cache's per-head conversion limit too
@@ -142,12 +155,27 @@ constexpr std::size_t kMaxHeadDim = 512;  // the KV cache's per-head conversion 
 // one task per key/value head; its K^T and V over all held positions are read once from the cache
 // and serve every query head of its group (scores = Q K^T as a GEMM, softmax over the visible
 // prefix of each row, ctx = P V).
-void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, KvCache& cache,
-                        int threads) {
+void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, std::size_t window,
+                        KvCache& cache, int threads) {
   Workspace& w = *ws_;
   const std::size_t dh = dims_.head_dim, g = group_size(), kv_heads = heads / g, total = start + n;
   const std::size_t qd = heads * dh;
-  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  const float scale = dims_.attn_scale > 0.f ? dims_.attn_scale : 1.f / std::sqrt(static_cast<float>(dh));
+  const float softcap = dims_.attn_softcap;
+  // Scores row of query i -> probabilities: causal (positions <= start + i), within the sliding
+  // window when the layer has one (the last `window` positions, as transformers' sliding mask),
+  // soft-capped first when the file says so; everything outside is 0 for the P.V product.
+  auto probabilities = [&](float* row, std::size_t i) {
+    const std::size_t visible = start + i + 1, lo = window > 0 && visible > window ? visible - window : 0;
+    float s = scale;
+    if (softcap > 0.f) {
+      kt_.softcap_f32(1, visible - lo, row + lo, total, scale, softcap);
+      s = 1.f;
+    }
+    kt_.softmax_f32(1, visible - lo, row + lo, total, nullptr, s);
+    std::fill(row, row + lo, 0.f);
+    std::fill(row + visible, row + total, 0.f);
+  };
   if (n * g <= dh && dh <= kMaxHeadDim) {
     // Few query rows (decode): read the cache in place instead of copying and transposing every
     // head's K and V over all positions per token (perf: 12.6 % of int8 decode cycles at ~300
@@ -174,12 +202,7 @@ void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, 
         }
       }
       for (std::size_t j = 0; j < g; ++j)
-        for (std::size_t i = 0; i < n; ++i) {
-          float* row = sc + (j * n + i) * total;
-          const std::size_t visible = start + i + 1;
-          kt_.softmax_f32(1, visible, row, total, nullptr, scale);
-          std::fill(row + visible, row + total, 0.f);
-        }
+        for (std::size_t i = 0; i < n; ++i) probabilities(sc + (j * n + i) * total, i);
       for (std::size_t j = 0; j < g; ++j) {
         float* ctx = w.ctx.data() + (kvh * g + j) * dh;
         for (std::size_t p0 = 0; p0 < total; p0 += chunk) {
@@ -204,11 +227,7 @@ void Decoder::attention(std::size_t slot, std::size_t heads, std::size_t start, 
     for (std::size_t j = 0; j < g; ++j) {
       const std::size_t head = kvh * g + j;
       kt_.gemm_f32(n, total, dh, 1.f, w.q.data() + head * dh, qd, kt, total, nullptr, sc, total, false);
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t visible = start + i + 1;
-        kt_.softmax_f32(1, visible, sc + i * total, total, nullptr, scale);
-        std::fill(sc + i * total + visible, sc + (i + 1) * total, 0.f);
-      }
+      for (std::size_t i = 0; i < n; ++i) probabilities(sc + i * total, i);
       kt_.gemm_f32(n, dh, total, 1.f, sc, total, vt, dh, nullptr, w.ctx.data() + head * dh, qd, false);
     }
   });
@@ -262,67 +281,103 @@ void Decoder::forward(const std::int32_t* ids, std::size_t n, KvCache& cache, co
     lin_.reserve(T, std::max({H, I, QD}), max_rank);
   }
   // RoPE tables for positions start..start+n: fp32 angle = position * inv_freq, as transformers.
-  for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t i = 0; i < dh / 2; ++i) {
-      const float angle = static_cast<float>(start + t) * inv_freq_[i];
-      w.cos[t * dh / 2 + i] = std::cos(angle);
-      w.sin[t * dh / 2 + i] = std::sin(angle);
-    }
+  rope_tables(inv_freq_, start, n, w.cos.data(), w.sin.data());
   for (std::size_t t = 0; t < n; ++t) {
     const auto id = static_cast<std::size_t>(ids[t]);
-    embed_.column(row_of_id_.empty() ? id : static_cast<std::size_t>(row_of_id_[id]), w.x.data() + t * H);
+    float* x = w.x.data() + t * H;
+    embed_.column(row_of_id_.empty() ? id : static_cast<std::size_t>(row_of_id_[id]), x);
+    if (dims_.embed_scale > 0.f)
+      for (std::size_t c = 0; c < H; ++c) x[c] *= dims_.embed_scale;
+    if (pos_emb_ != nullptr)
+      for (std::size_t c = 0; c < H; ++c) x[c] += pos_emb_[(start + t) * H + c];
   }
 
   const float eps = dims_.layer_norm_eps;
-  auto rmsnorm = [&](const float* x, const float* gamma, float* out, std::size_t rows) {
+  // RMSNorm, or LayerNorm with a bias (beta non-null: GPT-2).
+  auto norm = [&](const float* x, const float* gamma, const float* beta, float* out, std::size_t rows) {
     const int nt = row_threads(rows * H, threads);
     const std::size_t per = std::max<std::size_t>(1, (rows + nt - 1) / nt);
     pool_.parallel_for((rows + per - 1) / per, nt, [&](std::size_t task, int) {
       const std::size_t r0 = task * per, r1 = std::min(rows, r0 + per);
-      kt_.rmsnorm_f32(r1 - r0, H, x + r0 * H, H, gamma, eps, out + r0 * H, H);
+      if (beta != nullptr)
+        kt_.layernorm_f32(r1 - r0, H, x + r0 * H, H, nullptr, H, gamma, beta, eps, out + r0 * H, H);
+      else
+        kt_.rmsnorm_f32(r1 - r0, H, x + r0 * H, H, gamma, eps, out + r0 * H, H);
     });
+  };
+  // A block's output y [n, H] into the residual stream: x += post_norm(y) (Gemma 2).
+  auto add_normed = [&](float* y, const float* gamma) {
+    norm(y, gamma, nullptr, y, n);
+    for (std::size_t i = 0; i < n * H; ++i) w.x[i] += y[i];
   };
 
   for (std::size_t slot = 0; slot < subnet.size(); ++slot) {
     const LayerSlice& s = subnet[slot];
     const DecoderLayerWeights& L = layers_[s.layer];
     const std::size_t heads = s.heads, qd = heads * dh, kvd = heads / group_size() * dh, f = s.mlp;
-    rmsnorm(w.x.data(), L.attn_norm, w.xn.data(), n);
+    norm(w.x.data(), L.attn_norm, L.attn_norm_b, w.xn.data(), n);
     // Q, then K and V (different widths under GQA); the activations are quantised once per call.
     lin_.run({{&L.q, w.q.data()}}, qd, H, w.xn.data(), H, n, qd, threads);
     lin_.run({{&L.k, w.k.data()}, {&L.v, w.v.data()}}, kvd, H, w.xn.data(), H, n, kvd, threads);
-    rope(w.q.data(), qd, heads, n);
-    rope(w.k.data(), kvd, heads / group_size(), n);
+    if (L.q_norm != nullptr) {  // Qwen3: RMSNorm of every head's q and k (rows of head_dim, contiguous)
+      kt_.rmsnorm_f32(n * heads, dh, w.q.data(), dh, L.q_norm, eps, w.q.data(), dh);
+      kt_.rmsnorm_f32(n * (heads / group_size()), dh, w.k.data(), dh, L.k_norm, eps, w.k.data(), dh);
+    }
+    if (pos_emb_ == nullptr) {
+      rope(w.q.data(), qd, heads, n);
+      rope(w.k.data(), kvd, heads / group_size(), n);
+    }
     cache.write(slot, start, n, w.k.data(), kvd, w.v.data(), kvd, kt_);
-    attention(slot, heads, start, n, cache, threads);
-    // o_proj and down_proj accumulate into the residual stream x: the residual add is their epilogue.
-    lin_.run({{&L.o, w.x.data(), true}}, H, qd, w.ctx.data(), qd, n, H, threads);
-    rmsnorm(w.x.data(), L.mlp_norm, w.xn.data(), n);
-    lin_.run({{&L.gate, w.gate.data()}, {&L.up, w.up.data()}}, f, H, w.xn.data(), H, n, f, threads);
+    attention(slot, heads, start, n, L.window, cache, threads);
+    // o_proj and down_proj accumulate into the residual stream x: the residual add is their
+    // epilogue, unless the block's output is normed first (Gemma 2's post-norms).
+    if (L.post_attn_norm != nullptr) {
+      lin_.run({{&L.o, w.xn.data()}}, H, qd, w.ctx.data(), qd, n, H, threads);
+      add_normed(w.xn.data(), L.post_attn_norm);
+    } else {
+      lin_.run({{&L.o, w.x.data(), true}}, H, qd, w.ctx.data(), qd, n, H, threads);
+    }
+    norm(w.x.data(), L.mlp_norm, L.mlp_norm_b, w.xn.data(), n);
+    if (L.gate.weight != nullptr)
+      lin_.run({{&L.gate, w.gate.data()}, {&L.up, w.up.data()}}, f, H, w.xn.data(), H, n, f, threads);
+    else  // ungated (GPT-2): the activation runs on up's output in place
+      lin_.run({{&L.up, w.gate.data()}}, f, H, w.xn.data(), H, n, f, threads);
     {
       const int nt = row_threads(n * f, threads);
       const std::size_t per = std::max<std::size_t>(1, (n + nt - 1) / nt);
+      const float* up = L.gate.weight != nullptr ? w.up.data() : nullptr;
       pool_.parallel_for((n + per - 1) / per, nt, [&](std::size_t task, int) {
         const std::size_t r0 = task * per, r1 = std::min(n, r0 + per);
-        kt_.silu_mul_f32(r1 - r0, f, w.gate.data() + r0 * f, f, w.up.data() + r0 * f, f);
+        if (dims_.gelu_tanh)
+          kt_.gelu_tanh_mul_f32(r1 - r0, f, w.gate.data() + r0 * f, f, up ? up + r0 * f : nullptr, f);
+        else
+          kt_.silu_mul_f32(r1 - r0, f, w.gate.data() + r0 * f, f, up + r0 * f, f);
       });
     }
-    lin_.run({{&L.down, w.x.data(), true}}, H, f, w.gate.data(), f, n, H, threads);
+    if (L.post_mlp_norm != nullptr) {
+      lin_.run({{&L.down, w.xn.data()}}, H, f, w.gate.data(), f, n, H, threads);
+      add_normed(w.xn.data(), L.post_mlp_norm);
+    } else {
+      lin_.run({{&L.down, w.x.data(), true}}, H, f, w.gate.data(), f, n, H, threads);
+    }
   }
   cache.set_length(total);
 
   // Final norm and the LM head: every row (scoring a text) or only the last (generating).
   const std::size_t rows = all_logits ? n : 1;
   const float* xs = w.x.data() + (all_logits ? 0 : (n - 1) * H);
-  rmsnorm(xs, final_norm_, w.xn.data(), rows);
+  norm(xs, final_norm_, final_norm_b_, w.xn.data(), rows);
   const std::size_t scored = head_rows == 0 ? V : head_rows;
+  const float cap = dims_.final_softcap;
   if (id_of_row_.empty() && scored == V) {
     lin_.run({{&head_, logits}}, V, H, w.xn.data(), H, rows, V, threads);
+    if (cap > 0.f) kt_.softcap_f32(rows, V, logits, V, 1.f, cap);
     return;
   }
   // A prefix of the head's rows (a pointer and a stride, like every slice), then back to token ids.
   w.head.resize(rows * scored);
   lin_.run({{&head_, w.head.data()}}, scored, H, w.xn.data(), H, rows, scored, threads);
+  if (cap > 0.f) kt_.softcap_f32(rows, scored, w.head.data(), scored, 1.f, cap);
   for (std::size_t i = 0; i < rows; ++i) {
     float* out = logits + i * V;
     const float* in = w.head.data() + i * scored;

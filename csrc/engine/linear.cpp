@@ -2,6 +2,7 @@
 #include "mlfs/linear.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mlfs {
 
@@ -31,6 +32,42 @@ void LinearWeights::column(std::size_t n, float* dst) const {
       const auto* w = static_cast<const std::uint8_t*>(weight);
       for (std::size_t k = 0; k < in; ++k) dst[k] = kernels::q4_weight(w, ldw, k, n);
       break;
+    }
+  }
+}
+
+std::vector<float> rope_inv_freq(float theta, std::size_t head_dim, float factor) {
+  std::vector<float> inv;
+  for (std::size_t i = 0; i < head_dim / 2; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv.push_back(1.0f / std::pow(theta, e) / factor);
+  }
+  return inv;
+}
+
+void rope_tables(const std::vector<float>& inv_freq, std::size_t pos0, std::size_t n, float* cos, float* sin) {
+  const std::size_t half = inv_freq.size();
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(pos0 + t) * inv_freq[i];
+      cos[t * half + i] = std::cos(angle);
+      sin[t * half + i] = std::sin(angle);
+    }
+}
+
+void apply_rope(float* x, std::size_t ld, std::size_t heads, std::size_t head_dim, std::size_t n, const float* cos,
+                const float* sin) {
+  const std::size_t half = head_dim / 2;
+  for (std::size_t t = 0; t < n; ++t) {
+    const float* c = cos + t * half;
+    const float* s = sin + t * half;
+    for (std::size_t h = 0; h < heads; ++h) {
+      float* v = x + t * ld + h * head_dim;
+      for (std::size_t i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
     }
   }
 }

@@ -27,8 +27,18 @@ constexpr std::uint32_t kMaxTensors = 1u << 20;
 constexpr std::size_t kOffKind = kOffDims + 48, kOffKvHeads = kOffKind + 4, kOffRopeTheta = kOffKind + 8;
 constexpr std::size_t kOffRopeFactor = kOffKind + 12, kOffFlags = kOffKind + 16;
 constexpr std::uint32_t kFlagTied = 1u, kFlagQkvBias = 2u, kFlagNormalize = 4u;
+// Version 4: family option flags and four floats after the flags (format.py names the same bits).
+constexpr std::uint32_t kFlagLayerNorm = 8u, kFlagGeluTanh = 16u, kFlagUngated = 32u, kFlagLinearBias = 64u;
+constexpr std::uint32_t kFlagQkNorm = 128u, kFlagPostNorms = 256u, kFlagLearnedPos = 512u, kFlagPoolerRelu = 1024u;
+constexpr std::uint32_t kFlagPreNorm = 2048u, kFlagGatedFfn = 4096u, kFlagPoolerGeluLn = 8192u;
+constexpr std::uint32_t kFlagsV3 = kFlagTied | kFlagQkvBias | kFlagNormalize;
+constexpr std::uint32_t kFlagsV4 = kFlagsV3 | kFlagLayerNorm | kFlagGeluTanh | kFlagUngated | kFlagLinearBias |
+                                   kFlagQkNorm | kFlagPostNorms | kFlagLearnedPos | kFlagPoolerRelu | kFlagPreNorm |
+                                   kFlagGatedFfn | kFlagPoolerGeluLn;
+constexpr std::size_t kOffAttnScale = kOffFlags + 4, kOffAttnSoftcap = kOffFlags + 8;
+constexpr std::size_t kOffFinalSoftcap = kOffFlags + 12, kOffEmbedScale = kOffFlags + 16;
 
-static_assert(kPackHeaderSize >= kOffFlags + 4, "header too small for the dims block");
+static_assert(kPackHeaderSize >= kOffEmbedScale + 4, "header too small for the dims block");
 
 template <typename T>
 T load_le(const std::uint8_t* p) {
@@ -250,11 +260,29 @@ void PackedFile::parse(bool verify_checksum) {
     dims_.rope_theta = load_le<float>(h + kOffRopeTheta);
     dims_.rope_linear_factor = load_le<float>(h + kOffRopeFactor);
     const auto flags = load_le<std::uint32_t>(h + kOffFlags);
-    if (flags & ~(kFlagTied | kFlagQkvBias | kFlagNormalize))
-      throw PackedFileError(where + "corrupt header: unknown flags");
+    if (flags & ~(version >= 4 ? kFlagsV4 : kFlagsV3)) throw PackedFileError(where + "corrupt header: unknown flags");
     dims_.tied_embeddings = (flags & kFlagTied) != 0;
     dims_.qkv_bias = (flags & kFlagQkvBias) != 0;
     dims_.normalize = (flags & kFlagNormalize) != 0;
+    dims_.layer_norm = (flags & kFlagLayerNorm) != 0;
+    dims_.gelu_tanh = (flags & kFlagGeluTanh) != 0;
+    dims_.ungated = (flags & kFlagUngated) != 0;
+    dims_.linear_bias = (flags & kFlagLinearBias) != 0;
+    dims_.qk_norm = (flags & kFlagQkNorm) != 0;
+    dims_.post_norms = (flags & kFlagPostNorms) != 0;
+    dims_.learned_pos = (flags & kFlagLearnedPos) != 0;
+    dims_.pooler_relu = (flags & kFlagPoolerRelu) != 0;
+    dims_.pre_norm = (flags & kFlagPreNorm) != 0;
+    dims_.gated_ffn = (flags & kFlagGatedFfn) != 0;
+    dims_.pooler_gelu_ln = (flags & kFlagPoolerGeluLn) != 0;
+  }
+  if (version >= 4) {
+    dims_.attn_scale = load_le<float>(h + kOffAttnScale);
+    dims_.attn_softcap = load_le<float>(h + kOffAttnSoftcap);
+    dims_.final_softcap = load_le<float>(h + kOffFinalSoftcap);
+    dims_.embed_scale = load_le<float>(h + kOffEmbedScale);
+    for (float v : {dims_.attn_scale, dims_.attn_softcap, dims_.final_softcap, dims_.embed_scale})
+      if (!(v >= 0.f && v < 1e6f)) throw PackedFileError(where + "corrupt header: a family option out of range");
   }
   if (dims_.kind == ModelKind::decoder) {
     if (dims_.num_kv_heads == 0 || dims_.num_heads % dims_.num_kv_heads != 0)

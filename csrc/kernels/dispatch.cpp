@@ -12,6 +12,7 @@ KernelTable scalar_table() {
   return KernelTable{Isa::scalar,         &ref::dot_f32,         &ref::gemm_f32,      &ref::gemm_f16,
                      &ref::quantize_rows_i8, &ref::gemm_i8,       &ref::quantize_blocks_q8, &ref::gemm_q4,       &ref::bias_gelu_f32,
                      &ref::layernorm_f32, &ref::softmax_f32,     &ref::rmsnorm_f32,   &ref::silu_mul_f32,
+                     &ref::gelu_tanh_mul_f32, &ref::softcap_f32,
                      &ref::f32_to_f16,    &ref::f16_to_f32};
 }
 

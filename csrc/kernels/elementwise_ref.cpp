@@ -121,6 +121,22 @@ void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, 
     }
 }
 
+void gelu_tanh_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu) {
+  const double c = std::sqrt(2.0 / 3.14159265358979323846);
+  for (size_t i = 0; i < M; ++i)
+    for (size_t n = 0; n < N; ++n) {
+      const double g = gate[i * ldg + n];
+      const double u = up ? up[i * ldu + n] : 1.0;
+      gate[i * ldg + n] = static_cast<float>(0.5 * g * (1.0 + std::tanh(c * (g + 0.044715 * g * g * g))) * u);
+    }
+}
+
+void softcap_f32(size_t M, size_t N, float* x, size_t ldx, float scale, float cap) {
+  for (size_t i = 0; i < M; ++i)
+    for (size_t n = 0; n < N; ++n)
+      x[i * ldx + n] = static_cast<float>(cap * std::tanh(static_cast<double>(scale) * x[i * ldx + n] / cap));
+}
+
 void f32_to_f16(size_t n, const float* src, uint16_t* dst) {
   for (size_t i = 0; i < n; ++i) dst[i] = f32_to_f16_scalar(src[i]);
 }

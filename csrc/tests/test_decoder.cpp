@@ -168,6 +168,101 @@ void test_isas_and_incremental() {
   }
 }
 
+// The format v4 family options (flags at offset 120, floats from 124; mlfs_edge/runtime/format.py):
+// a GPT-2-like file (LayerNorm + biases, learned positions, ungated GELU-tanh MLP, every Linear
+// biased) and a Gemma-2 / Qwen3-like one (q/k norms, post-norms, GeGLU, soft-caps, attention and
+// embedding scales, a sliding window on layer 0). Every ISA equals the scalar kernels, decoding token
+// by token equals one prefill (the window and the soft-caps on the cached path), and a window
+// shorter than the prompt changes the logits.
+std::shared_ptr<const mlfs::PackedFile> family_decoder(bool gpt2, float window) {
+  std::mt19937 rng(7);
+  std::vector<Tensor> ts;
+  add_linear(ts, rng, "head", V, H, DType::f32);
+  auto vec = [&](const std::string& name, std::size_t n, float mean) {
+    ts.push_back(make(name, DType::f32, {n}, randn(rng, n, 0.1f, mean)));
+  };
+  vec("norm.w", H, 1.f);
+  if (gpt2) {
+    vec("norm.b", H, 0.f);
+    ts.push_back(make("emb.pos", DType::f32, {P, H}, randn(rng, P * H, 0.3f)));
+  } else {
+    ts.push_back(make("attn.window", DType::f32, {L}, std::vector<float>{window, 0.f}));
+  }
+  for (std::uint32_t l = 0; l < L; ++l) {
+    const std::string p = "l" + std::to_string(l) + ".";
+    for (const char* n : {"q", "k", "v", "o", "gate", "up", "down"}) {
+      const std::string name = n;
+      if (gpt2 && name == "gate") continue;
+      const std::size_t out = name == "q" ? NH * DH : name == "k" || name == "v" ? NKV * DH
+                              : name == "o" || name == "down" ? H : I;
+      const std::size_t in = name == "o" ? NH * DH : name == "down" ? I : H;
+      add_linear(ts, rng, p + name, out, in, DType::f32);
+      if (gpt2) vec(p + name + ".b", out, 0.f);
+    }
+    vec(p + "attn_norm.w", H, 1.f);
+    vec(p + "mlp_norm.w", H, 1.f);
+    if (gpt2) {
+      vec(p + "attn_norm.b", H, 0.f);
+      vec(p + "mlp_norm.b", H, 0.f);
+    } else {
+      vec(p + "q_norm.w", DH, 1.f);
+      vec(p + "k_norm.w", DH, 1.f);
+      vec(p + "post_attn_norm.w", H, 1.f);
+      vec(p + "post_mlp_norm.w", H, 1.f);
+    }
+  }
+  // layer_norm 8, gelu_tanh 16, ungated 32, linear_bias 64, qk_norm 128, post_norms 256, learned_pos 512
+  const std::uint32_t flags = 1u | 16u | (gpt2 ? 8u | 32u | 64u | 512u : 128u | 256u);
+  return mlfs::PackedFile::from_bytes(encode(ts, [flags, gpt2](std::vector<std::uint8_t>& buf) {
+    put<std::uint32_t>(buf, 8, mlfs::kPackFormatVersion);
+    const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, 1, 0, 0, 0};
+    for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
+    put<float>(buf, 100, 1e-5f);
+    put<std::uint32_t>(buf, 104, 1);
+    put<std::uint32_t>(buf, 108, NKV);
+    put<float>(buf, 112, 10000.f);
+    put<float>(buf, 116, 1.f);
+    put<std::uint32_t>(buf, 120, flags);
+    if (!gpt2) {
+      const float options[4] = {0.2f, 3.f, 2.f, 8.f};  // attn scale, attn softcap, final softcap, embed scale
+      for (int i = 0; i < 4; ++i) put<float>(buf, 124 + 4 * i, options[i]);
+    }
+  }));
+}
+
+void test_family_options() {
+  const mlfs::SubnetSpec full = {{0, NH, I}, {1, NH, I}};
+  const mlfs::SubnetSpec sub = {{0, 2, 40}};
+  for (bool gpt2 : {true, false}) {
+    auto file = family_decoder(gpt2, 4.f);
+    mlfs::Decoder ref(file, mk::table_for(mlfs::Isa::scalar));
+    for (const auto* spec : {&full, &sub}) {
+      const std::vector<float> want = logits(ref, *spec, 1);
+      bool finite = true;
+      for (float v : want) finite = finite && std::isfinite(v);
+      CHECK(finite, "family options gpt2=%d: logits not finite", gpt2);
+      for (mlfs::Isa isa : mlfs::supported_isas()) {
+        mlfs::Decoder d(file, mk::table_for(isa));
+        CHECK(max_rel(logits(d, *spec, 2), want) <= 1e-4, "family options gpt2=%d isa=%s err=%g", gpt2,
+              mlfs::isa_name(isa), max_rel(logits(d, *spec, 2), want));
+        mlfs::KvCache kv = d.make_cache(*spec);
+        std::vector<float> step(V);
+        d.forward(kTokens.data(), 3, kv, *spec, 1, step.data(), false);
+        for (std::size_t t = 3; t < kTokens.size(); ++t) d.forward(&kTokens[t], 1, kv, *spec, 1, step.data(), false);
+        const std::vector<float> last(want.end() - V, want.end());
+        CHECK(max_rel(step, last) <= 1e-4, "family options incremental gpt2=%d isa=%s err=%g", gpt2,
+              mlfs::isa_name(isa), max_rel(step, last));
+      }
+    }
+    if (!gpt2) {  // the window (4 < 12 prompt tokens) matters; a window as long as the prompt does not
+      mlfs::Decoder wide(family_decoder(false, 64.f), mk::table_for(mlfs::Isa::scalar));
+      mlfs::Decoder none(family_decoder(false, 0.f), mk::table_for(mlfs::Isa::scalar));
+      CHECK(max_rel(logits(ref, full, 1), logits(none, full, 1)) > 1e-3, "sliding window has no effect");
+      CHECK(max_rel(logits(wide, full, 1), logits(none, full, 1)) == 0.0, "a window past the prompt changes logits");
+    }
+  }
+}
+
 void test_generation_and_rollback() {
   auto d = std::make_shared<mlfs::Decoder>(tiny_decoder(DType::f32));
   const mlfs::SubnetSpec full = {{0, NH, I}, {1, NH, I}};
@@ -338,6 +433,7 @@ void test_speculative() {
 
 int main() {
   test_isas_and_incremental();
+  test_family_options();
   test_generation_and_rollback();
   test_speculative();
   test_kv_cache_chunks();

@@ -107,6 +107,60 @@ std::vector<std::uint8_t> tiny_model(DType wd) {
   return encode_encoder(ts, wd);
 }
 
+// The format v4 encoder options in fp32. modern: ModernBERT's pre-norm layers (no ln1 in layer 0),
+// RoPE per layer, a local window `window` on layer 0, GeGLU (ff1g), final LayerNorm, no position or
+// token-type tables, the dense + GELU + LayerNorm head; else: BERT with MPNet's relative attention
+// bias table and DistilBERT's ReLU pooler.
+std::vector<std::uint8_t> tiny_family_model(bool modern, float window) {
+  std::mt19937 rng(11);
+  std::vector<Tensor> ts;
+  auto vec = [&](const std::string& name, std::vector<std::uint64_t> shape, float sd, float mean) {
+    std::size_t n = 1;
+    for (auto d : shape) n *= d;
+    ts.push_back(make(name, DType::f32, shape, randn(rng, n, sd, mean)));
+  };
+  vec("emb.word", {V, H}, 0.5f, 0.f);
+  if (!modern) {
+    vec("emb.pos", {P, H}, 0.3f, 0.f);
+    vec("emb.type", {TV, H}, 0.3f, 0.f);
+    vec("attn.relbias", {2 * P - 1, NH}, 0.5f, 0.f);
+  } else {
+    ts.push_back(make("attn.theta", DType::f32, {L}, std::vector<float>{10000.f, 160000.f}));
+    ts.push_back(make("attn.window", DType::f32, {L}, std::vector<float>{window, 0.f}));
+    vec("final.ln.w", {H}, 0.1f, 1.f);
+    vec("final.ln.b", {H}, 0.1f, 0.f);
+    vec("pooler.ln.w", {H}, 0.1f, 1.f);
+    vec("pooler.ln.b", {H}, 0.1f, 0.f);
+  }
+  vec("emb.ln.w", {H}, 0.1f, 1.f);
+  vec("emb.ln.b", {H}, 0.1f, 0.f);
+  for (std::uint32_t l = 0; l < L; ++l) {
+    const std::string p = "l" + std::to_string(l) + ".";
+    for (const char* n : {"q", "k", "v", "o"}) add_linear(ts, rng, p + n, H, H, DType::f32);
+    add_linear(ts, rng, p + "ff1", I, H, DType::f32);
+    if (modern) add_linear(ts, rng, p + "ff1g", I, H, DType::f32);
+    add_linear(ts, rng, p + "ff2", H, I, DType::f32);
+    for (const char* n : {"ln1", "ln2"}) {
+      if (modern && l == 0 && std::string(n) == "ln1") continue;
+      vec(p + n + ".w", {H}, 0.1f, 1.f);
+      vec(p + n + ".b", {H}, 0.1f, 0.f);
+    }
+  }
+  add_linear(ts, rng, "pooler", H, H, DType::f32);
+  add_linear(ts, rng, "cls", LABELS, H, DType::f32);
+  // pooler_relu 1024; pre_norm 2048, gated_ffn 4096, pooler_gelu_ln 8192 (mlfs_edge/runtime/format.py)
+  const std::uint32_t flags = modern ? 2048u | 4096u | 8192u : 1024u;
+  return encode(ts, [flags](std::vector<std::uint8_t>& buf) {
+    put<std::uint32_t>(buf, 8, mlfs::kPackFormatVersion);
+    const std::uint32_t dims[11] = {L, H, NH, DH, I, V, P, TV, LABELS, 1 /* cls */, 0};
+    for (int i = 0; i < 11; ++i) put<std::uint32_t>(buf, 56 + 4 * i, dims[i]);
+    put<float>(buf, 100, 1e-5f);
+    put<float>(buf, 112, 10000.f);
+    put<float>(buf, 116, 1.f);
+    put<std::uint32_t>(buf, 120, flags);
+  });
+}
+
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   float m = 0.f;
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
@@ -158,6 +212,35 @@ int main() {
         threw = true;
       }
       CHECK(threw, "%s: %s file accepted", dtype_name(wd), variant == 0 ? "truncated" : "corrupted");
+    }
+  }
+  // The v4 encoder options: every ISA equals the scalar kernels; ModernBERT's local window matters.
+  for (bool modern : {true, false}) {
+    auto file = PackedFile::from_bytes(tiny_family_model(modern, 3.f));
+    for (const SubnetSpec* spec : {&full, &sub}) {
+      std::vector<float> want(batch * LABELS), got(batch * LABELS);
+      Engine ref(file, kernels::table_for(Isa::scalar));
+      ref.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 1, want.data());
+      bool finite = true;
+      for (float v : want) finite = finite && std::isfinite(v);
+      CHECK(finite, "family options modern=%d: non-finite output", modern);
+      for (Isa isa : supported_isas()) {
+        Engine engine(file, kernels::table_for(isa));
+        engine.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 2, got.data());
+        CHECK(max_abs_diff(got, want) <= 1e-3f, "family options modern=%d isa=%s: max |diff| %g", modern,
+              isa_name(isa), max_abs_diff(got, want));
+      }
+    }
+    if (modern) {
+      std::vector<float> local(batch * LABELS), global(batch * LABELS), wide(batch * LABELS);
+      Engine(PackedFile::from_bytes(tiny_family_model(true, 3.f))).run<std::int64_t>(ids.data(), mask.data(), batch, seq,
+                                                                                      full, 1, local.data());
+      Engine(PackedFile::from_bytes(tiny_family_model(true, 0.f))).run<std::int64_t>(ids.data(), mask.data(), batch, seq,
+                                                                                      full, 1, global.data());
+      Engine(PackedFile::from_bytes(tiny_family_model(true, 64.f))).run<std::int64_t>(ids.data(), mask.data(), batch, seq,
+                                                                                       full, 1, wide.data());
+      CHECK(max_abs_diff(local, global) > 1e-4f, "local attention window has no effect");
+      CHECK(max_abs_diff(wide, global) == 0.f, "a window past the sequence changes the output");
     }
   }
   std::printf("ISAs:");

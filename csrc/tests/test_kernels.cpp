@@ -212,6 +212,35 @@ void test_rmsnorm_silu() {
     }
 }
 
+// gelu_tanh_mul and softcap have only the scalar reference: check it against known values and that
+// every ISA's table routes to it (a vectorised version added later must pass the same check).
+void test_gelu_tanh_softcap() {
+  float g[4] = {1.f, -2.f, 0.f, 3.f}, u[4] = {2.f, 1.f, 5.f, -1.f};
+  ref::gelu_tanh_mul_f32(1, 4, g, 4, u, 4);
+  const float want_g[4] = {2.f * 0.8411920f, -0.0454023f, 0.f, -2.9963627f};  // torch gelu(approximate='tanh')
+  for (int i = 0; i < 4; ++i) CHECK(std::fabs(g[i] - want_g[i]) <= 1e-6f * (1.f + std::fabs(want_g[i])), "gelu_tanh %d", i);
+  float c[3] = {100.f, -1.f, 0.f};
+  ref::softcap_f32(1, 3, c, 3, 0.5f, 30.f);
+  const float want_c[3] = {30.f * std::tanh(50.f / 30.f), 30.f * std::tanh(-0.5f / 30.f), 0.f};
+  for (int i = 0; i < 3; ++i) CHECK(std::fabs(c[i] - want_c[i]) <= 1e-6f * (1.f + std::fabs(want_c[i])), "softcap %d", i);
+  for (Isa isa : supported_isas())
+    for (std::size_t N : {1, 7, 33})
+      for (std::size_t M : {1, 3}) {
+        const std::size_t ld = N + 2;
+        auto x = randn(M * ld, 3.f), up = randn(M * ld);
+        std::vector<float> want = x, got = x, want_n = x, got_n = x, want_c2 = x, got_c2 = x;
+        ref::gelu_tanh_mul_f32(M, N, want.data(), ld, up.data(), ld);
+        table_for(isa).gelu_tanh_mul_f32(M, N, got.data(), ld, up.data(), ld);
+        ref::gelu_tanh_mul_f32(M, N, want_n.data(), ld, nullptr, ld);
+        table_for(isa).gelu_tanh_mul_f32(M, N, got_n.data(), ld, nullptr, ld);
+        ref::softcap_f32(M, N, want_c2.data(), ld, 0.25f, 50.f);
+        table_for(isa).softcap_f32(M, N, got_c2.data(), ld, 0.25f, 50.f);
+        CHECK(max_rel_err(got, want) <= 2e-6 && max_rel_err(got_n, want_n) <= 2e-6 &&
+                  max_rel_err(got_c2, want_c2) <= 2e-6,
+              "gelu_tanh_mul / softcap isa=%s M=%zu N=%zu", isa_name(isa), M, N);
+      }
+}
+
 void test_quantize_and_gemm_i8() {
   for (const auto& s : kGemmShapes) {
     const std::size_t ldx = s.K_full + 2, ldq = packed_k4(s.K_full) + 4, ldy = s.N + 3;
@@ -409,6 +438,7 @@ int main() {
   test_quantize_and_gemm_i8();
   test_gemm_q4();
   test_rmsnorm_silu();
+  test_gelu_tanh_softcap();
   test_bias_gelu();
   test_layernorm();
   test_softmax();

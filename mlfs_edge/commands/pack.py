@@ -12,10 +12,11 @@ ORDER = 60
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="pack a model folder into one .mlfs file for the native engine",
-                       description="Write a Hugging Face BERT-family model folder (BertModel or "
-                                   "BertForSequenceClassification, already importance-reordered) or a "
-                                   "Llama-family causal LM folder (Llama, SmolLM2, Qwen2; e.g. the decoder "
-                                   "supernet `mlfs-edge train` writes) as one .mlfs "
+                       description="Write a Hugging Face encoder folder (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, "
+                                   "MPNet, ModernBERT: the base model or its sequence classifier, already "
+                                   "importance-reordered) "
+                                   "or a causal LM folder (Llama, SmolLM2, Qwen2, Qwen3, Mistral, Gemma, Gemma 2, "
+                                   "Phi-3, GPT-2; e.g. the decoder supernet `mlfs-edge train` writes) as one .mlfs "
                                    "file: the whole supernet, so the engine can run any sub-network of it. "
                                    "The tokenizer is saved next to the file (OUT.tokenizer/) when the folder "
                                    "has one.",

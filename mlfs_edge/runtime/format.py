@@ -16,6 +16,11 @@ Layout (all integers little-endian)::
                     weights in "P16" panels with fp16 scales (was "KN4", fp32 scales); older
                     files with int8 or q4 tensors must be re-packed, their fp32/fp16 files
                     still load. Version 1 files (encoders) still load.
+                    Version 4 adds the family options (flags: LayerNorm with bias, GELU-tanh,
+                    ungated MLP, biases on every Linear, q/k norms, post-norms, learned positions,
+                    ReLU pooler; floats: attention scale, attention / final soft-caps, embedding
+                    scale): one file format for GPT-2, Qwen3, Gemma / Gemma 2, Mistral, Phi-3 and
+                    the RoBERTa / DistilBERT encoders. Older files read with every option off.
     [256, ...)      tensor directory: one 128-byte entry per tensor
                     (name[64] NUL-padded, dtype u32, ndim u32, shape u64[4], offset u64, nbytes u64)
     metadata        UTF-8 JSON: ArchSpec, importance order, labels, tokenizer, LoRA and source
@@ -33,6 +38,13 @@ Tensors (written by mlfs_edge.runtime.packer; W is a Linear weight [out, in]):
     l{i}.{q,...}.b, l{i}.{ln1,ln2}.{w,b}  fp32
     l{i}.{q,...}.lora_at [in, r], .lora_bt [r, out], .lora_s [1]   fp32, unmerged LoRA (optional)
     pooler.{w,b} (pooling "cls" only)   like a layer Linear;  cls.{w,b} (classifier)  fp32 KN
+    attn.relbias [2 * max_positions - 1, num_heads]   fp32, optional (MPNet): the relative attention
+                                        bias of offset j - i at row j - i + max_positions - 1
+    (emb.pos starts at RoBERTa / MPNet's position padding_idx + 1; DistilBERT's emb.type is one zero row)
+    ModernBERT (FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN): no emb.pos / emb.type; attn.theta
+    [num_layers] (RoPE base per layer), attn.window [num_layers] (a key j is visible from i when
+    |i - j| < window; 0 = all), l{i}.ff1g (the GeGLU gate half), final.ln.{w,b}, pooler.ln.{w,b};
+    l0.ln1 absent (the first layer's attention input is not normed)
 
 Decoder tensors (Llama family; every Linear in the file dtype and its layout, q4 = "P16" panels
 [ceil(out / 16), in / 32 * 320] bytes with the fp16 scales and minimums inline; see
@@ -41,6 +53,15 @@ csrc/include/mlfs/kernels.h):
                                         also the embedding table (one copy), else emb.w holds it
     norm.w, l{i}.{attn_norm,mlp_norm}.w fp32 RMSNorm weights
     l{i}.{q,k,v,o,gate,up,down}.w       (+ l{i}.{q,k,v}.b fp32 with the q/k/v-bias flag, Qwen2)
+  version 4 family options (flags in the header, the packer's per-family tensor map writes them):
+    l{i}.{o,gate,up,down}.b             fp32, FLAG_LINEAR_BIAS (GPT-2: every Linear has a bias)
+    norm.b, l{i}.{attn,mlp}_norm.b      fp32, FLAG_LAYERNORM (LayerNorm with bias, not RMSNorm)
+    l{i}.{q,k}_norm.w [head_dim]        fp32, FLAG_QK_NORM (Qwen3: per-head RMSNorm before RoPE)
+    l{i}.post_{attn,mlp}_norm.w         fp32, FLAG_POST_NORMS (Gemma 2: norms on each block's output)
+    emb.pos [max_positions, hidden]     fp32, FLAG_LEARNED_POS (GPT-2: no RoPE)
+    attn.window [num_layers]            fp32, optional: per-layer sliding window (0 = full attention)
+    no l{i}.gate with FLAG_UNGATED (GPT-2: up -> GELU -> down); Gemma's (1 + w) norm weights are
+    stored as 1 + w.
 """
 
 from __future__ import annotations
@@ -58,7 +79,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"MLFSPACK"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ENDIAN_MARKER = 0x01020304
 HEADER_SIZE = 256
 DIR_ENTRY_SIZE = 128
@@ -74,13 +95,17 @@ NUMPY_DTYPES = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.uint8}  # q4 ten
 POOLING_CODES = {"mean": 0, "cls": 1, "cls_token": 2, "max": 3, "mean_sqrt_len": 4, "lasttoken": 5}
 KIND_CODES = {"encoder": 0, "decoder": 1}
 FLAG_TIED, FLAG_QKV_BIAS, FLAG_NORMALIZE = 1, 2, 4
+# version 4 family options (csrc/io/packed_file.cpp reads the same bits)
+FLAG_LAYERNORM, FLAG_GELU_TANH, FLAG_UNGATED, FLAG_LINEAR_BIAS = 8, 16, 32, 64
+FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_LEARNED_POS, FLAG_POOLER_RELU = 128, 256, 512, 1024
+FLAG_PRE_NORM, FLAG_GATED_FFN, FLAG_POOLER_GELU_LN = 2048, 4096, 8192  # encoders (ModernBERT)
 KIND_OFFSET = 104  # byte offset of the model kind (version 2)
 
 # magic, version, endian, file_size, crc, n_tensors, dir_offset, meta_offset, meta_nbytes,
 # num_layers, hidden, num_heads, head_dim, intermediate, vocab, max_positions, type_vocab,
 # num_labels, pooling, weight_dtype, layer_norm_eps, kind, num_kv_heads, rope_theta,
-# rope_linear_factor, flags
-_HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f" + "II" + "ff" + "I")
+# rope_linear_factor, flags; v4: attn_scale, attn_softcap, final_softcap, embed_scale
+_HEADER = struct.Struct("<8sIIQIIQQQ" + "I" * 11 + "f" + "II" + "ff" + "I" + "ffff")
 _DIR_ENTRY = struct.Struct(f"<{NAME_SIZE}sII{MAX_DIMS}QQQ8x")  # padded to 128 bytes
 assert _HEADER.size <= HEADER_SIZE and _DIR_ENTRY.size == DIR_ENTRY_SIZE
 assert struct.calcsize("<8sIIQ") == CHECKSUM_OFFSET
@@ -110,6 +135,33 @@ class ModelDims:
     tied_embeddings: bool = False
     qkv_bias: bool = False
     normalize: bool = False  # encoder: L2-normalise the pooled embedding (sentence-transformers' Normalize)
+    # version 4 family options (0 for a float = off / the default)
+    layer_norm: bool = False  # decoder: LayerNorm with bias (GPT-2), not RMSNorm
+    gelu_tanh: bool = False  # decoder MLP activation: GELU-tanh (GPT-2, Gemma's GeGLU), not SiLU
+    ungated: bool = False  # decoder MLP: up -> act -> down (GPT-2), no gate
+    linear_bias: bool = False  # decoder: o / gate / up / down carry biases too (GPT-2)
+    qk_norm: bool = False  # decoder: per-head RMSNorm of q and k before RoPE (Qwen3)
+    post_norms: bool = False  # decoder: RMSNorm on the attention and MLP outputs (Gemma 2)
+    learned_pos: bool = False  # decoder: learned absolute positions (GPT-2), no RoPE
+    pooler_relu: bool = False  # encoder: the pooler's activation is ReLU (DistilBERT), not tanh
+    pre_norm: bool = False  # encoder: pre-LN layers + a final LayerNorm (ModernBERT), not post-LN
+    gated_ffn: bool = False  # encoder: GeGLU, GELU(ff1 x) * (ff1g x) (ModernBERT)
+    pooler_gelu_ln: bool = False  # encoder: pooler = dense + GELU + LayerNorm "pooler.ln" (ModernBERT's head)
+    attn_scale: float = 0.0  # scores scale; 0 = 1 / sqrt(head_dim) (Gemma 2: query_pre_attn_scalar^-0.5)
+    attn_softcap: float = 0.0  # cap * tanh(scores / cap) before the softmax (Gemma 2)
+    final_softcap: float = 0.0  # the same on the logits (Gemma 2)
+    embed_scale: float = 0.0  # the embeddings times this (Gemma: sqrt(hidden)); 0 = 1
+
+    @property
+    def flags(self) -> int:
+        bits = ((self.tied_embeddings, FLAG_TIED), (self.qkv_bias, FLAG_QKV_BIAS), (self.normalize, FLAG_NORMALIZE),
+                (self.layer_norm, FLAG_LAYERNORM),
+                (self.gelu_tanh, FLAG_GELU_TANH), (self.ungated, FLAG_UNGATED), (self.linear_bias, FLAG_LINEAR_BIAS),
+                (self.qk_norm, FLAG_QK_NORM), (self.post_norms, FLAG_POST_NORMS),
+                (self.learned_pos, FLAG_LEARNED_POS), (self.pooler_relu, FLAG_POOLER_RELU),
+                (self.pre_norm, FLAG_PRE_NORM), (self.gated_ffn, FLAG_GATED_FFN),
+                (self.pooler_gelu_ln, FLAG_POOLER_GELU_LN))
+        return sum(flag for on, flag in bits if on)
 
 
 def _aligned(n: int) -> int:
@@ -155,8 +207,7 @@ def encode(dims: ModelDims, tensors: Mapping[str, np.ndarray], metadata: Mapping
         dims.num_layers, dims.hidden, dims.num_heads, dims.head_dim, dims.intermediate, dims.vocab_size,
         dims.max_positions, dims.type_vocab_size, dims.num_labels, POOLING_CODES[dims.pooling],
         DTYPE_CODES[dims.dtype], dims.layer_norm_eps, KIND_CODES[dims.kind], dims.num_kv_heads, dims.rope_theta,
-        dims.rope_linear_factor, (FLAG_TIED if dims.tied_embeddings else 0) | (FLAG_QKV_BIAS if dims.qkv_bias else 0)
-        | (FLAG_NORMALIZE if dims.normalize else 0))
+        dims.rope_linear_factor, dims.flags, dims.attn_scale, dims.attn_softcap, dims.final_softcap, dims.embed_scale)
     buf[:len(header)] = header
     struct.pack_into("<I", buf, CHECKSUM_OFFSET, checksum(buf))
     return bytes(buf)

@@ -26,8 +26,13 @@
 namespace mlfs {
 
 struct DecoderLayerWeights {
-  LinearWeights q, k, v, o, gate, up, down;
+  LinearWeights q, k, v, o, gate, up, down;  // gate unbound (weight null) in an ungated MLP (GPT-2)
   const float *attn_norm = nullptr, *mlp_norm = nullptr;
+  // The family options' tensors, null when the file does not have them (see ModelDims).
+  const float *attn_norm_b = nullptr, *mlp_norm_b = nullptr;   // LayerNorm biases (GPT-2)
+  const float *q_norm = nullptr, *k_norm = nullptr;            // per-head q/k RMSNorm (Qwen3)
+  const float *post_attn_norm = nullptr, *post_mlp_norm = nullptr;  // Gemma 2
+  std::size_t window = 0;  // sliding-window attention over the last `window` positions; 0 = full
 };
 
 class Decoder {
@@ -64,7 +69,8 @@ class Decoder {
 
  private:
   struct Workspace;
-  void attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, KvCache& cache, int threads);
+  void attention(std::size_t slot, std::size_t heads, std::size_t start, std::size_t n, std::size_t window,
+                 KvCache& cache, int threads);
   void rope(float* x, std::size_t ld, std::size_t heads, std::size_t n) const;
 
   std::shared_ptr<const PackedFile> file_;
@@ -72,6 +78,8 @@ class Decoder {
   const kernels::KernelTable& kt_;
   LinearWeights embed_, head_;  // embed_ is head_ when the embeddings are tied (one copy in the file)
   const float* final_norm_ = nullptr;
+  const float* final_norm_b_ = nullptr;  // LayerNorm bias (GPT-2)
+  const float* pos_emb_ = nullptr;       // learned positions [max_positions, hidden] (GPT-2), else RoPE
   std::vector<DecoderLayerWeights> layers_;
   std::vector<float> inv_freq_;  // RoPE frequencies, as transformers computes them in fp32
   std::vector<std::int32_t> id_of_row_, row_of_id_;  // the vocabulary order (empty: identity)

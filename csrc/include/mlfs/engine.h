@@ -33,7 +33,10 @@ void validate_subnet(const SubnetSpec& subnet, const ModelDims& dims, std::size_
 
 struct LayerWeights {
   LinearWeights q, k, v, o, ff1, ff2;
-  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+  LinearWeights ff1g;  // GeGLU's gate half (ModernBERT), unbound otherwise
+  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;  // ln1 null: no norm
+  std::size_t window = 0;       // keys with |i - j| < window are visible; 0 = all (ModernBERT's local layers)
+  std::vector<float> inv_freq;  // RoPE frequencies of this layer; empty: no RoPE (absolute positions)
 };
 
 class Engine {
@@ -67,8 +70,9 @@ class Engine {
   struct Workspace;
   void forward(const std::int32_t* ids, const std::uint8_t* mask, std::size_t batch, std::size_t seq,
                const SubnetSpec& subnet, int threads, float* out);
-  void attention(std::size_t batch, std::size_t seq, std::size_t heads, int threads);
+  void attention(std::size_t batch, std::size_t seq, std::size_t heads, std::size_t window, int threads);
   void ensure_workspace(std::size_t tokens, std::size_t seq, int threads);
+  void pre_norm_layer(const LayerWeights& L, const LayerSlice& s, std::size_t batch, std::size_t seq, int threads);
 
   std::shared_ptr<const PackedFile> file_;
   ModelDims dims_;
@@ -79,6 +83,11 @@ class Engine {
   const float *pos_emb_ = nullptr, *type_emb_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
   std::vector<LayerWeights> layers_;
   LinearWeights pooler_, classifier_;
+  // MPNet: relative attention bias per offset j - i + max_positions - 1 and head ("attn.relbias"
+  // [2 * max_positions - 1, num_heads]; the packer evaluates transformers' buckets), else null.
+  const float* rel_bias_ = nullptr;
+  // Pre-norm encoders (ModernBERT): the final LayerNorm, and the head's LayerNorm after the pooler.
+  const float *final_ln_w_ = nullptr, *final_ln_b_ = nullptr, *pooler_ln_w_ = nullptr, *pooler_ln_b_ = nullptr;
   bool has_lora_ = false;
 
   std::mutex run_mutex_;

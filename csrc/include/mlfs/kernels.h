@@ -158,6 +158,14 @@ using RmsNormF32Fn = void (*)(size_t M, size_t N, const float* x, size_t ldx, co
 // silu(v) = v / (1 + exp(-v)).
 using SiluMulF32Fn = void (*)(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu);
 
+// GeGLU's / GPT-2's epilogue, for i < M, n < N: gate[i, n] = gelu_tanh(gate[i, n]) * up[i, n]
+// (up nullable: then * 1), gelu_tanh(v) = 0.5 v (1 + tanh(sqrt(2 / pi) (v + 0.044715 v^3))), the
+// "gelu_new" / "gelu_pytorch_tanh" of transformers. Scalar only (not on a decode hot path's scale).
+using GeluTanhMulF32Fn = void (*)(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu);
+
+// Soft-capping (Gemma 2), in place for i < M, n < N: x[i, n] = cap * tanh(scale * x[i, n] / cap).
+using SoftcapF32Fn = void (*)(size_t M, size_t N, float* x, size_t ldx, float scale, float cap);
+
 // dst[i] = fp16(src[i]), round to nearest even (overflow -> inf, NaN stays NaN), i < n.
 using F32ToF16Fn = void (*)(size_t n, const float* src, uint16_t* dst);
 // dst[i] = float(src[i]) exactly, i < n.
@@ -177,6 +185,8 @@ struct KernelTable {
   SoftmaxF32Fn softmax_f32;
   RmsNormF32Fn rmsnorm_f32;
   SiluMulF32Fn silu_mul_f32;
+  GeluTanhMulF32Fn gelu_tanh_mul_f32;
+  SoftcapF32Fn softcap_f32;
   F32ToF16Fn f32_to_f16;
   F16ToF32Fn f16_to_f32;
 };
@@ -244,6 +254,8 @@ float f16_to_f32_scalar(uint16_t h);
   void rmsnorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* gamma, float eps, \
                    float* out, size_t ldo);                                                       \
   void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu);    \
+  void gelu_tanh_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu); \
+  void softcap_f32(size_t M, size_t N, float* x, size_t ldx, float scale, float cap);             \
   void layernorm_f32(size_t M, size_t N, const float* x, size_t ldx, const float* residual,      \
                      size_t ldr, const float* gamma, const float* beta, float eps, float* out,    \
                      size_t ldo);                                                                 \

@@ -79,6 +79,14 @@ class LinearRunner {
   std::vector<float> lora_;        // [rows, rank] low-rank temp
 };
 
+// RoPE as transformers computes it (shared by the decoder and the rotary encoders): inv_freq[i] =
+// 1 / theta^(2i / dh) / factor in fp32; tables cos/sin [n, dh / 2] of positions pos0 + t (fp32
+// angle); rotate_half on the first `heads` heads of rows [0, n) of x: pairs (i, i + dh / 2).
+std::vector<float> rope_inv_freq(float theta, std::size_t head_dim, float factor = 1.f);
+void rope_tables(const std::vector<float>& inv_freq, std::size_t pos0, std::size_t n, float* cos, float* sin);
+void apply_rope(float* x, std::size_t ld, std::size_t heads, std::size_t head_dim, std::size_t n, const float* cos,
+                const float* sin);
+
 // Row-wise work this small costs less than waking the other threads for it (a parallel region is a
 // barrier; a forward pass should have few of them).
 inline int row_threads(std::size_t elements, int threads) { return elements < (std::size_t{1} << 18) ? 1 : threads; }

@@ -8,6 +8,7 @@
 //              version 3 changes the int8 weight layout (K4N -> P32K4 panels, mlfs/kernels.h);
 //              pooling codes 2-5 and the normalise flag (4) were added within version 3 (older
 //              readers refuse such files as an unknown pooling code / flag)
+//              version 4 adds the family options (flags 8.. + attention scale, soft-caps, embedding scale)
 //   directory  n_tensors entries of 128 bytes: name[64], dtype u32, ndim u32, shape u64[4],
 //              offset u64, nbytes u64
 //   metadata   UTF-8 JSON (provenance: ArchSpec, importance order, labels, tokenizer, LoRA)
@@ -41,7 +42,7 @@ const char* pooling_name(Pooling pooling);
 std::size_t dtype_size(DType dtype);
 
 inline constexpr char kPackMagic[8] = {'M', 'L', 'F', 'S', 'P', 'A', 'C', 'K'};
-inline constexpr std::uint32_t kPackFormatVersion = 3;
+inline constexpr std::uint32_t kPackFormatVersion = 4;
 // Version 1 files (encoders only, no kind field) still load: they read as kind = encoder.
 inline constexpr std::uint32_t kPackOldestVersion = 1;
 inline constexpr std::uint32_t kPackEndianMarker = 0x01020304u;
@@ -66,6 +67,22 @@ struct ModelDims {
   bool qkv_bias = false;            // decoder: q/k/v projections carry biases (Qwen2)
   bool normalize = false;           // encoder without a classifier: L2-normalise the pooled embedding
                                     // (a sentence-transformers Normalize module after the pooling)
+  // Version 4: the family options (mlfs_edge/runtime/format.py ModelDims; older files: all off).
+  bool layer_norm = false;    // decoder: LayerNorm with bias (GPT-2), not RMSNorm
+  bool gelu_tanh = false;     // decoder MLP activation GELU-tanh (GPT-2, Gemma GeGLU), not SiLU
+  bool ungated = false;       // decoder MLP up -> act -> down, no gate (GPT-2)
+  bool linear_bias = false;   // decoder: o / gate / up / down carry biases (GPT-2)
+  bool qk_norm = false;       // decoder: per-head RMSNorm of q, k before RoPE (Qwen3)
+  bool post_norms = false;    // decoder: RMSNorm on each block's output before the residual add (Gemma 2)
+  bool learned_pos = false;   // decoder: learned absolute positions "emb.pos", no RoPE (GPT-2)
+  bool pooler_relu = false;   // encoder: pooler activation ReLU (DistilBERT), not tanh
+  bool pre_norm = false;      // encoder: pre-LN layers + final LayerNorm (ModernBERT), not post-LN
+  bool gated_ffn = false;     // encoder: GeGLU GELU(ff1 x) * (ff1g x) (ModernBERT)
+  bool pooler_gelu_ln = false;  // encoder: pooler dense + GELU + LayerNorm (ModernBERT's head)
+  float attn_scale = 0.f;     // attention scores scale; 0 = 1 / sqrt(head_dim)
+  float attn_softcap = 0.f;   // cap * tanh(scores / cap) before the softmax; 0 = off (Gemma 2)
+  float final_softcap = 0.f;  // the same on the logits; 0 = off
+  float embed_scale = 0.f;    // embeddings times this (Gemma: sqrt(hidden)); 0 = 1
 };
 
 struct TensorView {
