@@ -81,7 +81,6 @@ LLAMA_MAP = ModuleMap("layers", q="self_attn.q_proj", k="self_attn.k_proj", v="s
                       o="self_attn.o_proj", mlp_in=("mlp.gate_proj", "mlp.up_proj"), mlp_out="mlp.down_proj")
 DECODER_NAMES = ConfigNames(kv_heads="num_key_value_heads", head_dim="head_dim")
 
-_ENGINE_TODAY = "the engine does not run this family yet"
 _PTE_DECODER = "ExecuTorch .pte export is for encoders"
 
 
@@ -106,53 +105,40 @@ class Family:
         return self.refused.get(stage)
 
 
-def _refuse(reasons: Mapping[str, str], **extra: str) -> dict[str, str]:
-    return {**reasons, **extra}
-
-
-_NO_ENGINE = {"engine": _ENGINE_TODAY}
 # The export wrapper hands the encoder one 4-D mask, which replaces ModernBERT's own local masks.
 _MODERNBERT_PTE = ("the export wrapper's 4-D mask bypasses ModernBERT's sliding-window attention "
                    "(1e-3 off PyTorch; not wired yet)")
 
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", "encoder", ("bert", "mlfs_bert", "electra"), "bert", BERT_MAP),
-    Family("RoBERTa", "encoder", ("roberta", "mlfs_roberta"), "roberta", BERT_MAP, refused=_NO_ENGINE),
-    Family("XLM-RoBERTa", "encoder", ("xlm-roberta", "mlfs_xlm-roberta"), "xlm-roberta", BERT_MAP,
-           refused=_NO_ENGINE),
+    Family("RoBERTa", "encoder", ("roberta", "mlfs_roberta"), "roberta", BERT_MAP),
+    Family("XLM-RoBERTa", "encoder", ("xlm-roberta", "mlfs_xlm-roberta"), "xlm-roberta", BERT_MAP),
     Family("DistilBERT", "encoder", ("distilbert", "mlfs_distilbert"), "distilbert",
            ModuleMap("transformer.layer", q="attention.q_lin", k="attention.k_lin", v="attention.v_lin",
                      o="attention.out_lin", mlp_in=("ffn.lin1",), mlp_out="ffn.lin2"),
-           ConfigNames(layers="n_layers", hidden="dim", heads="n_heads", intermediate="hidden_dim"),
-           refused=_NO_ENGINE),
+           ConfigNames(layers="n_layers", hidden="dim", heads="n_heads", intermediate="hidden_dim")),
     Family("MPNet", "encoder", ("mpnet", "mlfs_mpnet"), "mpnet",
            ModuleMap("encoder.layer", q="attention.attn.q", k="attention.attn.k", v="attention.attn.v",
                      o="attention.attn.o", mlp_in=("intermediate.dense",), mlp_out="output.dense",
-                     head_bias="encoder.relative_attention_bias"),
-           refused=_NO_ENGINE),
+                     head_bias="encoder.relative_attention_bias")),
     Family("ModernBERT", "encoder", ("modernbert", "mlfs_modernbert"), "modernbert",
            ModuleMap("layers", qkv="attn.Wqkv", o="attn.Wo", gate_up="mlp.Wi", mlp_out="mlp.Wo"),
-           gated_mlp=True, bias=False, refused=_refuse(_NO_ENGINE, pte=_MODERNBERT_PTE)),
+           gated_mlp=True, bias=False, refused={"pte": _MODERNBERT_PTE}),
     Family("Llama", "decoder", ("llama",), "llama", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
     Family("Qwen2", "decoder", ("qwen2",), "llama", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
-    Family("Qwen3", "decoder", ("qwen3",), "qwen3", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
-           refused=_NO_ENGINE),
-    Family("Mistral", "decoder", ("mistral",), "mistral", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
-           refused=_NO_ENGINE),
-    Family("Gemma", "decoder", ("gemma",), "gemma", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
-           refused=_NO_ENGINE),
-    Family("Gemma2", "decoder", ("gemma2",), "gemma2", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False,
-           refused=_NO_ENGINE),
+    Family("Qwen3", "decoder", ("qwen3",), "qwen3", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
+    Family("Mistral", "decoder", ("mistral",), "mistral", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
+    Family("Gemma", "decoder", ("gemma",), "gemma", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
+    Family("Gemma2", "decoder", ("gemma2",), "gemma2", LLAMA_MAP, DECODER_NAMES, gated_mlp=True, bias=False),
     Family("Phi-3", "decoder", ("phi3",), "phi3",
            ModuleMap("layers", qkv="self_attn.qkv_proj", o="self_attn.o_proj", gate_up="mlp.gate_up_proj",
                      mlp_out="mlp.down_proj"),
-           DECODER_NAMES, gated_mlp=True, bias=False, refused=_NO_ENGINE),
+           DECODER_NAMES, gated_mlp=True, bias=False),
     Family("GPT-2", "decoder", ("gpt2", "mlfs_gpt2"), "gpt2",
            ModuleMap("h", qkv="attn.c_attn", o="attn.c_proj", mlp_in=("mlp.c_fc",), mlp_out="mlp.c_proj",
                      conv1d=True),
            ConfigNames(layers="n_layer", hidden="n_embd", heads="n_head", intermediate="n_inner",
-                       intermediate_per_hidden=4),
-           refused=_NO_ENGINE),
+                       intermediate_per_hidden=4)),
 )
 
 _BY_TYPE: dict[str, Family] = {t: f for f in FAMILIES for t in f.model_types}

@@ -25,6 +25,7 @@ import torch
 from mlfs_edge import _core
 from mlfs_edge.atomic import write_dir_atomically
 from mlfs_edge.config import ArchSpec
+from mlfs_edge.families import check_stage
 from mlfs_edge.models import sentence_pooling
 from mlfs_edge.quant.scheme import Q4_GROUP, quantize_per_row, quantize_q4_groups
 from mlfs_edge.runtime.format import DTYPE_CODES, POOLING_CODES, ModelDims, encode, write_atomically
@@ -56,8 +57,6 @@ ENCODER_MAPS = {
                                                    "ff1": "ffn.lin1", "ff2": "ffn.lin2"},
                              {"ln1": "sa_layer_norm", "ln2": "output_layer_norm"}),
 }
-# Families the engine cannot run yet: refused at `pack` with this one line.
-REFUSED_FAMILIES: dict[str, str] = {}
 # ModernBERT: pre-LN, RoPE, GeGLU, local / global layers; its layers do not fit an EncoderMap (fused
 # Wqkv / Wi), `_modernbert_layer` is its tensor map.
 MODERNBERT = "modernbert"
@@ -79,8 +78,7 @@ def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(path)
-    if config.model_type in REFUSED_FAMILIES:  # before loading any weights
-        raise ValueError(REFUSED_FAMILIES[config.model_type])
+    check_stage(config, "engine")  # a family the engine cannot run: one line, before loading any weights
     if config.model_type in DECODER_OPTIONS:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
@@ -111,8 +109,7 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
     if classifier is not None and not isinstance(classifier, torch.nn.Linear):
         raise ValueError(f"classifier head {type(classifier).__name__} is not supported: a single Linear is")
     model_type = getattr(getattr(encoder, "config", None), "model_type", None)
-    if model_type in REFUSED_FAMILIES:
-        raise ValueError(REFUSED_FAMILIES[model_type])
+    check_stage(encoder.config, "engine")
     emap = ENCODER_MAPS.get(model_type) if model_type != MODERNBERT else EncoderMap("layers", {}, {})
     if emap is None or not hasattr(encoder, "embeddings"):
         raise ValueError(f"{type(model).__name__} is not an encoder the engine runs (BERT, RoBERTa, XLM-RoBERTa, "
@@ -121,17 +118,6 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
     at = emap.layers + "."
     lora = {name[name.find(at):] if at in name else name: ad for name, ad in lora.items()}
     return encoder, classifier, pooler, relu, lora
-
-
-def _encoder_arch(config: Any) -> ArchSpec:
-    if config.model_type == "distilbert":
-        return ArchSpec("distilbert", config.n_layers, config.dim, config.n_heads, config.n_heads,
-                        config.dim // config.n_heads, config.hidden_dim, config.vocab_size)
-    if config.model_type in ("mpnet", MODERNBERT):
-        heads = config.num_attention_heads
-        return ArchSpec(config.model_type, config.num_hidden_layers, config.hidden_size, heads, heads,
-                        config.hidden_size // heads, config.intermediate_size, config.vocab_size)
-    return ArchSpec.from_hf_config(config)
 
 
 def _modernbert_layer(layer: torch.nn.Module, arch: ArchSpec) -> tuple[dict[str, Linear], dict[str, Linear]]:
@@ -258,7 +244,7 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     encoder, classifier, pooler, pooler_relu, peft_lora = _split_model(loaded)
     lora = dict(lora if lora is not None else peft_lora)
     config = encoder.config
-    arch = _encoder_arch(config)
+    arch = ArchSpec.from_hf_config(config)
     act = getattr(config, "activation", None) or getattr(config, "hidden_act", "gelu")
     if act != "gelu":
         raise ValueError(f"hidden_act {act!r} is not supported: the engine implements erf GELU")
@@ -368,7 +354,7 @@ def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifie
     with a base per layer type, local layers attending |i - j| <= sliding_window, GeGLU, the
     dense + GELU + LayerNorm head on the first token)."""
     config = encoder.config
-    arch = _encoder_arch(config)
+    arch = ArchSpec.from_hf_config(config)
     tensors: dict[str, np.ndarray] = {}
     hidden = arch.hidden
 
@@ -482,18 +468,6 @@ NORM_PLUS_ONE = ("gemma", "gemma2")
 Linear = tuple[torch.Tensor, torch.Tensor | None]  # (W [out, in], bias or None)
 
 
-def _decoder_arch(config: Any) -> ArchSpec:
-    """The dimensions of a decoder of one of DECODER_OPTIONS' families."""
-    if config.model_type == "gpt2":
-        return ArchSpec("gpt2", config.n_layer, config.n_embd, config.n_head, config.n_head,
-                        config.n_embd // config.n_head, config.n_inner or 4 * config.n_embd, config.vocab_size)
-    heads = config.num_attention_heads
-    return ArchSpec(config.model_type, config.num_hidden_layers, config.hidden_size, heads,
-                    getattr(config, "num_key_value_heads", None) or heads,
-                    getattr(config, "head_dim", None) or config.hidden_size // heads, config.intermediate_size,
-                    config.vocab_size, gated_mlp=True, bias=bool(getattr(config, "attention_bias", False)))
-
-
 def _split_rows(linear: torch.nn.Module, sizes: Sequence[int], conv1d: bool = False) -> list[Linear]:
     """A fused projection (Phi-3 qkv_proj / gate_up_proj, GPT-2 c_attn) cut into its parts by output
     rows; GPT-2's Conv1D stores W as [in, out]."""
@@ -587,7 +561,7 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
     """
     config = model.config
     family = config.model_type
-    arch = _decoder_arch(config)
+    arch = ArchSpec.from_hf_config(config)
     options = DECODER_OPTIONS[family]
     _decoder_checks(config, family)
     gpt2 = family == "gpt2"
