@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -167,6 +168,28 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// Every ISA's kernels (1 and 3 threads) give the scalar engine's output on `spec`, within `tol`.
+void check_isas_equal_scalar(const std::shared_ptr<mlfs::PackedFile>& file, const std::vector<std::int64_t>& ids,
+                             const std::vector<std::int64_t>& mask, std::size_t batch, std::size_t seq,
+                             const mlfs::SubnetSpec& spec, float tol, const char* what) {
+  using namespace mlfs;
+  std::vector<float> want(batch * LABELS), got(batch * LABELS);
+  Engine ref(file, kernels::table_for(Isa::scalar));
+  ref.run<std::int64_t>(ids.data(), mask.data(), batch, seq, spec, 1, want.data());
+  bool finite = true;
+  for (float v : want) finite = finite && std::isfinite(v);
+  CHECK(finite, "%s: non-finite scalar output", what);
+  for (Isa isa : supported_isas()) {
+    for (int threads : {1, 3}) {
+      Engine engine(file, kernels::table_for(isa));
+      engine.run<std::int64_t>(ids.data(), mask.data(), batch, seq, spec, threads, got.data());
+      const float diff = max_abs_diff(got, want);
+      CHECK(diff <= tol, "%s isa=%s threads=%d layers=%zu: max |diff| %g > %g", what, isa_name(isa), threads,
+            spec.size(), diff, tol);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -182,24 +205,8 @@ int main() {
   for (DType wd : {DType::f32, DType::f16, DType::i8}) {
     const std::vector<std::uint8_t> bytes = tiny_model(wd);
     auto file = PackedFile::from_bytes(bytes);
-    for (const SubnetSpec* spec : {&full, &sub}) {
-      std::vector<float> want(batch * LABELS), got(batch * LABELS);
-      Engine ref(file, kernels::table_for(Isa::scalar));
-      ref.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 1, want.data());
-      bool finite = true;
-      for (float v : want) finite = finite && std::isfinite(v);
-      CHECK(finite, "%s: non-finite scalar output", dtype_name(wd));
-      for (Isa isa : supported_isas()) {
-        for (int threads : {1, 3}) {
-          Engine engine(file, kernels::table_for(isa));
-          engine.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, threads, got.data());
-          const float tol = wd == DType::i8 ? 2e-2f : 1e-3f;
-          const float diff = max_abs_diff(got, want);
-          CHECK(diff <= tol, "%s isa=%s threads=%d layers=%zu: max |diff| %g > %g", dtype_name(wd), isa_name(isa),
-                threads, spec->size(), diff, tol);
-        }
-      }
-    }
+    for (const SubnetSpec* spec : {&full, &sub})
+      check_isas_equal_scalar(file, ids, mask, batch, seq, *spec, wd == DType::i8 ? 2e-2f : 1e-3f, dtype_name(wd));
     // A truncated and a corrupted copy are rejected with PackedFileError, never a crash.
     for (int variant = 0; variant < 2; ++variant) {
       std::vector<std::uint8_t> bad = bytes;
@@ -217,20 +224,9 @@ int main() {
   // The v4 encoder options: every ISA equals the scalar kernels; ModernBERT's local window matters.
   for (bool modern : {true, false}) {
     auto file = PackedFile::from_bytes(tiny_family_model(modern, 3.f));
-    for (const SubnetSpec* spec : {&full, &sub}) {
-      std::vector<float> want(batch * LABELS), got(batch * LABELS);
-      Engine ref(file, kernels::table_for(Isa::scalar));
-      ref.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 1, want.data());
-      bool finite = true;
-      for (float v : want) finite = finite && std::isfinite(v);
-      CHECK(finite, "family options modern=%d: non-finite output", modern);
-      for (Isa isa : supported_isas()) {
-        Engine engine(file, kernels::table_for(isa));
-        engine.run<std::int64_t>(ids.data(), mask.data(), batch, seq, *spec, 2, got.data());
-        CHECK(max_abs_diff(got, want) <= 1e-3f, "family options modern=%d isa=%s: max |diff| %g", modern,
-              isa_name(isa), max_abs_diff(got, want));
-      }
-    }
+    for (const SubnetSpec* spec : {&full, &sub})
+      check_isas_equal_scalar(file, ids, mask, batch, seq, *spec, 1e-3f,
+                              modern ? "ModernBERT options" : "MPNet / DistilBERT options");
     if (modern) {
       std::vector<float> local(batch * LABELS), global(batch * LABELS), wide(batch * LABELS);
       Engine(PackedFile::from_bytes(tiny_family_model(true, 3.f))).run<std::int64_t>(ids.data(), mask.data(), batch, seq,

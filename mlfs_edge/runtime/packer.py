@@ -63,6 +63,9 @@ MODERNBERT = "modernbert"
 # RoBERTa numbers positions from padding_idx + 1: the packer stores the table from that row on.
 POSITION_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "mpnet")
 
+INT8_SCHEME = "int8 symmetric per output row (mlfs_edge.quant.scheme)"
+
+
 def tokenizer_dir_for(path: str | os.PathLike) -> Path:
     """Where `pack` saves the tokenizer of a packed file: a folder next to it."""
     path = Path(path)
@@ -338,13 +341,9 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         "dtype": dtype,
         "lora": {"adapted": adapted, "merged": bool(merge_lora and adapted)},
         "source": src_name,
-        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
-        "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
+        "quant_scheme": INT8_SCHEME if dtype == "int8" else None,
     }
-    data = encode(dims, tensors, metadata)
-    if tokenizer is not None:
-        _save_tokenizer(tokenizer, tokenizer_dir_for(path))
-    return write_atomically(path, data)
+    return _write_file(path, dims, tensors, metadata, tokenizer)
 
 
 def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifier: torch.nn.Linear | None,
@@ -396,13 +395,9 @@ def _pack_modernbert(model: torch.nn.Module, encoder: torch.nn.Module, classifie
         "arch": arch.__dict__, "model_type": MODERNBERT, "labels": labels, "pooling": pooling, "dtype": dtype,
         "importance_order": dict(importance_order) if importance_order is not None else None,
         "lora": {"adapted": [], "merged": False}, "source": source,
-        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
-        "quant_scheme": "int8 symmetric per output row (mlfs_edge.quant.scheme)" if dtype == "int8" else None,
+        "quant_scheme": INT8_SCHEME if dtype == "int8" else None,
     }
-    data = encode(dims, tensors, metadata)
-    if tokenizer is not None:
-        _save_tokenizer(tokenizer, tokenizer_dir_for(path))
-    return write_atomically(path, data)
+    return _write_file(path, dims, tensors, metadata, tokenizer)
 
 
 def _supernet_order(folder: Path) -> dict[str, Any] | None:
@@ -645,12 +640,18 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
         "eos_token_id": config.eos_token_id,
         "bos_token_id": config.bos_token_id,
         "source": source,
-        "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None,
         "tokenizer_source": tok_source,
-        "quant_scheme": {"int8": "int8 symmetric per output row (mlfs_edge.quant.scheme)",
+        "quant_scheme": {"int8": INT8_SCHEME,
                          "q4": f"4-bit per group of {Q4_GROUP} inputs with fp16 scale and minimum, Q4_1 family "
                                "(mlfs_edge.quant.scheme.quantize_q4_groups)"}.get(dtype),
     }
+    return _write_file(path, dims, tensors, metadata, tokenizer)
+
+
+def _write_file(path: Path, dims: ModelDims, tensors: dict[str, np.ndarray], metadata: dict[str, Any],
+                tokenizer: Any) -> Path:
+    """The packed file (atomically) and, when given, the tokenizer in the folder beside it."""
+    metadata = {**metadata, "tokenizer": tokenizer_dir_for(path).name if tokenizer is not None else None}
     data = encode(dims, tensors, metadata)
     if tokenizer is not None:
         _save_tokenizer(tokenizer, tokenizer_dir_for(path))
