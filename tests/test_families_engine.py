@@ -245,3 +245,26 @@ def test_corrupt_family_option_refused(packed: dict) -> None:
     struct.pack_into("<I", data, fmt.CHECKSUM_OFFSET, fmt.checksum(data))
     with pytest.raises(PackedFileError, match="family option out of range"):
         Engine.from_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["GPT-2"])
+def test_extracted_narrow_head_model_packs(name: str, tmp_path: Path) -> None:
+    """A sub-network extracted with fewer heads is a model of type mlfs_<type>: the packer reads its
+    family from the registry, so it packs and runs like the family itself. (The encoder engine needs
+    heads x head size = hidden, so a narrow-head encoder runs from its supernet's file instead.)"""
+    from mlfs_edge.supernet import extract
+    from mlfs_edge.supernet.arch import arch_of
+
+    case = next(c for c in FAMILIES if c.name == name)
+    model = _model(case)
+    arch = arch_of(model)
+    cfg = SubnetConfig.uniform(arch, depth=2, heads=2, mlp=arch.intermediate // 2, layer_policy="first")
+    sub = extract(model, cfg)
+    assert sub.config.model_type.startswith("mlfs_")
+    engine = Engine.load(pack(sub, tmp_path / "sub.mlfs", dtype="fp32"))
+    if case.kind == "decoder":
+        ids = _ids(PROMPT).numpy()
+        assert _rel(engine.logits(ids), _hf(sub, case, ids)) <= 1e-4
+    else:
+        ids, mask = _encoder_batch()
+        assert _rel(engine.run(ids, mask), _hf(sub, case, ids, mask)) <= 1e-4

@@ -47,8 +47,10 @@ _BERT_MAP = EncoderMap("encoder.layer", {"q": "attention.self.query", "k": "atte
                                          "v": "attention.self.value", "o": "attention.output.dense",
                                          "ff1": "intermediate.dense", "ff2": "output.dense"},
                        {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"})
+# Keyed like DECODER_OPTIONS by the registry's `Family.arch` (ArchSpec.family), so a family's other
+# model types (ELECTRA, an extracted narrow-head mlfs_<type>) pack like the family itself.
 ENCODER_MAPS = {
-    "bert": _BERT_MAP, "mlfs_bert": _BERT_MAP, "roberta": _BERT_MAP, "xlm-roberta": _BERT_MAP,
+    "bert": _BERT_MAP, "roberta": _BERT_MAP, "xlm-roberta": _BERT_MAP,
     "mpnet": EncoderMap("encoder.layer", {"q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v",
                                           "o": "attention.attn.o", "ff1": "intermediate.dense", "ff2": "output.dense"},
                          {"ln1": "attention.LayerNorm", "ln2": "output.LayerNorm"}),
@@ -81,8 +83,8 @@ def _load(model: torch.nn.Module | str | os.PathLike) -> torch.nn.Module:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(path)
-    check_stage(config, "engine")  # a family the engine cannot run: one line, before loading any weights
-    if config.model_type in DECODER_OPTIONS:
+    # a family the engine cannot run: one line, before loading any weights
+    if check_stage(config, "engine").kind == "decoder":
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     cls = AutoModelForSequenceClassification if is_classifier else AutoModel
@@ -105,18 +107,22 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
     relu = False
     if classifier is not None and hasattr(getattr(model, "head", None), "norm"):
         pooler = model.head.dense  # ModernBERT: head (dense + GELU + LayerNorm) then classifier
-    elif classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
+    elif (classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj")
+          and not hasattr(classifier, "activation")):  # ELECTRA's head looks alike but applies GELU
         pooler, classifier = classifier.dense, classifier.out_proj  # RoBERTa: dense + tanh + out_proj
     elif classifier is not None and hasattr(model, "pre_classifier"):
         pooler, relu = model.pre_classifier, True  # DistilBERT: pre_classifier + ReLU + classifier
     if classifier is not None and not isinstance(classifier, torch.nn.Linear):
         raise ValueError(f"classifier head {type(classifier).__name__} is not supported: a single Linear is")
-    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
     check_stage(encoder.config, "engine")
-    emap = ENCODER_MAPS.get(model_type) if model_type != MODERNBERT else EncoderMap("layers", {}, {})
+    family = ArchSpec.from_hf_config(encoder.config).family
+    emap = ENCODER_MAPS.get(family) if family != MODERNBERT else EncoderMap("layers", {}, {})
     if emap is None or not hasattr(encoder, "embeddings"):
         raise ValueError(f"{type(model).__name__} is not an encoder the engine runs (BERT, RoBERTa, XLM-RoBERTa, "
                          "DistilBERT) nor a decoder it runs (Llama, Qwen2/3, Mistral, Gemma/2, Phi-3, GPT-2)")
+    if hasattr(encoder, "embeddings_project"):
+        raise ValueError("ELECTRA with embedding_size != hidden_size (an embedding projection) is not supported "
+                         "by the engine")
     # keys are paths in the HF model ("bert.encoder.layer.0..." in a classifier); keep the base model part.
     at = emap.layers + "."
     lora = {name[name.find(at):] if at in name else name: ad for name, ad in lora.items()}
@@ -232,7 +238,7 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     if importance_order is None and isinstance(model, str | os.PathLike):
         importance_order = _supernet_order(Path(model))
     loaded = _load(model)
-    if getattr(getattr(loaded, "config", None), "model_type", None) in DECODER_OPTIONS:
+    if check_stage(loaded.config, "engine").kind == "decoder":
         if lora or hasattr(loaded, "peft_config"):
             raise ValueError("unmerged LoRA adapters are packed for encoders only; pack the decoder supernet "
                              "folder `mlfs-edge train` wrote (adapters merged)")
@@ -265,13 +271,13 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
         raise ValueError("a sequence-classification head reads the pooler output: use pooling='cls'")
     if pooling == "cls" and pooler is None:
         raise ValueError("pooling='cls' needs the model's pooler layer (dense + tanh), which this model lacks")
-    if config.model_type == MODERNBERT:
+    if arch.family == MODERNBERT:
         if lora:
             raise ValueError("unmerged LoRA adapters are not supported for ModernBERT files; merge them first")
         _modernbert_checks(config, config.classifier_pooling if classifier is not None else "cls")
         return _pack_modernbert(loaded, encoder, classifier, path, dtype, pooling, normalize, importance_order,
                                 tokenizer, src_name)
-    emap = ENCODER_MAPS[config.model_type]
+    emap = ENCODER_MAPS[arch.family]
     known = {f"{emap.layers}.{i}.{m}" for i in range(arch.num_layers) for m in emap.linears.values()}
     unknown = sorted(set(lora) - known)
     if unknown:
@@ -283,9 +289,9 @@ def pack(model: torch.nn.Module | str | os.PathLike, path: str | os.PathLike, dt
     _store_table(tensors, "emb.word", emb.word_embeddings.weight, dtype)
     # Position p of an unpadded row is table row p + offset (RoBERTa: padding_idx + 1; padded
     # positions, which transformers numbers padding_idx, are masked out anyway).
-    offset = config.pad_token_id + 1 if config.model_type in POSITION_OFFSET_FAMILIES else 0
+    offset = config.pad_token_id + 1 if arch.family in POSITION_OFFSET_FAMILIES else 0
     tensors["emb.pos"] = _f32(emb.position_embeddings.weight[offset:])
-    if config.model_type == "mpnet":
+    if arch.family == "mpnet":
         tensors["attn.relbias"] = _relative_bias_table(encoder, tensors["emb.pos"].shape[0])
     token_types = getattr(emb, "token_type_embeddings", None)  # DistilBERT has none: one zero row
     tensors["emb.type"] = _f32(token_types.weight if token_types is not None else torch.zeros(1, arch.hidden))
@@ -450,7 +456,7 @@ def frequency_order(token_ids: Iterable[int], vocab_size: int) -> list[int]:
 # in `_decoder_layer`, where its modules sit. Everything else (slicing, quantisation, the engine's
 # forward) is shared.
 DECODER_OPTIONS: dict[str, dict[str, bool]] = {
-    "llama": {}, "mistral": {}, "qwen2": {}, "phi3": {},
+    "llama": {}, "mistral": {}, "phi3": {},  # Qwen2 computes as Llama (families.py: arch "llama")
     "qwen3": {"qk_norm": True},
     "gemma": {"gelu_tanh": True},
     "gemma2": {"gelu_tanh": True, "post_norms": True},
@@ -555,8 +561,8 @@ def _pack_decoder(model: torch.nn.Module, path: str | os.PathLike, dtype: str,
     head stored once (the engine reads embedding rows out of it).
     """
     config = model.config
-    family = config.model_type
     arch = ArchSpec.from_hf_config(config)
+    family = arch.family
     options = DECODER_OPTIONS[family]
     _decoder_checks(config, family)
     gpt2 = family == "gpt2"
