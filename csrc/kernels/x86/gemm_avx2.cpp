@@ -14,6 +14,7 @@ namespace mlfs::kernels::avx2 {
 namespace {
 
 constexpr std::size_t kBlock = 8;  // fp32 / int32 lanes per ymm
+constexpr std::size_t kFewRows = 16;  // up to this many rows the int8 GEMM takes the wide tile (gemm_i8)
 
 // Lane mask for block b of a tile with n_valid columns; `full` tells whether all 8 lanes are valid.
 struct BlockMask {
@@ -143,8 +144,15 @@ void gemm_i8(size_t M, size_t N, size_t K, const int8_t* xq, size_t ldq, const f
              const float* w_scale, const float* bias, float* y, size_t ldy, bool accumulate) {
   if (M == 0 || N == 0) return;
   const I8Tile tile{(K + 3) / 4, xq, ldq, x_scale, Wq, ldw, w_scale, bias, y, ldy, accumulate};
+  // A tile 4 blocks wide reads each group's whole 128-byte panel row (two cache lines) at once; a
+  // 2-block tile reads one line per pass, and the adjacent-line prefetcher fetches the other anyway,
+  // so every weight byte came from memory twice. Few rows (decode, speculative verification) are
+  // bound by those reads: they take the wide tile. Many rows (prefill) are bound by the multiplies
+  // and reuse each column tile from cache: the 4-row tile with 8 accumulators.
   if (M == 1)
     TileGrid<1, 4, I8Tile>::run(tile, M, N, kBlock);
+  else if (M <= kFewRows)
+    TileGrid<2, 4, I8Tile>::run(tile, M, N, kBlock);
   else
     TileGrid<4, 2, I8Tile>::run(tile, M, N, kBlock);
 }
