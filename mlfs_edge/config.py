@@ -367,7 +367,8 @@ class SearchSpace:
 
 
 def dumps_toml(d: dict[str, Any], _prefix: str = "") -> str:
-    """A minimal TOML writer for configs: scalars, lists of scalars and nested tables."""
+    """A minimal TOML writer for configs: scalars, lists of scalars, nested tables and arrays of
+    tables (a list of dicts: [[name]], as the MLFS config's stages)."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -380,10 +381,18 @@ def dumps_toml(d: dict[str, Any], _prefix: str = "") -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
-    lines = [f"{k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    def is_tables(v: Any) -> bool:
+        return isinstance(v, list | tuple) and bool(v) and all(isinstance(x, dict) for x in v)
+
+    lines = [f"{k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict) and not is_tables(v)]
     for k, v in d.items():
         if isinstance(v, dict):
             name = f"{_prefix}{k}"
             lines.append(f"\n[{name}]")
             lines.append(dumps_toml(v, name + ".").rstrip("\n"))
+    for k, v in d.items():
+        if is_tables(v):
+            for item in v:
+                lines.append(f"\n[[{_prefix}{k}]]")
+                lines.append(dumps_toml(item, f"{_prefix}{k}.").rstrip("\n"))
     return "\n".join(lines) + "\n"

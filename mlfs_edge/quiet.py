@@ -15,7 +15,9 @@ command's quick path and fails on any warning line not covered here.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -126,3 +128,22 @@ def install() -> None:
         target = logging.getLogger() if name == "root" else logging.getLogger(name)
         if not any(isinstance(f, _DropKnown) for f in target.filters):
             target.addFilter(_DropKnown(patterns))
+    hide_library_bars()
+
+
+def hide_library_bars() -> None:
+    """Hugging Face's own bars ("Loading weights", "Writing model shards"): transformers draws one on
+    every from_pretrained / save_pretrained, and a run loads and saves models a dozen times, each
+    within a second here — they buried the lines that matter, even under --no-progress. mlfs-edge's
+    own bars show the long work. A user's HF_HUB_DISABLE_PROGRESS_BARS=0 keeps them."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "0":
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub / transformers are imported
+    if "huggingface_hub" in sys.modules:  # imported already: switch their bars off directly
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()

@@ -61,7 +61,16 @@ def installed():
     """quiet.install() for one test; its logging filters are removed afterwards (pytest restores warnings)."""
     import logging
 
+    from transformers.utils import logging as hf_logging
+
+    env, bars = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"), hf_logging.is_progress_bar_enabled()
     yield quiet.install
+    if env is None:
+        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    else:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = env
+    if bars:
+        hf_logging.enable_progress_bar()
     for name in {n.logger for n in quiet.KNOWN if n.logger}:
         target = logging.getLogger() if name == "root" else logging.getLogger(name)
         for f in [f for f in target.filters if isinstance(f, quiet._DropKnown)]:
@@ -88,6 +97,9 @@ def test_install_hides_only_the_known_messages(installed, caplog):
                                                                 (FutureWarning, "some other F")]
     logged = caplog.text
     assert "_C_cpu_kernels" in logged and "_C_mxfp8" not in logged
+    from transformers.utils import logging as hf_logging
+
+    assert not hf_logging.is_progress_bar_enabled()  # no "Loading weights" bar on every from_pretrained
 
 
 @pytest.mark.slow
@@ -150,6 +162,7 @@ fresh_adapters = true
         proc = mlfs_edge(*args, cwd=tmp_path)
         seconds[name] = round(time.perf_counter() - t0)
         found[name] = unexpected_lines(proc.stderr)
+        assert "Loading weights" not in proc.stderr and "Writing model shards" not in proc.stderr, name
     print(f"seconds per command: {seconds}")
     assert all(not lines for lines in found.values()), {k: v for k, v in found.items() if v}
     # the same command with --verbose shows the hidden lines again (and so the check above can fail)

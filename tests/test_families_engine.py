@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from families import FAMILIES, FamilyCase, build
+from families import ENCODERS, FAMILIES, FamilyCase, build
 
 from mlfs_edge.config import SubnetConfig
 from mlfs_edge.runtime import Engine, PackedFileError, pack
@@ -247,11 +247,11 @@ def test_corrupt_family_option_refused(packed: dict) -> None:
         Engine.from_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name", ["GPT-2"])
+@pytest.mark.parametrize("name", [c.name for c in ENCODERS] + ["GPT-2"])
 def test_extracted_narrow_head_model_packs(name: str, tmp_path: Path) -> None:
-    """A sub-network extracted with fewer heads is a model of type mlfs_<type>: the packer reads its
-    family from the registry, so it packs and runs like the family itself. (The encoder engine needs
-    heads x head size = hidden, so a narrow-head encoder runs from its supernet's file instead.)"""
+    """A sub-network extracted with fewer heads is a model of type mlfs_<type> (heads x head size <
+    hidden): the packer reads its family from the registry and the engine sizes q / k / v / o by the
+    heads, so it packs and runs like the family itself."""
     from mlfs_edge.supernet import extract
     from mlfs_edge.supernet.arch import arch_of
 

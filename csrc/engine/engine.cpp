@@ -32,7 +32,9 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
     : file_(std::move(file)), dims_(file_->dims()), kt_(table), ws_(std::make_unique<Workspace>()) {
   const ModelDims& d = dims_;
   const DType wd = d.weight_dtype;
-  const std::uint64_t H = d.hidden, I = d.intermediate;
+  // A = the attention width: hidden, or less in a sub-network extracted with fewer heads (the
+  // workspace keeps q / k / v / ctx rows of stride H either way).
+  const std::uint64_t H = d.hidden, I = d.intermediate, A = std::uint64_t{d.num_heads} * d.head_dim;
   auto f32 = [&](const std::string& name, std::vector<std::uint64_t> shape) {
     return static_cast<const float*>(file_->require(name, DType::f32, shape).data);
   };
@@ -55,10 +57,10 @@ Engine::Engine(std::shared_ptr<const PackedFile> file, const kernels::KernelTabl
   for (std::uint32_t i = 0; i < d.num_layers; ++i) {
     const std::string p = "l" + std::to_string(i) + ".";
     LayerWeights L;
-    L.q = bind(p + "q", H, H, wd);
-    L.k = bind(p + "k", H, H, wd);
-    L.v = bind(p + "v", H, H, wd);
-    L.o = bind(p + "o", H, H, wd);
+    L.q = bind(p + "q", A, H, wd);
+    L.k = bind(p + "k", A, H, wd);
+    L.v = bind(p + "v", A, H, wd);
+    L.o = bind(p + "o", H, A, wd);
     L.ff1 = bind(p + "ff1", I, H, wd);
     L.ff2 = bind(p + "ff2", H, I, wd);
     if (d.gated_ffn) L.ff1g = bind(p + "ff1g", I, H, wd);

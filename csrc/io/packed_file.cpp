@@ -291,8 +291,10 @@ void PackedFile::parse(bool verify_checksum) {
         !(dims_.rope_linear_factor >= 1.f && dims_.rope_linear_factor < 1e6f))
       throw PackedFileError(where + "corrupt header: RoPE settings out of range");
     if (dims_.num_labels != 0) throw PackedFileError(where + "corrupt header: a decoder has no classifier");
-  } else if (std::uint64_t{dims_.num_heads} * dims_.head_dim != dims_.hidden) {
-    throw PackedFileError(where + "corrupt header: heads x head_dim != hidden");
+  } else if (std::uint64_t{dims_.num_heads} * dims_.head_dim > dims_.hidden || dims_.head_dim == 0) {
+    // Fewer heads than hidden / head_dim is an extracted narrow-head sub-network (q/k/v [heads x
+    // head_dim, hidden]); wider attention than the hidden size no supported encoder has.
+    throw PackedFileError(where + "corrupt header: an encoder's heads x head_dim exceeds hidden");
   }
   if (pooling >= kPoolingModes)
     throw PackedFileError(where + "corrupt header: unknown pooling code " + std::to_string(pooling));

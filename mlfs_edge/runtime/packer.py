@@ -132,7 +132,7 @@ def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Line
 def _modernbert_layer(layer: torch.nn.Module, arch: ArchSpec) -> tuple[dict[str, Linear], dict[str, Linear]]:
     """ModernBERT's layer as the engine's tensors: Wqkv cut into q/k/v, Wi into ff1 (the GELU half)
     and ff1g (the gate half); the first layer's attention norm is an Identity (no ln1)."""
-    q, k, v = _split_rows(layer.attn.Wqkv, (arch.hidden,) * 3)
+    q, k, v = _split_rows(layer.attn.Wqkv, (arch.num_heads * arch.head_dim,) * 3)  # fewer heads when extracted
     ff1, ff1g = _split_rows(layer.mlp.Wi, (arch.intermediate,) * 2)
     linears = {"q": q, "k": k, "v": v, "o": _plain(layer.attn.Wo), "ff1": ff1, "ff1g": ff1g,
                "ff2": _plain(layer.mlp.Wo)}

@@ -155,7 +155,16 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         order = reorder_by_importance(model.eval(), cfg.importance, calibration)
     arch = ArchSpec.from_hf_config(model.config)
     space = SearchSpace.from_dict(arch, cfg.search)
-    drafts = tuple(SubnetConfig.parse(spec, arch) for spec in cfg.drafts)  # weighted into the sandwich
+    # Sub-networks weighted into the sandwich's random slots: the drafts, or the palette.
+    if cfg.palette_share > 0:
+        members = (SubnetConfig.parse(spec, arch) for spec in cfg.palette)  # the largest runs every step anyway
+        favoured = tuple(c for c in members if space.contains(c) and c != space.largest())
+        share = cfg.palette_share
+        if not favoured:
+            raise ValueError("palette_share > 0 but no palette sub-network lies in the search space: list palette "
+                             "members the [search] table can reach")
+    else:
+        favoured, share = tuple(SubnetConfig.parse(spec, arch) for spec in cfg.drafts), cfg.draft_share
     torch.manual_seed(cfg.seed)  # LoRA A initialisation
     model = add_lora(model, cfg.lora)
     state = TrainState()
@@ -215,7 +224,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         while state.step < stage.steps:
             rng = random.Random(f"{cfg.seed}/{state.stage}/{state.step}")
             torch.manual_seed(cfg.seed * 7919 + state.global_step)  # dropout
-            subnets = sandwich(space, rng, stage.vary_depth, stage.k_random, drafts, cfg.draft_share)
+            subnets = sandwich(space, rng, stage.vary_depth, stage.k_random, favoured, share, cfg.sampling == "params")
             ranks = sandwich_ranks(cfg.lora.ranks, rng, stage.k_random)
             scales = [gradient_scale(n_largest, c.layer_params(arch), cfg.loss.gamma) for c in subnets]
             idx = batch_indices(state.global_step, cfg.batch_size, setup.lengths, cfg.seed,

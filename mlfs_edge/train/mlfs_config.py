@@ -14,6 +14,10 @@ from mlfs_edge.families import decoder_model_types
 from mlfs_edge.supernet.lora import LoraSettings
 from mlfs_edge.train.finetune import FinetuneConfig
 
+FEATURE_MAPS = ("same", "replaced")
+SAMPLING = ("choices", "params")
+AUGMENT = ("none", "edit", "news")
+
 
 @dataclass(frozen=True)
 class LossSettings:
@@ -22,12 +26,18 @@ class LossSettings:
     temperature: float = 1.0
     gamma: float = 0.5  # gradient scaling exponent; 0 switches it off
     feature_dim: int = 64  # hidden states are compared after a fixed projection to this many dims
+    # Which teacher layer a kept layer's output is compared with: "same" (the same layer of the largest
+    # network: the paper's), or "replaced" (the last teacher layer of the block it stands for: after a
+    # kept layer i the next kept one is j, so it replaces teacher layers i..j−1 — TinyBERT / DynaBERT).
+    feature_map: str = "same"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"loss.alpha must lie in [0, 1], got {self.alpha}")
         if self.beta < 0 or self.temperature <= 0 or self.gamma < 0:
             raise ValueError("loss.beta and loss.gamma must be ≥ 0 and loss.temperature > 0")
+        if self.feature_map not in FEATURE_MAPS:
+            raise ValueError(f"loss.feature_map must be {' or '.join(FEATURE_MAPS)}, got {self.feature_map!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,17 @@ class MLFSConfig:
     # slot of a sandwich step is one of them with probability draft_share (0 = the plain sandwich rule).
     drafts: tuple[str, ...] = ()
     draft_share: float = 0.0
+    # How a random sandwich slot is drawn: "choices" (depth, heads and MLP width each uniform over the
+    # search space's values) or "params" (a layer-parameter count uniform between the smallest and the
+    # largest, then the uniform sub-network nearest to it: the middle of the palette gets its share).
+    sampling: str = "choices"
+    palette_share: float = 0.0  # probability that a random slot is one of the palette's sub-networks instead
+    # Classification: extra training text labelled by the stage-0 teacher (its predicted class), added to
+    # the training split — "edit" (training sentences with words swapped, deleted or replaced by other
+    # training words, seeded) or "news" (sentences of the bundled news articles); augment_ratio extra
+    # examples per training example.
+    augment: str = "none"
+    augment_ratio: float = 1.0
 
     @classmethod
     def from_toml(cls, path: str | Path, quick: bool = False, **overrides: Any) -> MLFSConfig:
@@ -133,6 +154,17 @@ class MLFSConfig:
             raise ValueError("draft_share > 0 needs the draft sub-networks: drafts = [\"depth=10\", ...]")
         if self.draft_share > 0 and not any(s.k_random > 0 for s in self.stages):
             raise ValueError("draft_share replaces random sandwich slots: give a stage k_random ≥ 1")
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be {' or '.join(SAMPLING)}, got {self.sampling!r}")
+        if not 0.0 <= self.palette_share <= 1.0:
+            raise ValueError(f"palette_share must be in [0, 1], got {self.palette_share}")
+        if self.palette_share > 0 and self.draft_share > 0:
+            raise ValueError("palette_share and draft_share both favour sub-networks in the random slots: set one")
+        if self.augment not in AUGMENT:
+            raise ValueError(f"augment must be {', '.join(AUGMENT)}, got {self.augment!r}")
+        if not 0.0 < self.augment_ratio <= 20.0:
+            raise ValueError(f"augment_ratio (extra examples per training example) must be in (0, 20], got "
+                             f"{self.augment_ratio}")
         return self
 
     def resolved_task(self) -> str:

@@ -22,6 +22,28 @@ def _hidden_for(layers: tuple[int, ...], hidden_states: tuple[torch.Tensor, ...]
     return {layer: h for layer, h in zip(layers, hidden_states[1:], strict=True)}
 
 
+def feature_pairs(student: tuple[int, ...], teacher: tuple[int, ...], mode: str = "same") -> list[tuple[int, int]]:
+    """(student layer, teacher layer) whose outputs feature distillation compares, original indices.
+
+    "same": every kept layer with the same layer of the teacher (the paper's). "replaced": a kept
+    layer with the last teacher layer before the next kept one — the block of teacher layers it
+    stands for when the ones between were dropped — and the last kept layer with the teacher's last,
+    so a shallow sub-network is pulled toward the teacher's final representation, not toward an
+    early layer's (TinyBERT / DynaBERT layer mapping)."""
+    kept = set(teacher)
+    if mode == "same":
+        return [(i, i) for i in student if i in kept]
+    if mode != "replaced":
+        raise ValueError(f"unknown feature map {mode!r}: use 'same' or 'replaced'")
+    pairs = []
+    for j, layer in enumerate(student):
+        end = student[j + 1] if j + 1 < len(student) else max(teacher) + 1
+        last = max((t for t in teacher if layer <= t < end), default=None)
+        if last is not None:
+            pairs.append((layer, last))
+    return pairs
+
+
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               ignore_index: int = -100) -> torch.Tensor:
     """Next-token targets of a causal LM batch, flattened to [B·(T−1)] to match `token_rows`;
@@ -78,8 +100,8 @@ class SandwichObjective(nn.Module):
             feat = None
             if s.beta > 0:
                 sub_hidden = _hidden_for(cfg.layers, out.hidden_states)
-                shared = [i for i in cfg.layers if i in teacher_hidden]
-                feat = feature_mse([sub_hidden[i] for i in shared], [teacher_hidden[i].detach() for i in shared],
+                pairs = feature_pairs(cfg.layers, subnets[0].layers, s.feature_map)
+                feat = feature_mse([sub_hidden[i] for i, _ in pairs], [teacher_hidden[t].detach() for _, t in pairs],
                                    self.projection, batch.get("attention_mask"), normalize=self.causal_lm)
             loss = subnet_loss(self._rows(out.logits), teacher_logits, labels, s.alpha, s.temperature, s.beta, feat)
             losses.append(loss)

@@ -18,20 +18,41 @@ if TYPE_CHECKING:
 
 
 def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int,
-             drafts: tuple[SubnetConfig, ...] = (), draft_share: float = 0.0) -> list[SubnetConfig]:
-    """Largest, smallest, then k random sub-networks (the sandwich rule). With `drafts` (sub-networks
-    meant as speculative drafts) each random slot is one of them with probability `draft_share`, so
-    they get more of the distillation toward the largest; at full depth only in a widths-only stage.
-    Without drafts `rng` is used exactly as before (old runs resume bit for bit)."""
+             favoured: tuple[SubnetConfig, ...] = (), share: float = 0.0,
+             by_params: bool = False) -> list[SubnetConfig]:
+    """Largest, smallest, then k random sub-networks (the sandwich rule). With `favoured` (the
+    sub-networks meant as speculative drafts, or the palette) each random slot is one of them with
+    probability `share`, so they get more of the distillation toward the largest; at full depth only
+    in a widths-only stage. The other slots are `space.sample` (each dimension uniform over its
+    values) or, `by_params`, `sample_by_params`. With neither option `rng` is used exactly as before
+    (old runs resume bit for bit)."""
     n_layers = space.arch.num_layers
-    eligible = [d for d in drafts if vary_depth or len(d.layers) == n_layers]
+    eligible = [d for d in favoured if vary_depth or len(d.layers) == n_layers]
 
     def slot() -> SubnetConfig:
-        if eligible and draft_share > 0 and rng.random() < draft_share:
+        if eligible and share > 0 and rng.random() < share:
             return rng.choice(eligible)
-        return space.sample(rng, vary_depth)
+        return sample_by_params(space, rng, vary_depth) if by_params else space.sample(rng, vary_depth)
 
     return [space.largest(), space.smallest(vary_depth), *(slot() for _ in range(k))]
+
+
+def sample_by_params(space: SearchSpace, rng: random.Random, vary_depth: bool) -> SubnetConfig:
+    """A uniform sub-network drawn evenly in layer parameters: a count uniform between the smallest
+    and the largest candidate, then the candidate nearest to it (ties: the first, smallest). Drawing
+    each dimension uniformly instead piles up in the middle of the count and under-samples the
+    sizes few combinations reach."""
+    candidates = _by_params(space, vary_depth)
+    counts = [n for n, _ in candidates]
+    target = rng.uniform(counts[0], counts[-1])
+    return min(candidates, key=lambda c: abs(c[0] - target))[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _by_params(space: SearchSpace, vary_depth: bool) -> list[tuple[int, SubnetConfig]]:
+    full_depth = space.depths[-1]
+    cfgs = [c for c in space.uniform_configs() if vary_depth or c.depth == full_depth]
+    return sorted(((c.layer_params(space.arch), c) for c in cfgs), key=lambda nc: nc[0])
 
 
 def sandwich_ranks(ranks: tuple[int, ...], rng: random.Random, k: int) -> list[int] | None:

@@ -79,8 +79,14 @@ def classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSe
     teacher, teacher_record = ensure_teacher(cfg, data, progress=False)
     model, tokenizer = load_classifier(teacher, data.num_labels, data.label_names)
     train = data.train.subset(cfg.max_train_examples)
-    enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
-    labels_all = torch.tensor(train.labels)
+    texts, labels = list(train.texts), list(train.labels)
+    if cfg.augment != "none":
+        extra, extra_labels = augmented_examples(cfg, model, tokenizer, texts, labels,
+                                                 progress and accelerator.is_local_main_process,
+                                                 accelerator.is_main_process)
+        texts, labels = texts + extra, labels + extra_labels
+    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length)
+    labels_all = torch.tensor(labels)
 
     def batch(idx: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         padded = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
@@ -88,7 +94,32 @@ def classification_setup(cfg: MLFSConfig, accelerator, progress: bool) -> TaskSe
         return dict(padded), labels_all[idx]
 
     lengths = [len(ids) for ids in enc["input_ids"]]
-    return TaskSetup(model, tokenizer, len(train), batch, str(teacher), teacher_record, lengths)
+    return TaskSetup(model, tokenizer, len(texts), batch, str(teacher), teacher_record, lengths)
+
+
+def augmented_examples(cfg: MLFSConfig, teacher: nn.Module, tokenizer, texts: list[str], labels: list[int],  # noqa: ANN001
+                       progress: bool, report: bool) -> tuple[list[str], list[int]]:
+    """The config's augmentation (`train.augment`): round(augment_ratio × training examples) extra
+    texts, labelled by the stage-0 teacher's prediction."""
+    from mlfs_edge.train.augment import edited_sentences, news_sentences, teacher_labels
+
+    n = max(1, round(cfg.augment_ratio * len(texts)))
+    source: list[int] = []
+    if cfg.augment == "edit":
+        extra, source = edited_sentences(texts, n, cfg.seed)
+    else:
+        extra = news_sentences(n, cfg.seed)
+
+    def tokenize(batch: list[str]) -> dict[str, torch.Tensor]:
+        return dict(tokenizer(batch, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"))
+
+    extra_labels = teacher_labels(teacher, tokenize, extra, progress=progress)
+    if report:
+        same = sum(extra_labels[j] == labels[i] for j, i in enumerate(source))
+        kept = f"; the teacher keeps the source sentence's label on {100 * same / len(source):.1f} %" if source else ""
+        print(f"augment: {len(extra):,} {cfg.augment} examples labelled by the teacher ({len(texts):,} training "
+              f"examples){kept}")
+    return extra, extra_labels
 
 
 def causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
@@ -97,6 +128,9 @@ def causal_lm_setup(cfg: MLFSConfig) -> TaskSetup:
     from mlfs_edge.data import load_lm_text
     from mlfs_edge.lm import token_blocks, token_stream
 
+    if cfg.augment != "none":
+        raise ValueError("augment labels extra text with a classifier teacher: a causal LM run takes augment = "
+                         "\"none\" (give it more text in data instead)")
     corpus = load_lm_text(cfg.data, cfg.text_column)  # bad data fails here, before the model loads
     path = resolve_model_path(cfg.model)
     fam = check_stage(AutoConfig.from_pretrained(path), "lora")
