@@ -117,8 +117,9 @@ test-static-runner: setup
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user-static > /dev/null; }
 	MLFS_EDGE_REQUIRE_TOOLS=1 JOBS=$(JOBS) $(PY) -m pytest -q tests/test_static_runner.py
 
+# --durations: the slowest tests named in every log, so CI's time budget (< 60 min) is watched where it goes.
 test-python: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 # Fuzz the packed-file reader for 60 s (atheris; seed corpus: tiny packed files made on first run).
 FUZZ_SECONDS ?= 60

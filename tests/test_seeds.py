@@ -1,6 +1,7 @@
 """--seeds end to end on a tiny BERT: `mlfs-edge train/eval --seeds` (one MLFS run per seed, a shared
 stage-0 teacher, finished seeds reused, an interrupted one resumed, mean ± sd and the paired bootstrap)
-and benchmarks/mlfs_vs_separate.py --seeds writing the issue-16 quality schema."""
+and benchmarks/mlfs_vs_separate.py --seeds writing the issue-16 quality schema, benchmarks/mlfs_ablation.py
+its one-change-at-a-time table."""
 
 from __future__ import annotations
 
@@ -178,3 +179,36 @@ def test_lm_eval_seeds(tmp_path, tiny_llama_dir, toy_text, capsys):  # noqa: F81
     assert summary["task"] == "causal_lm" and summary["seeds"] == [3, 4]
     assert all(r["perplexity_sd"] is not None and r["perplexity_mean"] > 1 for r in summary["rows"])
     assert "±" in (tmp_path / "run_quick" / "palette_seeds.md").read_text()
+
+
+def test_ablation_benchmark_one_change_at_a_time(seeded, capsys):
+    """benchmarks/mlfs_ablation.py: a variant = the config with one change, trained over the same seeds
+    from the config's teacher, compared item by item with the unchanged config."""
+    tmp, cfg_path, _ = seeded
+    spec = importlib.util.spec_from_file_location("mlfs_ablation", ROOT / "benchmarks" / "mlfs_ablation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result, work = tmp / "results" / "ablation.json", tmp / "ablation"
+    bench.main(["--config", str(cfg_path), "--seeds", "1,2", "--variants", "feature_replaced,sampling_params",
+                "--work-dir", str(work), "--json", str(result), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "| variant" in out and "feature_replaced" in out and f"written {result}" in out
+    record = json.loads(result.read_text())
+    assert record["seeds"] == [1, 2] and "--variants feature_replaced,sampling_params" in record["command"]
+    assert list(record["results"]) == ["feature_replaced", "sampling_params"]
+    names = [r["subnet"] for r in record["config_rows"]]
+    for variant in record["results"].values():
+        assert [r["subnet"] for r in variant["rows"]] == names
+        for row in variant["rows"]:
+            low, high = row["diff_vs_config_ci"]
+            assert low - 1e-9 <= row["diff_vs_config"] <= high + 1e-9
+            assert row["diff_vs_config"] == pytest.approx(row["mean"] - record["config_rows"][names.index(
+                row["subnet"])]["mean"])
+    # each variant's config is kept to rerun by hand: the one change, the config's teacher, its own folder
+    changed = MLFSConfig.from_toml(work / "feature_replaced.toml")
+    assert changed.loss.feature_map == "replaced" and changed.teacher == str(tmp / "run" / "teacher")
+    assert MLFSConfig.from_toml(work / "sampling_params.toml").sampling == "params"
+    assert changed.out == str(work / "feature_replaced")
+    assert (work / "feature_replaced" / "seed2" / "palette.json").is_file()
+    with pytest.raises(SystemExit, match="unknown variants nope"):
+        bench.main(["--config", str(cfg_path), "--variants", "nope", "--work-dir", str(work)])
