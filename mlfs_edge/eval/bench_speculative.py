@@ -29,7 +29,7 @@ from typing import Any
 from mlfs_edge.config import SubnetConfig
 
 ROW_KEYS = ("task", "dtype", "threads", "target", "draft", "k", "sampling", "tok_s", "plain_tok_s",
-            "llama_cpp_tok_s", "speedup", "acceptance", "mean_accepted", "identical")
+            "llama_cpp_tok_s", "speedup", "acceptance", "mean_accepted", "identical", "draft_cost", "verify_cost")
 LLAMA_DTYPE = {"int8": "q8_0", "q4": "q4_0", "fp16": "f16"}  # the engine format's llama.cpp counterpart
 SAMPLING = {"greedy": {}, "t=0.7": {"temperature": 0.7, "top_k": 40, "seed": 1}}
 
@@ -112,8 +112,8 @@ def run_bench_speculative(packed: dict[str, Path], prompts: dict[str, list[list[
                 out = list(s)
                 st = s.speculation
                 spec[d].add(s.generated - 1, _decode_s(s), st["accepted"], st["drafted"], st["rounds"],
-                            same=out == plain)
-        plain_tok_s = plain_t.tok_s
+                            same=out == plain, draft_s=st["draft_seconds"], verify_s=st["verify_seconds"])
+        plain_tok_s, step = plain_t.tok_s, plain_t.step_s
         for d in drafts:
             t = spec[d]
             rows.append({
@@ -125,6 +125,9 @@ def run_bench_speculative(packed: dict[str, Path], prompts: dict[str, list[list[
                 "acceptance": round(t.accepted / t.drafted, 4) if t.drafted else 0.0,
                 "mean_accepted": round((t.accepted + t.rounds) / t.rounds, 3) if t.rounds else 0.0,
                 "identical": t.all_same if mode == "greedy" else None,
+                # what a round costs, in plain decode steps of the target: why a draft pays or not
+                "draft_cost": round(t.draft_s / t.drafted / step, 3) if t.drafted and step else None,
+                "verify_cost": round(t.verify_s / t.rounds / step, 3) if t.rounds and step else None,
             })
         bar.update()
     bar.close()
@@ -134,6 +137,8 @@ def run_bench_speculative(packed: dict[str, Path], prompts: dict[str, list[list[
         "llama.cpp": "—" if r["llama_cpp_tok_s"] is None else f"{r['llama_cpp_tok_s']:.1f}",
         "speed-up": f"{r['speedup']:.2f}x", "accept.": f"{100 * r['acceptance']:.0f}%",
         "tok/verify": f"{r['mean_accepted']:.2f}",
+        "draft cost": "—" if r["draft_cost"] is None else f"{r['draft_cost']:.2f}",
+        "verify cost": "—" if r["verify_cost"] is None else f"{r['verify_cost']:.2f}",
         "same": {True: "yes", False: "NO", None: "—"}[r["identical"]]} for r in rows])
     print(table)
     result = {"command": command, "cpu": cpu_model(), "machine": platform.machine(), "new_tokens": new_tokens,
@@ -154,12 +159,15 @@ class _Totals:
     def __init__(self) -> None:
         self.tokens, self.seconds = 0, 0.0
         self.accepted = self.drafted = self.rounds = 0
+        self.draft_s = self.verify_s = 0.0
         self.all_same = True
 
     def add(self, tokens: int, seconds: float, accepted: int = 0, drafted: int = 0, rounds: int = 0,
-            same: bool = True) -> None:
+            same: bool = True, draft_s: float = 0.0, verify_s: float = 0.0) -> None:
         self.tokens += tokens
         self.seconds += seconds
+        self.draft_s += draft_s
+        self.verify_s += verify_s
         self.accepted += accepted
         self.drafted += drafted
         self.rounds += rounds
@@ -168,3 +176,8 @@ class _Totals:
     @property
     def tok_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def step_s(self) -> float:
+        """Seconds per decoded token."""
+        return self.seconds / self.tokens if self.tokens else 0.0
