@@ -76,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     teacher_s = summary["full_finetune_wall_s"]  # None for causal_lm: the pretrained LM is the teacher
     teacher = f"teacher fine-tune: {teacher_s:.0f} s" if teacher_s is not None else f"teacher: {summary['teacher']}"
+    augmented = f" + teacher-labelled {cfg.augment} text (augment_ratio {cfg.augment_ratio:g})" \
+        if cfg.augment != "none" else ""
     print(f"\nsupernet written to {cfg.out}/supernet: {summary['steps']} steps in {summary['mlfs_wall_s']:.0f} s "
           f"({teacher}); trainable {100 * summary['trainable_fraction']:.2f} % of the parameters; trained on "
-          f"{cfg.data}; the run's config is in {cfg.out}/run_config.json.")
+          f"{cfg.data}{augmented}; the run's config is in {cfg.out}/run_config.json.")
     print(next_steps(cfg.out, summary["task"], summary["search_space"]))
     return 0
 
