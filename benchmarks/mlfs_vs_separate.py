@@ -37,6 +37,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"mlfs_vs_separate: error: {e}") from None
 
 
-def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool) -> list[dict[str, Any]]:
+def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequence[dict[str, Any]] = (),
+                on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """One LoRA-KD fine-tune per palette sub-network (all but the full one) of the run `cfg`, sliced
     from its importance-ordered teacher and seeded with `seed`: [{subnet, param_fraction, steps,
-    wall_s, accuracy, correct}] (`correct`: per-item correctness over the test split)."""
+    wall_s, accuracy, correct}] (`correct`: per-item correctness over the test split). Sub-networks
+    in `done` (rows of an interrupted call) are not trained again; `on_row` gets the rows so far
+    after each fine-tune (to keep them)."""
     import torch
 
     from mlfs_edge.config import ArchSpec, SubnetConfig
@@ -103,8 +107,13 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool) -> list[dict
                          lora_alpha=int(cfg.lora.alpha), temperature=cfg.loss.temperature, seed=seed)
     full = SubnetConfig.full(arch)
     subnets = [c for c in (SubnetConfig.parse(s, arch) for s in cfg.palette) if c != full]
+    finished = {r["subnet"]: r for r in done}
     rows = []
     for sub in sorted(subnets, key=lambda c: c.layer_params(arch)):
+        if sub.name in finished:
+            rows.append(finished[sub.name])
+            print(f"  {sub.name}: reused ({100 * finished[sub.name]['accuracy']:.2f}%)")
+            continue
         torch.manual_seed(seed)
         student = extract(teacher, sub).train()
         t0 = time.perf_counter()
@@ -115,6 +124,8 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool) -> list[dict
                      "wall_s": wall, "accuracy": result.accuracy,
                      "correct": encode_correct(result.predictions, test.labels)})
         print(f"  {sub.name}: {steps} LoRA-KD steps in {wall:.0f} s, accuracy {100 * result.accuracy:.2f}%")
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -155,20 +166,28 @@ def single_seed(args: argparse.Namespace, command: str) -> None:
 
 def seed_separate(run_cfg: Any, seed: int, epochs: float, progress: bool) -> tuple[list[dict[str, Any]], bool]:
     """The seed's separate fine-tunes: reused from <run>/separate_kd.json when it holds this seed, epochs,
-    palette and test split and is newer than the MLFS run, else run and written there."""
+    palette and test split and is newer than the MLFS run, else run and written there — after each
+    sub-network, so an interrupted benchmark picks up at the next one."""
     from mlfs_edge.atomic import write_atomically
     from mlfs_edge.train.run_folder import SUMMARY
 
     path = Path(run_cfg.out) / SEPARATE
     key = {"seed": seed, "epochs": epochs, "palette": list(run_cfg.palette), "teacher": run_cfg.teacher,
            "max_train_examples": run_cfg.max_train_examples, "max_eval_examples": run_cfg.max_eval_examples}
+    done: list[dict[str, Any]] = []
     if path.is_file() and path.stat().st_mtime >= (Path(run_cfg.out) / SUMMARY).stat().st_mtime:
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
-            return saved["rows"], True
-    rows = separate_kd(run_cfg, seed, epochs, progress)
-    text = json.dumps({"key": key, "rows": rows}, indent=2) + "\n"
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+            if not saved.get("partial"):
+                return saved["rows"], True
+            done = saved["rows"]
+
+    def keep(rows: list[dict[str, Any]], partial: bool = True) -> None:
+        text = json.dumps({"key": key, "partial": partial, "rows": rows}, indent=2) + "\n"
+        write_atomically(path, lambda tmp: tmp.write_text(text))
+
+    rows = separate_kd(run_cfg, seed, epochs, progress, done, keep)
+    keep(rows, partial=False)
     return rows, False
 
 

@@ -132,6 +132,16 @@ def test_quality_benchmark_over_seeds(seeded, capsys):
                 "--no-progress"])
     assert "separate fine-tunes reused" in capsys.readouterr().out
     assert json.loads(result.read_text())["rows"] == record["rows"]
+    # an interrupted seed (the file is written after every sub-network) picks up at the next sub-network
+    kept = tmp / "run" / "seed2" / "separate_kd.json"
+    saved = json.loads(kept.read_text())
+    assert saved["partial"] is False and len(saved["rows"]) == 1
+    kept.write_text(json.dumps({**saved, "partial": True}))
+    bench.main(["--config", str(cfg_path), "--seeds", "1,2", "--epochs", "0.2", "--json", str(result),
+                "--no-progress"])
+    out = capsys.readouterr().out
+    assert f"{saved['rows'][0]['subnet']}: reused" in out and "seed 2: 1 separate fine-tunes run" in out
+    assert json.loads(kept.read_text()) == saved and json.loads(result.read_text())["rows"] == record["rows"]
     with pytest.raises(SystemExit, match="--seeds takes"):
         bench.main(["--config", str(cfg_path), "--seeds", "1,y"])
 
