@@ -31,6 +31,8 @@ KernelTable make_table(Isa isa) {
       t.quantize_blocks_q8 = &avx2::quantize_blocks_q8;
       t.rmsnorm_f32 = &avx2::rmsnorm_f32;
       t.silu_mul_f32 = &avx2::silu_mul_f32;
+      t.gelu_tanh_mul_f32 = &avx2::gelu_tanh_mul_f32;
+      t.softcap_f32 = &avx2::softcap_f32;
       t.quantize_rows_i8 = &avx2::quantize_rows_i8;
       t.bias_gelu_f32 = &avx2::bias_gelu_f32;
       t.layernorm_f32 = &avx2::layernorm_f32;
@@ -47,6 +49,8 @@ KernelTable make_table(Isa isa) {
       t.gemm_q4 = &avx512::gemm_q4;
       t.rmsnorm_f32 = &avx512::rmsnorm_f32;
       t.silu_mul_f32 = &avx512::silu_mul_f32;
+      t.gelu_tanh_mul_f32 = &avx512::gelu_tanh_mul_f32;
+      t.softcap_f32 = &avx512::softcap_f32;
       t.quantize_rows_i8 = &avx512::quantize_rows_i8;
       t.bias_gelu_f32 = &avx512::bias_gelu_f32;
       t.layernorm_f32 = &avx512::layernorm_f32;
@@ -63,6 +67,8 @@ KernelTable make_table(Isa isa) {
       t.gemm_q4 = &neon::gemm_q4;
       t.rmsnorm_f32 = &neon::rmsnorm_f32;
       t.silu_mul_f32 = &neon::silu_mul_f32;
+      t.gelu_tanh_mul_f32 = &neon::gelu_tanh_mul_f32;
+      t.softcap_f32 = &neon::softcap_f32;
       t.quantize_rows_i8 = &neon::quantize_rows_i8;
       t.bias_gelu_f32 = &neon::bias_gelu_f32;
       t.layernorm_f32 = &neon::layernorm_f32;

@@ -195,6 +195,59 @@ struct VecMath {
     }
   }
 
+  // tanh by the rational 13/6 minimax approximation Eigen uses (x clamped to ±7.9053, where float
+  // tanh is ±1): relative error <= 3.4e-7 over the whole range, tiny |x| included (no 1 - e^-2x
+  // cancellation).
+  static F tanh(F x) {
+    const float c = 7.90531110763549805f;
+    x = select(x > c, splat(c), x);
+    x = select(x < -c, splat(-c), x);
+    const F x2 = x * x;
+    F p = splat(-2.76076847742355e-16f);
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    F q = splat(1.19825839466702e-06f);
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+  }
+
+  // GELU, tanh form (GPT-2, Gemma's GeGLU): 0.5 g (1 + tanh(z)) [* up], z = sqrt(2/pi) (g + 0.044715 g^3),
+  // computed as g * sigmoid(2z) the way silu_mul is: 1 + tanh(z) would cancel to a few ulps for g << 0.
+  static void gelu_tanh_mul(std::size_t M, std::size_t N, float* gate, std::size_t ldg, const float* up,
+                            std::size_t ldu) {
+    auto f = [](F g, F u) {
+      const F t = 1.5957691216057308f * (g + 0.044715f * g * g * g);  // 2z
+      const I neg = t < 0.f;
+      const F e = exp_nonpositive(select(neg, t, -t));
+      return g * (select(neg, e, splat(1.f)) / (1.0f + e)) * u;
+    };
+    for (std::size_t i = 0; i < M; ++i) {
+      float* g = gate + i * ldg;
+      const float* u = up ? up + i * ldu : nullptr;
+      std::size_t n = 0;
+      for (; n + W <= N; n += W) store(g + n, f(load(g + n), u ? load(u + n) : splat(1.f)));
+      if (n < N)
+        store_partial(g + n, N - n, f(load_partial(g + n, N - n, 0.f), u ? load_partial(u + n, N - n, 0.f) : splat(1.f)));
+    }
+  }
+
+  // Gemma 2's soft-capping: cap * tanh(scale * x / cap).
+  static void softcap(std::size_t M, std::size_t N, float* x, std::size_t ldx, float scale, float cap) {
+    const float k = scale / cap;
+    for (std::size_t i = 0; i < M; ++i) {
+      float* row = x + i * ldx;
+      std::size_t n = 0;
+      for (; n + W <= N; n += W) store(row + n, cap * tanh(load(row + n) * k));
+      if (n < N) store_partial(row + n, N - n, cap * tanh(load_partial(row + n, N - n, 0.f) * k));
+    }
+  }
+
   static void softmax(std::size_t M, std::size_t N, float* x, std::size_t ldx, const float* mask, float scale) {
     for (std::size_t i = 0; i < M; ++i) {
       float* row = x + i * ldx;

@@ -213,8 +213,8 @@ void test_rmsnorm_silu() {
     }
 }
 
-// gelu_tanh_mul and softcap have only the scalar reference: check it against known values and that
-// every ISA's table routes to it (a vectorised version added later must pass the same check).
+// gelu_tanh_mul and softcap: the scalar reference against known values, every ISA's vector version
+// (a rational tanh) against the reference, small and large arguments alike.
 void test_gelu_tanh_softcap() {
   float g[4] = {1.f, -2.f, 0.f, 3.f}, u[4] = {2.f, 1.f, 5.f, -1.f};
   ref::gelu_tanh_mul_f32(1, 4, g, 4, u, 4);
@@ -236,8 +236,11 @@ void test_gelu_tanh_softcap() {
         table_for(isa).gelu_tanh_mul_f32(M, N, got_n.data(), ld, nullptr, ld);
         ref::softcap_f32(M, N, want_c2.data(), ld, 0.25f, 50.f);
         table_for(isa).softcap_f32(M, N, got_c2.data(), ld, 0.25f, 50.f);
+        std::vector<float> want_c3 = x, got_c3 = x;  // arguments past the clamp of the vector tanh (|x| > 7.9)
+        ref::softcap_f32(M, N, want_c3.data(), ld, 8.f, 2.f);
+        table_for(isa).softcap_f32(M, N, got_c3.data(), ld, 8.f, 2.f);
         CHECK(max_rel_err(got, want) <= 2e-6 && max_rel_err(got_n, want_n) <= 2e-6 &&
-                  max_rel_err(got_c2, want_c2) <= 2e-6,
+                  max_rel_err(got_c2, want_c2) <= 2e-6 && max_rel_err(got_c3, want_c3) <= 2e-6,
               "gelu_tanh_mul / softcap isa=%s M=%zu N=%zu", isa_name(isa), M, N);
       }
 }

@@ -100,6 +100,12 @@ void silu_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, 
   V::silu_mul(M, N, gate, ldg, up, ldu);
 }
 
+void gelu_tanh_mul_f32(size_t M, size_t N, float* gate, size_t ldg, const float* up, size_t ldu) {
+  V::gelu_tanh_mul(M, N, gate, ldg, up, ldu);
+}
+
+void softcap_f32(size_t M, size_t N, float* x, size_t ldx, float scale, float cap) { V::softcap(M, N, x, ldx, scale, cap); }
+
 void softmax_f32(size_t M, size_t N, float* x, size_t ldx, const float* mask, float scale) {
   V::softmax(M, N, x, ldx, mask, scale);
 }
