@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rank16": ("LoRA rank 16 (alpha 32) instead of 8: the per-stage capacity", {"lora": {"rank": 16, "alpha": 32.0}}),
     "stages_rebalanced": ("the same 550 steps split 50 / 500 instead of 150 / 400: more of the budget where "
                           "depth varies", {"stages": {0: {"steps": 50}, 1: {"steps": 500}}}),
+    "stage2_lr": ("the widths+depths stage at learning rate 5e-4 instead of 1e-3 (its fresh adapters start from "
+                  "the merged stage-1 model)", {"stages": {1: {"lr": 5e-4}}}),
 }
 __doc__ += "\n".join(f"  {name}: {what}" for name, (what, _) in VARIANTS.items()) + "\n"
 
