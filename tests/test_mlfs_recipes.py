@@ -5,6 +5,7 @@ unit-checked, then all together through a tiny run that must resume bit for bit.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -141,8 +142,12 @@ def test_mlfs_with_every_recipe_option_resumes_bit_for_bit(tmp_path, tiny_bert_d
     summary, _ = train_straight_and_killed(straight, resumed)  # augmentation and sampling rebuilt alike on resume
     out = capsys.readouterr().out
     n = len(load_classification(str(toy_csv)).train)
-    assert f"augment: {round(0.5 * n)} edit examples labelled by the teacher ({n} training examples); the teacher " \
-           "keeps the source sentence's label on" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("augment: "))
+    found = re.fullmatch(r"augment: (\d+) edit examples labelled by the teacher \(((?:(?:neg|pos) \d+(?:, )?)+); "
+                         r"(\d+) training examples\); the teacher keeps the source sentence's label on [\d.]+ %", line)
+    assert found, line  # the teacher's labels per class, by name
+    per_class = sum(int(part.split()[1]) for part in found.group(2).split(", "))
+    assert int(found.group(1)) == round(0.5 * n) == per_class and int(found.group(3)) == n
     assert f"(classification, {n + round(0.5 * n)} training examples)" in out
     assert summary["config"]["sampling"] == "params" and summary["config"]["loss"]["feature_map"] == "replaced"
     # the options change what is learned: the same run without them ends elsewhere

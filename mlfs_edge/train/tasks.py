@@ -5,6 +5,7 @@ its own pretrained self over blocks of text."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,11 @@ def augmented_examples(cfg: MLFSConfig, teacher: nn.Module, tokenizer, texts: li
     if report:
         same = sum(extra_labels[j] == labels[i] for j, i in enumerate(source))
         kept = f"; the teacher keeps the source sentence's label on {100 * same / len(source):.1f} %" if source else ""
-        print(f"augment: {len(extra):,} {cfg.augment} examples labelled by the teacher ({len(texts):,} training "
-              f"examples){kept}")
+        names = getattr(teacher.config, "id2label", None) or {}
+        counts = Counter(extra_labels)
+        spread = ", ".join(f"{names.get(k, k)} {counts[k]:,}" for k in sorted(counts))
+        print(f"augment: {len(extra):,} {cfg.augment} examples labelled by the teacher ({spread}; {len(texts):,} "
+              f"training examples){kept}")
     return extra, extra_labels
 
 
