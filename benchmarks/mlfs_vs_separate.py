@@ -116,12 +116,12 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequen
             continue
         torch.manual_seed(seed)
         student = extract(teacher, sub).train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = retrain(student, task, train, "lora-kd", rcfg, teacher=teacher, progress=progress)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         result = evaluate_classifier(res.model, tokenizer, test, max_length=cfg.max_length)
         rows.append({"subnet": sub.name, "param_fraction": sub.param_fraction(arch), "steps": steps,
-                     "wall_s": wall, "accuracy": result.accuracy,
+                     "wall_s": wall, "cpu_s": cpu, "accuracy": result.accuracy,
                      "correct": encode_correct(result.predictions, test.labels)})
         print(f"  {sub.name}: {steps} LoRA-KD steps in {wall:.0f} s, accuracy {100 * result.accuracy:.2f}%")
         if on_row is not None:
@@ -193,6 +193,7 @@ def seed_separate(run_cfg: Any, seed: int, epochs: float, progress: bool) -> tup
 
 def over_seeds(args: argparse.Namespace, command: str) -> None:
     """The issue-16 quality study: MLFS over seeds vs a separate LoRA-KD fine-tune per size and seed."""
+    from mlfs_edge.atomic import write_atomically
     from mlfs_edge.cli import main as cli
     from mlfs_edge.eval.seeds import parse_seeds
     from mlfs_edge.report import markdown_table, mean_sd_cell
@@ -244,12 +245,18 @@ def over_seeds(args: argparse.Namespace, command: str) -> None:
                      "diff_vs_sliced": pct(vs_sliced.diff), "diff_vs_sliced_ci": [pct(vs_sliced.low),
                                                                                    pct(vs_sliced.high)]})
     mlfs_s = study["mlfs_wall_s_mean"]
+    # process CPU seconds, the steadier cost on a shared machine (rows of older separate_kd.json files lack it)
+    mlfs_cpu = [p.get("mlfs_cpu_s") for p in palettes.values()]
+    separate_cpu = [sum(r["cpu_s"] for r in separate[s]) if all("cpu_s" in r for r in separate[s]) else None
+                    for s in seeds]
+    cpu_ratio = mean_sd(mlfs_cpu)[0] / mean_sd(separate_cpu)[0] if None not in mlfs_cpu + separate_cpu else None
     separate_s = mean_sd([sum(r["wall_s"] for r in separate[s]) for s in seeds])[0]
     teacher_s = mean_sd([p["full_finetune_wall_s"] for p in palettes.values()])[0]
     record = {"command": command, "config": args.config, "data": base.data, "seeds": seeds,
               "teacher": study["teacher"], "shared_teacher": study["shared_teacher"],
               "teacher_mean": pct(teacher_mean), "teacher_sd": pct(teacher_sd),
               "mlfs_wall_s": mlfs_s, "mlfs_wall_s_sd": study["mlfs_wall_s_sd"], "separate_wall_s": separate_s,
+              "mlfs_cpu_s": mlfs_cpu, "separate_cpu_s": separate_cpu, "mlfs_vs_separate_cpu": cpu_ratio,
               "teacher_finetune_wall_s": teacher_s, "mlfs_vs_separate_cost": mlfs_s / separate_s,
               "epochs_per_subnet": args.epochs, "method": "lora-kd on the pruned copy, one per sub-network and seed",
               "test_examples": study["test_examples"],
@@ -268,10 +275,12 @@ def over_seeds(args: argparse.Namespace, command: str) -> None:
         "MLFS − sliced [95 % CI]": f"{r['diff_vs_sliced']:+.2f} {ci(r['diff_vs_sliced_ci'])}"} for r in rows]))
     print(f"\nteacher {mean_sd_cell(teacher_mean, teacher_sd)} % ({study['teacher']}); MLFS {mlfs_s:.0f} s per seed "
           f"vs {len(separate[seeds[0]])} separate fine-tunes {separate_s:.0f} s (MLFS / separate = "
-          f"{mlfs_s / separate_s:.2f}); seeds {', '.join(map(str, seeds))}")
+          f"{mlfs_s / separate_s:.2f}{'' if cpu_ratio is None else f'; in CPU time {cpu_ratio:.2f}'}); seeds "
+          f"{', '.join(map(str, seeds))}")
     path = Path(args.json or RESULTS / f"mlfs_quality_{Path(base.data).stem}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
     print(f"written {path}")
 
 

@@ -125,6 +125,7 @@ def test_quality_benchmark_over_seeds(seeded, capsys):
         assert 0.0 <= row["mlfs_mean"] <= 100.0 and 0.0 <= row["sliced_mean"] <= 100.0
     small = record["rows"][0]
     assert small["separate_kd_mean"] is not None and record["separate_wall_s"] > 0
+    assert len(record["separate_cpu_s"]) == 2 and record["mlfs_vs_separate_cpu"] > 0  # CPU time: the steadier cost
     # each seed's separate fine-tunes are kept, and reused by the next invocation
     assert (tmp / "run" / "seed2" / "separate_kd.json").is_file()
     capsys.readouterr()
