@@ -39,13 +39,13 @@ def sandwich(space: SearchSpace, rng: random.Random, vary_depth: bool, k: int,
 
 def sample_by_params(space: SearchSpace, rng: random.Random, vary_depth: bool) -> SubnetConfig:
     """A uniform sub-network drawn evenly in layer parameters: a count uniform between the smallest
-    and the largest candidate, then the candidate nearest to it (ties: the first, smallest). Drawing
-    each dimension uniformly instead piles up in the middle of the count and under-samples the
-    sizes few combinations reach."""
+    and the largest candidate, then the candidate nearest to it (one of them at random when several
+    shapes have that count). Drawing each dimension uniformly instead piles up in the middle of the
+    count and under-samples the sizes few combinations reach."""
     candidates = _by_params(space, vary_depth)
-    counts = [n for n, _ in candidates]
-    target = rng.uniform(counts[0], counts[-1])
-    return min(candidates, key=lambda c: abs(c[0] - target))[1]
+    target = rng.uniform(candidates[0][0], candidates[-1][0])
+    nearest = min(abs(n - target) for n, _ in candidates)
+    return rng.choice([c for n, c in candidates if abs(n - target) == nearest])
 
 
 @functools.lru_cache(maxsize=8)
