@@ -268,3 +268,51 @@ def test_extracted_narrow_head_model_packs(name: str, tmp_path: Path) -> None:
     else:
         ids, mask = _encoder_batch()
         assert _rel(engine.run(ids, mask), _hf(sub, case, ids, mask)) <= 1e-4
+
+
+def _q4_rounded(model: torch.nn.Module, case: FamilyCase) -> torch.nn.Module:
+    """A copy of `model` whose projection, LM-head and embedding weights are what a 4-bit file stores
+    (quantize_q4_groups then back, groups along each output's inputs): the reference for the engine's
+    q4 file, which differs from it only by the engine's 8-bit activations."""
+    from transformers.pytorch_utils import Conv1D
+
+    from mlfs_edge.quant.scheme import dequantize_q4_groups, quantize_q4_groups
+
+    def rounded(w: torch.Tensor) -> torch.Tensor:
+        return dequantize_q4_groups(*quantize_q4_groups(w))
+
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in ref.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(rounded(module.weight))
+            elif isinstance(module, Conv1D):  # GPT-2: [in, out]
+                module.weight.copy_(rounded(module.weight.T).T)
+        embedding = ref.get_input_embeddings()
+        if embedding.weight is not ref.get_output_embeddings().weight:  # tied: rounded once, as the head
+            embedding.weight.copy_(rounded(embedding.weight))
+    return ref
+
+
+@pytest.mark.parametrize("case", [c for c in FAMILIES if c.kind == "decoder"], ids=str)
+def test_q4_and_vocab_ordered_files(case: FamilyCase, packed: dict, tmp_path: Path) -> None:
+    """Every decoder family's 4-bit file computes transformers' model with 4-bit-rounded weights (up to
+    the engine's 8-bit activations), and a file with its vocabulary rows in another order (`pack
+    --vocab-order`: token ids unchanged) gives the same logits, the same greedy tokens, and the same
+    tokens again when a draft scores only the first 32 rows of that order."""
+    from mlfs_edge.runtime import frequency_order
+
+    model, files = packed[case.name]
+    ids = _ids(PROMPT).numpy()
+    ref = Engine.load(files["fp32"]).logits(ids)
+    q4 = Engine.load(pack(model, tmp_path / "q4.mlfs", dtype="q4")).logits(ids)
+    want = _hf(_q4_rounded(model, case), case, ids)
+    assert _cos(q4, want) >= 0.999 and _cos(q4, want) > _cos(q4, ref) + 0.005, (_cos(q4, want), _cos(q4, ref))
+    order = frequency_order(_ids(400, seed=5).tolist(), 128)
+    assert order != list(range(128))  # a real permutation
+    ordered = Engine.load(pack(model, tmp_path / "ordered.mlfs", dtype="fp32", vocab_order=order))
+    assert ordered.vocab_ordered and _rel(ordered.logits(ids), ref) <= 1e-5
+    plain = Engine.load(files["fp32"]).generate(ids, max_new_tokens=NEW_TOKENS, stop_tokens=[])
+    assert ordered.generate(ids, max_new_tokens=NEW_TOKENS, stop_tokens=[]) == plain
+    draft = SubnetConfig.uniform(ordered.arch, depth=1)
+    assert ordered.generate(ids, max_new_tokens=NEW_TOKENS, stop_tokens=[], draft=draft, draft_vocab=32) == plain
