@@ -94,6 +94,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     from mlfs_edge.config import dumps_toml
     from mlfs_edge.eval.seeds import parse_seeds
     from mlfs_edge.train.mlfs import MLFSConfig
+    from mlfs_edge.train.run_folder import seed_config
 
     seeds = parse_seeds(args.seeds)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -110,17 +111,17 @@ def run(args: argparse.Namespace, command: str) -> None:
     teacher = base.teacher or str(Path(base.out) / "teacher")
     flags = (["--quick"] * args.quick) + (["--no-progress"] * args.no_progress)
 
-    def study(config: str, out: str) -> dict[str, Any]:
+    def study(config: str, cfg: MLFSConfig) -> dict[str, Any]:
         argv = ["eval", "--config", config, "--seeds", args.seeds, *flags]
         print(f"\n== mlfs-edge {shlex.join(argv)}", flush=True)
         if cli(argv) != 0:
             raise SystemExit(1)  # its one-line error is printed already
-        result = json.loads((Path(out) / "palette_seeds.json").read_text())
-        result["palettes"] = {s: json.loads((Path(out) / ("" if s == base.seed else f"seed{s}") / "palette.json")
-                                            .read_text()) for s in seeds}
+        result = json.loads((Path(cfg.out) / "palette_seeds.json").read_text())
+        result["palettes"] = {s: json.loads((Path(seed_config(cfg, s).out) / "palette.json").read_text())
+                              for s in seeds}
         return result
 
-    reference = study(args.config, base.out)
+    reference = study(args.config, base)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         what, change = VARIANTS[name]
@@ -131,9 +132,9 @@ def run(args: argparse.Namespace, command: str) -> None:
         text = f"# {name}: {what}\n# (written by benchmarks/mlfs_ablation.py from {args.config})\n" \
             + dumps_toml(cfg_raw)
         # a change the config refuses fails here, before any training; --quick trains in <out>_quick
-        out = MLFSConfig.from_dict(tomllib.loads(text), quick=args.quick).out
+        variant = MLFSConfig.from_dict(tomllib.loads(text), quick=args.quick)
         write_atomically(path, lambda tmp, text=text: tmp.write_text(text))
-        results[name] = study(str(path), out)
+        results[name] = study(str(path), variant)
     record = compare(reference, results, seeds)
     record = {"command": command, "config": args.config, "data": base.data, "seeds": seeds, "teacher": teacher,
               "variants": {n: {"change": VARIANTS[n][0], "keys": VARIANTS[n][1]} for n in names}, **record}

@@ -18,13 +18,16 @@ class ClassificationResult:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int = 64,  # noqa: ANN001
-                   max_length: int = 128) -> torch.Tensor:
-    """Class logits for `texts`, batched; sorted by length so padding stays small."""
+                   max_length: int = 128, progress: str | None = None) -> torch.Tensor:
+    """Class logits for `texts`, batched; sorted by length so padding stays small. `progress`: the
+    label of a progress bar over the batches (None: no bar)."""
+    from tqdm.auto import tqdm
+
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(0)
     chunks: list[tuple[list[int], torch.Tensor]] = []
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")

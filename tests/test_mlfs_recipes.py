@@ -115,15 +115,11 @@ def test_teacher_labels_are_the_classifier_predictions(tiny_bert_dir):
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3).train()
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    texts = [f"sentence number {i} about films" for i in range(10)]
-
-    def tokenize(batch: list[str]) -> dict[str, torch.Tensor]:
-        return dict(tok(batch, padding=True, return_tensors="pt"))
-
-    labels = teacher_labels(model, tokenize, texts, batch_size=4, progress=False)
+    texts = [f"sentence number {i} about films" + " and more" * (i % 3) for i in range(10)]
+    labels = teacher_labels(model, tok, texts, max_length=32, progress=False)
     assert model.training  # its mode is restored
     with torch.no_grad():
-        want = model.eval()(**tokenize(texts)).logits.argmax(-1).tolist()
+        want = model.eval()(**tok(texts, padding=True, return_tensors="pt")).logits.argmax(-1).tolist()
     assert labels == want
 
 

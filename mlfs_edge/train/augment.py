@@ -15,11 +15,8 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Callable
 
-import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 EDIT_FRACTION = 0.15  # of a sentence's words edited (EDA's alpha)
 NEWS_WORDS = (6, 50)  # news sentences kept: this many words, both ends included
@@ -75,15 +72,14 @@ def news_sentences(n: int, seed: int) -> list[str]:
     return sentences[:n]
 
 
-@torch.no_grad()
-def teacher_labels(model: nn.Module, tokenize: Callable[[list[str]], dict[str, torch.Tensor]], texts: list[str],
-                   batch_size: int = 64, progress: bool = True) -> list[int]:
-    """The classifier's predicted class of every text (eval mode; the model's mode is restored)."""
+def teacher_labels(model: nn.Module, tokenizer, texts: list[str], max_length: int,  # noqa: ANN001
+                   progress: bool = True) -> list[int]:
+    """The classifier's predicted class of every text (`metrics.predict_logits`; the model's
+    train/eval mode is restored)."""
+    from mlfs_edge.metrics import predict_logits
+
     was_training = model.training
-    model.eval()
-    labels: list[int] = []
-    for i in tqdm(range(0, len(texts), batch_size), desc="teacher labels augmentation", unit="batch",
-                  disable=not progress):
-        labels += model(**tokenize(texts[i:i + batch_size])).logits.argmax(-1).tolist()
+    logits = predict_logits(model, tokenizer, texts, max_length=max_length,
+                            progress="teacher labels augmentation" if progress else None)
     model.train(was_training)
-    return labels
+    return logits.argmax(-1).tolist()

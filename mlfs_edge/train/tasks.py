@@ -110,11 +110,7 @@ def augmented_examples(cfg: MLFSConfig, teacher: nn.Module, tokenizer, texts: li
         extra, source = edited_sentences(texts, n, cfg.seed)
     else:
         extra = news_sentences(n, cfg.seed)
-
-    def tokenize(batch: list[str]) -> dict[str, torch.Tensor]:
-        return dict(tokenizer(batch, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"))
-
-    extra_labels = teacher_labels(teacher, tokenize, extra, progress=progress)
+    extra_labels = teacher_labels(teacher, tokenizer, extra, cfg.max_length, progress=progress)
     if report:
         same = sum(extra_labels[j] == labels[i] for j, i in enumerate(source))
         kept = f"; the teacher keeps the source sentence's label on {100 * same / len(source):.1f} %" if source else ""
