@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rank16": ("LoRA rank 16 (alpha 32) instead of 8: the per-stage capacity", {"lora": {"rank": 16, "alpha": 32.0}}),
     "stages_rebalanced": ("the same 550 steps split 50 / 500 instead of 150 / 400: more of the budget where "
                           "depth varies", {"stages": {0: {"steps": 50}, 1: {"steps": 500}}}),
+    "rank16_rebalanced": ("rank16 and stages_rebalanced together (the two that helped on their own)",
+                          {"lora": {"rank": 16, "alpha": 32.0}, "stages": {0: {"steps": 50}, 1: {"steps": 500}}}),
     "stage2_lr": ("the widths+depths stage at learning rate 5e-4 instead of 1e-3 (its fresh adapters start from "
                   "the merged stage-1 model)", {"stages": {1: {"lr": 5e-4}}}),
 }
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"variants to run (default all: {', '.join(VARIANTS)})")
     p.add_argument("--quick", action="store_true", help="the config's [quick] variant (a smoke test)")
     p.add_argument("--work-dir", default=None, help="where variants train (default runs/ablation_<data>)")
+    p.add_argument("--reference-out", default=None, metavar="DIR",
+                   help="train the unchanged config in DIR (as <work-dir>/config.toml) instead of its own out: "
+                        "the whole ablation again, e.g. on another machine, without touching the config's runs")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train up to N runs (a variant's seed each) at once, one process each: for a machine "
+                        "with many cores or a GPU (default 1: one after another)")
     p.add_argument("--json", default=None, help="result file (default results/mlfs_ablation_<data>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -119,22 +127,29 @@ def run(args: argparse.Namespace, command: str) -> None:
         result = json.loads((Path(cfg.out) / "palette_seeds.json").read_text())
         result["palettes"] = {s: json.loads((Path(seed_config(cfg, s).out) / "palette.json").read_text())
                               for s in seeds}
+        # where each seed trained (runs before the field existed ran on CPUs: no GPU was used then)
+        result["devices"] = sorted({json.loads((Path(seed_config(cfg, s).out) / "mlfs_train.json").read_text())
+                                    .get("device", "cpu") for s in seeds})
         return result
 
-    reference = study(args.config, base)
-    results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        what, change = VARIANTS[name]
-        cfg_raw = merged(raw, change)
-        cfg_raw |= {"out": str(work / name), "teacher": teacher}
+    def written(name: str, what: str, change: dict[str, Any], out: Path) -> tuple[str, MLFSConfig]:
+        """<work>/<name>.toml: the config with `change`, training in `out` from the shared teacher."""
+        cfg_raw = merged(raw, change) | {"out": str(out), "teacher": teacher}
         path = work / f"{name}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         text = f"# {name}: {what}\n# (written by benchmarks/mlfs_ablation.py from {args.config})\n" \
             + dumps_toml(cfg_raw)
         # a change the config refuses fails here, before any training; --quick trains in <out>_quick
-        variant = MLFSConfig.from_dict(tomllib.loads(text), quick=args.quick)
+        cfg = MLFSConfig.from_dict(tomllib.loads(text), quick=args.quick)
         write_atomically(path, lambda tmp, text=text: tmp.write_text(text))
-        results[name] = study(str(path), variant)
+        return str(path), cfg
+
+    configs = [written("config", "the config unchanged", {}, Path(args.reference_out)) if args.reference_out
+               else (args.config, base)] + [written(n, *VARIANTS[n], work / n) for n in names]
+    if args.jobs > 1:
+        train_in_parallel([path for path, _ in configs], seeds, flags, args.jobs, work)
+    reference = study(*configs[0])
+    results = {name: study(*pair) for name, pair in zip(names, configs[1:], strict=True)}
     record = compare(reference, results, seeds)
     record = {"command": command, "config": args.config, "data": base.data, "seeds": seeds, "teacher": teacher,
               "variants": {n: {"change": VARIANTS[n][0], "keys": VARIANTS[n][1]} for n in names}, **record}
@@ -144,6 +159,42 @@ def run(args: argparse.Namespace, command: str) -> None:
     text = json.dumps(record, indent=2, default=str) + "\n"
     write_atomically(path, lambda tmp: tmp.write_text(text))
     print(f"written {path}")
+
+
+def train_in_parallel(configs: list[str], seeds: list[int], flags: list[str], jobs: int, work: Path) -> None:
+    """Every (config, seed) run as its own `mlfs-edge eval --seeds <seed>` process, `jobs` at a time
+    (each seed trains in its own folder, so they never share files); logs in <work>/logs. The
+    studies that follow then reuse the finished runs."""
+    import subprocess
+    import time
+
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue = [(c, s) for c in configs for s in seeds]
+    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # N processes, not N × cores
+    running: list[tuple[subprocess.Popen, Path]] = []
+    failed: list[Path] = []
+    print(f"training {len(queue)} runs, {jobs} at a time (logs: {logs})", flush=True)
+    while queue or running:
+        while queue and len(running) < jobs:
+            config, seed = queue.pop(0)
+            log = logs / f"{Path(config).stem}.seed{seed}.log"
+            argv = ["eval", "--config", config, "--seeds", str(seed), *flags]
+            with open(log, "w") as f:
+                proc = subprocess.Popen([sys.executable, "-c", "import sys; from mlfs_edge.cli import main; "
+                                         "sys.exit(main(sys.argv[1:]))", *argv], stdout=f, stderr=subprocess.STDOUT,
+                                        env=env)
+            running.append((proc, log))
+        time.sleep(1)
+        for proc, log in [r for r in running if r[0].poll() is not None]:
+            running.remove((proc, log))
+            if proc.returncode != 0:
+                failed.append(log)
+            print(f"  {'FAILED' if proc.returncode else 'done'}: {log.stem} ({len(queue) + len(running)} left)",
+                  flush=True)
+    if failed:
+        tail = "\n".join(failed[0].read_text().splitlines()[-5:])
+        raise SystemExit(f"{len(failed)} run(s) failed (logs: {', '.join(map(str, failed))}); the first ends:\n{tail}")
 
 
 def compare(reference: dict[str, Any], variants: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -172,8 +223,9 @@ def compare(reference: dict[str, Any], variants: dict[str, dict[str, Any]], seed
             "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "rng_seed": BOOTSTRAP_SEED,
                           "unit": "test item; each side's per-item correctness averaged over its seeds"},
             "config_rows": rows_of(reference, False),
-            "config_wall_s": reference["mlfs_wall_s_mean"],
-            "results": {n: {"wall_s": v["mlfs_wall_s_mean"], "rows": rows_of(v, True)} for n, v in variants.items()}}
+            "config_wall_s": reference["mlfs_wall_s_mean"], "config_devices": reference["devices"],
+            "results": {n: {"wall_s": v["mlfs_wall_s_mean"], "devices": v["devices"], "rows": rows_of(v, True)}
+                        for n, v in variants.items()}}
 
 
 def print_table(record: dict[str, Any]) -> None:

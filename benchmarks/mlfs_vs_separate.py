@@ -164,18 +164,27 @@ def single_seed(args: argparse.Namespace, command: str) -> None:
     print(f"written {path}")
 
 
+def separate_key(run_cfg: Any, seed: int, epochs: float) -> dict[str, Any]:
+    """Everything `separate_kd` reads from the config: a kept result is reused only when all of it matches."""
+    return {"seed": seed, "epochs": epochs, "palette": list(run_cfg.palette), "teacher": run_cfg.teacher,
+            "data": run_cfg.data, "max_train_examples": run_cfg.max_train_examples,
+            "max_eval_examples": run_cfg.max_eval_examples, "max_length": run_cfg.max_length,
+            "batch_size": run_cfg.batch_size, "importance": run_cfg.importance,
+            "calibration_examples": run_cfg.calibration_examples, "lora_rank": run_cfg.lora.rank,
+            "lora_alpha": run_cfg.lora.alpha, "lr": run_cfg.stages[0].lr, "temperature": run_cfg.loss.temperature}
+
+
 def seed_separate(run_cfg: Any, seed: int, epochs: float, progress: bool) -> tuple[list[dict[str, Any]], bool]:
-    """The seed's separate fine-tunes: reused from <run>/separate_kd.json when it holds this seed, epochs,
-    palette and test split and is newer than the MLFS run, else run and written there — after each
-    sub-network, so an interrupted benchmark picks up at the next one."""
+    """The seed's separate fine-tunes: reused from <run>/separate_kd.json when it was made with the same
+    seed, epochs, palette, teacher, data and fine-tune recipe (`separate_key`), else run and written
+    there — after each sub-network, so an interrupted benchmark picks up at the next one. They do not
+    depend on the MLFS run itself, so retraining MLFS with another stage budget reuses them."""
     from mlfs_edge.atomic import write_atomically
-    from mlfs_edge.train.run_folder import SUMMARY
 
     path = Path(run_cfg.out) / SEPARATE
-    key = {"seed": seed, "epochs": epochs, "palette": list(run_cfg.palette), "teacher": run_cfg.teacher,
-           "max_train_examples": run_cfg.max_train_examples, "max_eval_examples": run_cfg.max_eval_examples}
+    key = separate_key(run_cfg, seed, epochs)
     done: list[dict[str, Any]] = []
-    if path.is_file() and path.stat().st_mtime >= (Path(run_cfg.out) / SUMMARY).stat().st_mtime:
+    if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
             if not saved.get("partial"):

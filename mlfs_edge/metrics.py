@@ -24,6 +24,7 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_si
     from tqdm.auto import tqdm
 
     model.eval()
+    device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(0)
     chunks: list[tuple[list[int], torch.Tensor]] = []
@@ -31,8 +32,8 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_si
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        chunks.append((idx, logits.float()))
+        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)).logits
+        chunks.append((idx, logits.float().cpu()))
     if not chunks:
         return out
     num_labels = chunks[0][1].shape[-1]

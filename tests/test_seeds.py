@@ -143,6 +143,11 @@ def test_quality_benchmark_over_seeds(seeded, capsys):
     out = capsys.readouterr().out
     assert f"{saved['rows'][0]['subnet']}: reused" in out and "seed 2: 1 separate fine-tunes run" in out
     assert json.loads(kept.read_text()) == saved and json.loads(result.read_text())["rows"] == record["rows"]
+    # fine-tunes made with another recipe (here another LoRA rank) are never reused
+    kept.write_text(json.dumps({**saved, "key": {**saved["key"], "lora_rank": saved["key"]["lora_rank"] + 8}}))
+    bench.main(["--config", str(cfg_path), "--seeds", "1,2", "--epochs", "0.2", "--json", str(result),
+                "--no-progress"])
+    assert "seed 2: 1 separate fine-tunes run" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--seeds takes"):
         bench.main(["--config", str(cfg_path), "--seeds", "1,y"])
 
@@ -200,8 +205,10 @@ def test_ablation_benchmark_one_change_at_a_time(seeded, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result, work = tmp / "results" / "ablation.json", tmp / "ablation"
+    # --jobs 2: each (variant, seed) its own process; --reference-out: the unchanged config trained anew there
     bench.main(["--config", str(cfg_path), "--seeds", "1,2", "--variants", "feature_replaced,sampling_params",
-                "--work-dir", str(work), "--json", str(result), "--no-progress"])
+                "--work-dir", str(work), "--reference-out", str(work / "config"), "--jobs", "2",
+                "--json", str(result), "--no-progress"])
     out = capsys.readouterr().out
     assert "| variant" in out and "feature_replaced" in out and f"written {result}" in out
     record = json.loads(result.read_text())
@@ -221,5 +228,7 @@ def test_ablation_benchmark_one_change_at_a_time(seeded, capsys):
     assert MLFSConfig.from_toml(work / "sampling_params.toml").sampling == "params"
     assert changed.out == str(work / "feature_replaced")
     assert (work / "feature_replaced" / "seed2" / "palette.json").is_file()
+    assert (work / "config" / "seed2" / "palette.json").is_file() and (work / "logs" / "config.seed2.log").is_file()
+    assert record["config_devices"] == ["cpu"] and record["results"]["sampling_params"]["devices"] == ["cpu"]
     with pytest.raises(SystemExit, match="unknown variants nope"):
         bench.main(["--config", str(cfg_path), "--variants", "nope", "--work-dir", str(work)])

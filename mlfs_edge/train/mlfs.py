@@ -230,6 +230,9 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
             idx = batch_indices(state.global_step, cfg.batch_size, setup.lengths, cfg.seed,
                                 cfg.group_by_length)[rank::world]
             batch, labels = setup.batch(idx)
+            # the objective lives on the accelerator's device (a CUDA GPU when there is one)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            labels = labels.to(accelerator.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state.step, stage)
             total, losses = wrapped(batch, labels, subnets, scales, ranks)
@@ -274,7 +277,7 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         "mlfs_wall_s": state.wall_s, "mlfs_cpu_s": state.cpu_s,
         "trainable_fraction": report["fraction"], "trainable_params": report["trainable"],
         "total_params": report["total"], "steps": state.global_step, "world_size": world,
-        "distributed": accelerator.distributed_type.value,
+        "distributed": accelerator.distributed_type.value, "device": device_name(accelerator.device),
         "base_quant": cfg.base_quant if quantized else "none",
         "search_space": space.to_dict(), "config": cfg.to_dict(), "history": state.history,
     }
@@ -283,6 +286,13 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         (out / SUMMARY).write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     return summary
+
+
+def device_name(device: torch.device) -> str:
+    """Where the steps ran, for the record: "cpu" or e.g. "cuda (NVIDIA H200)" (wall times differ by far)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def is_main_process() -> bool:
