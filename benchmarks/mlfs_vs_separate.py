@@ -93,10 +93,11 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequen
     from mlfs_edge.supernet import reorder_by_importance
     from mlfs_edge.supernet.extract import extract
     from mlfs_edge.train.mlfs import calibration_batches
+    from mlfs_edge.train.run_folder import teacher_folder
 
     data = load_classification(cfg.data, cfg.text_column, cfg.label_column)
     train, test = data.train.subset(cfg.max_train_examples), data.test.subset(cfg.max_eval_examples)
-    teacher_dir = Path(cfg.teacher) if cfg.teacher else Path(cfg.out) / "teacher"
+    teacher_dir = teacher_folder(cfg)
     teacher, tokenizer = load_classifier(teacher_dir, data.num_labels, data.label_names)
     teacher.eval()
     reorder_by_importance(teacher, cfg.importance, calibration_batches(tokenizer, data.train.texts, cfg))  # as MLFS
@@ -166,7 +167,11 @@ def single_seed(args: argparse.Namespace, command: str) -> None:
 
 def separate_key(run_cfg: Any, seed: int, epochs: float) -> dict[str, Any]:
     """Everything `separate_kd` reads from the config: a kept result is reused only when all of it matches."""
-    return {"seed": seed, "epochs": epochs, "palette": list(run_cfg.palette), "teacher": run_cfg.teacher,
+    from mlfs_edge.train.run_folder import teacher_folder
+
+    # the teacher as the folder itself: the same fine-tunes whether a config names it or leaves it empty
+    return {"seed": seed, "epochs": epochs, "palette": list(run_cfg.palette),
+            "teacher": str(teacher_folder(run_cfg).resolve()),
             "data": run_cfg.data, "max_train_examples": run_cfg.max_train_examples,
             "max_eval_examples": run_cfg.max_eval_examples, "max_length": run_cfg.max_length,
             "batch_size": run_cfg.batch_size, "importance": run_cfg.importance,

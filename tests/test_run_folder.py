@@ -141,3 +141,18 @@ def test_demo_guard_catches_a_weak_big_subnet_and_a_lossy_int8_row():
              {"subnet": "S1", "backend": "onnxruntime", "threads": 1, "dtype": "int8", "accuracy": 0.815}]
     failures = guard_failures(good, lossy)
     assert len(failures) == 1 and "onnxruntime" in failures[0] and "int8" in failures[0]
+
+
+def test_a_teacher_is_compared_as_the_folder_it_names(tmp_path, tiny_bert_dir, user_csv):
+    """`teacher = ""` in runs/x means runs/x/teacher: a run recorded either way is the same config (a moved
+    or copied run is reused), while a really different teacher is still a difference."""
+    from dataclasses import replace
+
+    from mlfs_edge.train.mlfs import MLFSConfig
+    from mlfs_edge.train.run_folder import config_differences
+
+    cfg = MLFSConfig.from_dict(tiny_config(tmp_path, tiny_bert_dir, user_csv))
+    implicit = replace(cfg, teacher="", out=str(tmp_path / "x"))
+    explicit = replace(implicit, teacher=str(tmp_path / "x" / "teacher"), out=str(tmp_path / "elsewhere"))
+    assert config_differences(implicit, explicit) == []
+    assert config_differences(implicit, replace(explicit, teacher=str(tmp_path / "other"))) == ["teacher"]

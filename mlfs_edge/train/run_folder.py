@@ -106,10 +106,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def teacher_folder(cfg: MLFSConfig) -> Path:
+    """The stage-0 teacher a classification run distils from: `teacher`, or <out>/teacher when empty."""
+    return Path(cfg.teacher) if cfg.teacher else Path(cfg.out) / "teacher"
+
+
 def config_differences(a: MLFSConfig, b: MLFSConfig) -> list[str]:
-    """Field names where two configs differ (data paths and the task compared as resolved)."""
+    """Field names where two configs differ (data paths and the task compared as resolved; the teacher
+    as the folder it names, so `teacher = ""` in runs/x equals `teacher = "runs/x/teacher"`)."""
     ra, rb = resolved(a), resolved(b)
-    return [f.name for f in fields(MLFSConfig) if f.name != "out" and getattr(ra, f.name) != getattr(rb, f.name)]
+    same_teacher = a.teacher == b.teacher or teacher_folder(a).resolve() == teacher_folder(b).resolve()
+    return [f.name for f in fields(MLFSConfig) if f.name != "out" and getattr(ra, f.name) != getattr(rb, f.name)
+            and not (f.name == "teacher" and same_teacher)]
 
 
 def resolve_run(run: str | Path | None, config: str | Path | None = None, quick: bool = False,

@@ -20,13 +20,14 @@ from mlfs_edge.models import load_causal_lm
 from mlfs_edge.train.finetune import FinetuneConfig
 from mlfs_edge.train.mlfs_config import MLFSConfig
 from mlfs_edge.train.objective import lm_labels
+from mlfs_edge.train.run_folder import teacher_folder
 
 
 def ensure_teacher(cfg: MLFSConfig, data, progress: bool = True) -> tuple[Path, dict[str, Any]]:  # noqa: ANN001
     """The fine-tuned teacher folder and its fine-tune record (trains it when absent)."""
     from mlfs_edge.train.finetune import finetune_classifier
 
-    teacher = Path(cfg.teacher) if cfg.teacher else Path(cfg.out) / "teacher"
+    teacher = teacher_folder(cfg)
     meta_path = teacher / "mlfs_meta.json"
     if not meta_path.is_file():
         if cfg.teacher:
