@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     from mlfs_edge.config import dumps_toml
     from mlfs_edge.eval.seeds import parse_seeds
     from mlfs_edge.train.mlfs import MLFSConfig
-    from mlfs_edge.train.run_folder import seed_config
+    from mlfs_edge.train.run_folder import seed_config, teacher_folder
 
     seeds = parse_seeds(args.seeds)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, command: str) -> None:
                          "classification config")
     data = Path(base.data).stem
     work = Path(args.work_dir or f"runs/ablation_{data}")
-    teacher = base.teacher or str(Path(base.out) / "teacher")
+    teacher = str(teacher_folder(base))
     flags = (["--quick"] * args.quick) + (["--no-progress"] * args.no_progress)
 
     def study(config: str, cfg: MLFSConfig) -> dict[str, Any]:
