@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet.install()  # the known third-party noise hidden, as in `mlfs-edge`
     command = "python " + shlex.join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))
+    from mlfs_edge.eval.seeds import RunsFailed
+
     try:
         run(args, command)
-    except ValueError as e:
+    except (ValueError, RunsFailed) as e:  # bad input, a missing run or a failed parallel run: no traceback
         raise SystemExit(f"error: {e}") from None
 
 
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     configs = [written("config", "the config unchanged", {}, Path(args.reference_out)) if args.reference_out
                else (args.config, base)] + [written(n, *VARIANTS[n], work / n) for n in names]
     if args.jobs > 1:
-        train_in_parallel([path for path, _ in configs], seeds, flags, args.jobs, work)
+        train_in_parallel(base, [path for path, _ in configs], seeds, flags, args.jobs, work)
     reference = study(*configs[0])
     results = {name: study(*pair) for name, pair in zip(names, configs[1:], strict=True)}
     record = compare(reference, results, seeds)
@@ -161,40 +163,17 @@ def run(args: argparse.Namespace, command: str) -> None:
     print(f"written {path}")
 
 
-def train_in_parallel(configs: list[str], seeds: list[int], flags: list[str], jobs: int, work: Path) -> None:
+def train_in_parallel(base: Any, configs: list[str], seeds: list[int], flags: list[str], jobs: int,
+                      work: Path) -> None:
     """Every (config, seed) run as its own `mlfs-edge eval --seeds <seed>` process, `jobs` at a time
-    (each seed trains in its own folder, so they never share files); logs in <work>/logs. The
-    studies that follow then reuse the finished runs."""
-    import subprocess
-    import time
+    (each seed trains in its own folder, so they never share files), after the shared teacher of `base`;
+    logs in <work>/logs. The studies that follow then reuse the finished runs."""
+    from mlfs_edge.eval.seeds import CLI, ensure_teachers, run_in_parallel
 
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    queue = [(c, s) for c in configs for s in seeds]
-    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # N processes, not N × cores
-    running: list[tuple[subprocess.Popen, Path]] = []
-    failed: list[Path] = []
-    print(f"training {len(queue)} runs, {jobs} at a time (logs: {logs})", flush=True)
-    while queue or running:
-        while queue and len(running) < jobs:
-            config, seed = queue.pop(0)
-            log = logs / f"{Path(config).stem}.seed{seed}.log"
-            argv = ["eval", "--config", config, "--seeds", str(seed), *flags]
-            with open(log, "w") as f:
-                proc = subprocess.Popen([sys.executable, "-c", "import sys; from mlfs_edge.cli import main; "
-                                         "sys.exit(main(sys.argv[1:]))", *argv], stdout=f, stderr=subprocess.STDOUT,
-                                        env=env)
-            running.append((proc, log))
-        time.sleep(1)
-        for proc, log in [r for r in running if r[0].poll() is not None]:
-            running.remove((proc, log))
-            if proc.returncode != 0:
-                failed.append(log)
-            print(f"  {'FAILED' if proc.returncode else 'done'}: {log.stem} ({len(queue) + len(running)} left)",
-                  flush=True)
-    if failed:
-        tail = "\n".join(failed[0].read_text().splitlines()[-5:])
-        raise SystemExit(f"{len(failed)} run(s) failed (logs: {', '.join(map(str, failed))}); the first ends:\n{tail}")
+    ensure_teachers([base], progress="--no-progress" not in flags)
+    run_in_parallel([(["-c", CLI, "eval", "--config", config, "--seeds", str(seed), *flags],
+                      work / "logs" / f"{Path(config).stem}.seed{seed}.log") for config in configs for seed in seeds],
+                    jobs)
 
 
 def compare(reference: dict[str, Any], variants: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:

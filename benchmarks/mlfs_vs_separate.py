@@ -20,9 +20,11 @@ Several seeds (issue 16: the quality study with error bars):
 runs `mlfs-edge eval --config ... --seeds 0,1,2` (the whole MLFS run per seed, trained or reused,
 one stage-0 teacher shared by all seeds unless --teacher-per-seed), then the separate LoRA-KD
 fine-tunes once per seed (seeded with it; kept in each seed's run folder as separate_kd.json and
-reused), and writes benchmarks/results/mlfs_quality_<data>.json: {seeds, teacher_mean, teacher_sd,
-mlfs_wall_s, separate_wall_s, rows: [{subnet, param_fraction, mlfs_mean, mlfs_sd, separate_kd_mean,
-sliced_mean, diff_vs_separate_ci: [low, high]}]}, accuracies in %. The interval is the paired
+reused). With `--jobs N` each seed's MLFS run and each seed's separate fine-tunes are first trained
+as their own processes, N at a time (logs in <out>/logs; on a GPU or a many-core machine), after the
+teacher; the study then reuses them. It writes benchmarks/results/mlfs_quality_<data>.json: {seeds,
+teacher_mean, teacher_sd, mlfs_wall_s, separate_wall_s, rows: [{subnet, param_fraction, mlfs_mean,
+mlfs_sd, separate_kd_mean, sliced_mean, diff_vs_separate_ci: [low, high]}]}, accuracies in %. The interval is the paired
 percentile bootstrap of MLFS − separate over the test items (mlfs_edge.stats: 2,000 resamples, fixed
 RNG seed; each method's per-item correctness averaged over its seeds). For the full network the
 "separate fine-tune" is the teacher itself (its full fine-tune).
@@ -55,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
                         "mlfs_quality_<data>.json")
     p.add_argument("--teacher-per-seed", action="store_true",
                    help="with --seeds: each seed fine-tunes its own stage-0 teacher (default: one shared)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="with --seeds: train each seed's MLFS run and each seed's separate fine-tunes as their "
+                        "own processes, N at a time (a GPU or many cores; default 1: one after another)")
+    p.add_argument("--separate-only", action="store_true",
+                   help="with --seeds: only the seeds' separate fine-tunes, kept in their run folders (what "
+                        "--jobs runs per seed), no MLFS and no result file")
     p.add_argument("--json", default=None,
                    help="result file (default: results/mlfs_vs_separate.json, with --seeds "
                         "results/mlfs_quality_<data>.json)")
@@ -66,12 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     quiet.install()  # the known third-party noise hidden, as in `mlfs-edge`
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "benchmarks/mlfs_vs_separate.py", *argv])
+    from mlfs_edge.eval.seeds import RunsFailed
+
     try:
         if args.seeds is None:
+            if args.jobs != 1 or args.separate_only:
+                raise ValueError("--jobs and --separate-only go with --seeds (the quality study)")
             single_seed(args, command)
+        elif args.separate_only:
+            separate_only(args)
         else:
             over_seeds(args, command)
-    except ValueError as e:  # bad input or a missing run: one line, no traceback
+    except (ValueError, RunsFailed) as e:  # bad input, a missing run or a failed parallel run: no traceback
         raise SystemExit(f"mlfs_vs_separate: error: {e}") from None
 
 
@@ -86,7 +100,7 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequen
 
     from mlfs_edge.config import ArchSpec, SubnetConfig
     from mlfs_edge.data import load_classification
-    from mlfs_edge.metrics import evaluate_classifier
+    from mlfs_edge.metrics import compute_device, device_name, evaluate_classifier
     from mlfs_edge.models import load_classifier
     from mlfs_edge.prune.retrain import ClassifierTask, RetrainConfig, retrain
     from mlfs_edge.stats import encode_correct
@@ -101,6 +115,8 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequen
     teacher, tokenizer = load_classifier(teacher_dir, data.num_labels, data.label_names)
     teacher.eval()
     reorder_by_importance(teacher, cfg.importance, calibration_batches(tokenizer, data.train.texts, cfg))  # as MLFS
+    device = compute_device()  # where MLFS trains too
+    teacher.to(device)
     arch = ArchSpec.from_hf_config(teacher.config)
     task = ClassifierTask(tokenizer, cfg.max_length)
     steps = max(1, math.ceil(epochs * len(train) / cfg.batch_size))
@@ -116,13 +132,13 @@ def separate_kd(cfg: Any, seed: int, epochs: float, progress: bool, done: Sequen
             print(f"  {sub.name}: reused ({100 * finished[sub.name]['accuracy']:.2f}%)")
             continue
         torch.manual_seed(seed)
-        student = extract(teacher, sub).train()
+        student = extract(teacher, sub).to(device).train()
         t0, c0 = time.perf_counter(), time.process_time()
         res = retrain(student, task, train, "lora-kd", rcfg, teacher=teacher, progress=progress)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         result = evaluate_classifier(res.model, tokenizer, test, max_length=cfg.max_length)
         rows.append({"subnet": sub.name, "param_fraction": sub.param_fraction(arch), "steps": steps,
-                     "wall_s": wall, "cpu_s": cpu, "accuracy": result.accuracy,
+                     "wall_s": wall, "cpu_s": cpu, "device": device_name(device), "accuracy": result.accuracy,
                      "correct": encode_correct(result.predictions, test.labels)})
         print(f"  {sub.name}: {steps} LoRA-KD steps in {wall:.0f} s, accuracy {100 * result.accuracy:.2f}%")
         if on_row is not None:
@@ -205,13 +221,9 @@ def seed_separate(run_cfg: Any, seed: int, epochs: float, progress: bool) -> tup
     return rows, False
 
 
-def over_seeds(args: argparse.Namespace, command: str) -> None:
-    """The issue-16 quality study: MLFS over seeds vs a separate LoRA-KD fine-tune per size and seed."""
-    from mlfs_edge.atomic import write_atomically
-    from mlfs_edge.cli import main as cli
+def study_configs(args: argparse.Namespace) -> tuple[Any, list[int], list[Any]]:
+    """The config, the seeds and each seed's run config (its folder and teacher)."""
     from mlfs_edge.eval.seeds import parse_seeds
-    from mlfs_edge.report import markdown_table, mean_sd_cell
-    from mlfs_edge.stats import BOOTSTRAP_SEED, LEVEL, RESAMPLES, mean_sd, paired_bootstrap
     from mlfs_edge.train.mlfs import MLFSConfig
     from mlfs_edge.train.run_folder import seed_config
 
@@ -219,6 +231,44 @@ def over_seeds(args: argparse.Namespace, command: str) -> None:
     base = MLFSConfig.from_toml(args.config, quick=args.quick)
     if base.resolved_task() == "causal_lm":
         raise ValueError("the separate LoRA-KD comparison is for classification configs")
+    return base, seeds, [seed_config(base, s, not args.teacher_per_seed) for s in seeds]
+
+
+def separate_only(args: argparse.Namespace) -> None:
+    """--separate-only: each seed's separate fine-tunes, kept in its run folder (reused when done)."""
+    _, seeds, run_cfgs = study_configs(args)
+    for seed, run_cfg in zip(seeds, run_cfgs, strict=True):
+        rows, reused = seed_separate(run_cfg, seed, args.epochs, not args.no_progress)
+        print(f"seed {seed}: {len(rows)} separate fine-tunes {'reused' if reused else 'run'} "
+              f"({run_cfg.out}/{SEPARATE})")
+
+
+def train_in_parallel(args: argparse.Namespace, base: Any, seeds: list[int], run_cfgs: list[Any]) -> None:
+    """--jobs N: the teacher(s) first, then per seed one MLFS process and one separate-fine-tune process."""
+    from mlfs_edge.eval.seeds import CLI, ensure_teachers, run_in_parallel
+
+    ensure_teachers([base] if not args.teacher_per_seed else run_cfgs, progress=not args.no_progress)
+    flags = (["--quick"] * args.quick) + (["--teacher-per-seed"] * args.teacher_per_seed) + ["--no-progress"]
+    logs = Path(base.out) / "logs"
+    runs = []
+    for seed in seeds:
+        runs.append((["-c", CLI, "eval", "--config", args.config, "--seeds", str(seed), *flags],
+                     logs / f"mlfs.seed{seed}.log"))
+        runs.append(([__file__, "--config", args.config, "--seeds", str(seed), "--separate-only",
+                      "--epochs", str(args.epochs), *flags], logs / f"separate.seed{seed}.log"))
+    run_in_parallel(runs, args.jobs)
+
+
+def over_seeds(args: argparse.Namespace, command: str) -> None:
+    """The issue-16 quality study: MLFS over seeds vs a separate LoRA-KD fine-tune per size and seed."""
+    from mlfs_edge.atomic import write_atomically
+    from mlfs_edge.cli import main as cli
+    from mlfs_edge.report import markdown_table, mean_sd_cell
+    from mlfs_edge.stats import BOOTSTRAP_SEED, LEVEL, RESAMPLES, mean_sd, paired_bootstrap
+
+    base, seeds, run_cfgs = study_configs(args)
+    if args.jobs > 1:
+        train_in_parallel(args, base, seeds, run_cfgs)
     eval_argv = ["eval", "--config", args.config, "--seeds", args.seeds] + (["--quick"] * args.quick) + \
         (["--teacher-per-seed"] * args.teacher_per_seed) + (["--no-progress"] * args.no_progress)
     print(f"MLFS over seeds {args.seeds}: mlfs-edge {shlex.join(eval_argv)}")
@@ -226,8 +276,7 @@ def over_seeds(args: argparse.Namespace, command: str) -> None:
         raise SystemExit(1)  # its one-line error is printed already
     study = json.loads((Path(base.out) / "palette_seeds.json").read_text())
     palettes, separate = {}, {}
-    for seed in seeds:
-        run_cfg = seed_config(base, seed, not args.teacher_per_seed)
+    for seed, run_cfg in zip(seeds, run_cfgs, strict=True):
         palettes[seed] = json.loads((Path(run_cfg.out) / "palette.json").read_text())
         separate[seed], reused = seed_separate(run_cfg, seed, args.epochs, not args.no_progress)
         print(f"seed {seed}: {len(separate[seed])} separate fine-tunes {'reused' if reused else 'run'} "

@@ -16,6 +16,24 @@ class ClassificationResult:
     n: int
 
 
+def compute_device() -> torch.device:
+    """Where training and evaluation run: the GPU when torch sees one (as Accelerate chooses), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """Where the steps ran, for the record: "cpu" or e.g. "cuda (NVIDIA H200)" (wall times differ by far)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def on_device_of(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` moved to where `model`'s weights are (a GPU when the caller put the model there)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int = 64,  # noqa: ANN001
                    max_length: int = 128, progress: str | None = None) -> torch.Tensor:
@@ -24,7 +42,6 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_si
     from tqdm.auto import tqdm
 
     model.eval()
-    device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(0)
     chunks: list[tuple[list[int], torch.Tensor]] = []
@@ -32,7 +49,7 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], batch_si
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)).logits
+        logits = model(**on_device_of(model, {k: enc[k] for k in ("input_ids", "attention_mask")})).logits
         chunks.append((idx, logits.float().cpu()))
     if not chunks:
         return out

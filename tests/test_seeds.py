@@ -14,7 +14,7 @@ from test_mlfs import tiny_config, toy_csv, write_toml  # noqa: F401  (toy_csv: 
 from test_mlfs_lm import lm_config, tiny_llama_dir, toy_text  # noqa: F401  (the fixtures)
 
 from mlfs_edge.cli import main
-from mlfs_edge.eval.seeds import parse_seeds
+from mlfs_edge.eval.seeds import RunsFailed, parse_seeds, run_in_parallel
 from mlfs_edge.train.mlfs import MLFSConfig, train_mlfs
 from mlfs_edge.train.run_folder import seed_config
 
@@ -150,6 +150,41 @@ def test_quality_benchmark_over_seeds(seeded, capsys):
     assert "seed 2: 1 separate fine-tunes run" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--seeds takes"):
         bench.main(["--config", str(cfg_path), "--seeds", "1,y"])
+
+
+def test_quality_benchmark_in_parallel_processes(tmp_path, tiny_bert_dir, toy_csv, capsys):  # noqa: F811
+    """--jobs 2 on a fresh run folder: the shared teacher fine-tuned once, first; then each seed's MLFS run
+    and each seed's separate fine-tunes as their own processes; the study reuses all of them."""
+    spec = importlib.util.spec_from_file_location("mlfs_vs_separate", ROOT / "benchmarks" / "mlfs_vs_separate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg_path = write_toml(tmp_path / "tiny.toml", tiny_config(tmp_path, tiny_bert_dir, toy_csv))
+    run, result = tmp_path / "run", tmp_path / "quality.json"
+    bench.main(["--config", str(cfg_path), "--seeds", "1,2", "--jobs", "2", "--epochs", "0.2", "--json",
+                str(result), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "fine-tuning the stage-0 teacher" in out and "4 runs, 2 at a time" in out
+    for name in ("mlfs.seed1", "mlfs.seed2", "separate.seed1", "separate.seed2"):
+        assert f"done: {name}" in out and (run / "logs" / f"{name}.log").is_file()
+    assert "seed 2: 1 separate fine-tunes run" in (run / "logs" / "separate.seed2.log").read_text()
+    # the study itself trained nothing: every MLFS run and every separate fine-tune came from the processes
+    assert out.count("reused, palette reused") == 2, out
+    assert "seed 1: 1 separate fine-tunes reused" in out and "seed 2: 1 separate fine-tunes reused" in out
+    assert not (run / "seed2" / "teacher").exists()  # one teacher, shared
+    record = json.loads(result.read_text())
+    assert record["seeds"] == [1, 2] and "--jobs 2" in record["command"] and len(record["rows"]) == 2
+    with pytest.raises(SystemExit, match="--jobs and --separate-only go with --seeds"):
+        bench.main(["--config", str(cfg_path), "--jobs", "2"])
+
+
+def test_run_in_parallel_names_the_failed_log(tmp_path, capsys):
+    ok, bad = (["-c", "print('fine')"], tmp_path / "logs" / "ok.log"), \
+        (["-c", "import sys; print('no such data file'); sys.exit(3)"], tmp_path / "logs" / "bad.log")
+    with pytest.raises(RunsFailed, match=r"1 run\(s\) failed .*bad\.log.*\n.*no such data file"):
+        run_in_parallel([ok, bad], jobs=2)
+    assert "FAILED: bad" in capsys.readouterr().out and (tmp_path / "logs" / "ok.log").read_text() == "fine\n"
+    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+        run_in_parallel([ok], jobs=0)
 
 
 def _record(seed: int, rows: list[dict], **extra) -> dict:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mlfs_edge.atomic import write_atomically
 from mlfs_edge.config import ArchSpec, SubnetConfig
 from mlfs_edge.models import check_labels
@@ -25,7 +23,7 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
 
-    from mlfs_edge.metrics import evaluate_classifier
+    from mlfs_edge.metrics import compute_device, evaluate_classifier
     from mlfs_edge.stats import encode_correct
 
     check_labels(supernet_dir, data.label_names, data.name)
@@ -34,9 +32,8 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
     teacher = AutoModelForSequenceClassification.from_pretrained(meta["teacher"], attn_implementation="eager").eval()
     apply_order(teacher, ImportanceOrder.from_dict(meta["order"]))
     teacher_net = ElasticSupernet(teacher)
-    if torch.cuda.is_available():  # where training ran too (Accelerator's choice); inference only
-        model.cuda()
-        teacher.cuda()
+    model.to(compute_device())  # where training ran too; inference only
+    teacher.to(compute_device())
     test = data.test.subset(max_eval)
     configs = sorted({SubnetConfig.parse(spec, arch) for spec in palette}, key=lambda c: c.layer_params(arch))
     full_layers = SubnetConfig.full(arch).layer_params(arch)

@@ -5,16 +5,28 @@
 into one: accuracy (causal LM: perplexity) mean ± sd across seeds per sub-network, the same for the
 sliced teacher without MLFS, and for classification the paired bootstrap interval of "MLFS − sliced
 teacher" over the test items (`stats.paired_bootstrap`: items resampled, each side averaged over its
-seeds).
+seeds). `ensure_teachers` and `run_in_parallel` let the benchmarks train those runs as separate
+processes at once (`--jobs N`: a GPU or a many-core machine).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlfs_edge.report import markdown_table, mean_sd_cell
 from mlfs_edge.stats import BOOTSTRAP_SEED, LEVEL, RESAMPLES, mean_sd, paired_bootstrap
+
+if TYPE_CHECKING:
+    from mlfs_edge.train.mlfs_config import MLFSConfig
+
+# `python -c` of this runs the mlfs-edge command line with the arguments that follow
+CLI = "import sys; from mlfs_edge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -36,6 +48,60 @@ def teacher_note(shared: bool, task: str) -> str:
     if shared:
         return "one stage-0 teacher shared by all seeds: the spread is MLFS's alone"
     return "a stage-0 teacher per seed: the spread includes the teacher fine-tune's"
+
+
+class RunsFailed(RuntimeError):
+    """Some of the processes `run_in_parallel` started failed: the message names their logs."""
+
+
+def ensure_teachers(cfgs: Sequence[MLFSConfig], progress: bool = True) -> None:
+    """The stage-0 teacher of each classification config in `cfgs`, fine-tuned now where it is missing:
+    runs started at once in parallel processes would otherwise each begin the same fine-tune (or, when
+    they name the teacher folder, fail on it). A causal LM has no stage 0."""
+    from mlfs_edge.data import load_classification
+    from mlfs_edge.train.run_folder import teacher_folder
+    from mlfs_edge.train.tasks import ensure_teacher
+
+    done: set[Path] = set()
+    for cfg in cfgs:
+        folder = teacher_folder(cfg).resolve()
+        if cfg.resolved_task() == "causal_lm" or folder in done:
+            continue
+        done.add(folder)
+        if not (folder / "mlfs_meta.json").is_file():
+            print(f"fine-tuning the stage-0 teacher {folder} first (the parallel runs share it)", flush=True)
+        ensure_teacher(cfg, load_classification(cfg.data, cfg.text_column, cfg.label_column), progress)
+
+
+def run_in_parallel(runs: Sequence[tuple[list[str], Path]], jobs: int) -> None:
+    """Each (argv, log) as its own `python <argv>` process, up to `jobs` at a time, its output in its log
+    (runs must not share files: each seed trains in its own folder). Each process gets one OpenMP thread
+    unless OMP_NUM_THREADS is set: N processes, not N × cores. Raises RunsFailed naming the failed logs."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    queue = list(runs)
+    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    running: list[tuple[subprocess.Popen, Path]] = []
+    failed: list[Path] = []
+    print(f"{len(queue)} runs, {jobs} at a time (logs: {sorted({str(log.parent) for _, log in runs})})", flush=True)
+    while queue or running:
+        while queue and len(running) < jobs:
+            argv, log = queue.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as f:
+                running.append((subprocess.Popen([sys.executable, *argv], stdout=f, stderr=subprocess.STDOUT,
+                                                 env=env), log))
+        time.sleep(1)
+        for proc, log in [r for r in running if r[0].poll() is not None]:
+            running.remove((proc, log))
+            if proc.returncode != 0:
+                failed.append(log)
+            print(f"  {'FAILED' if proc.returncode else 'done'}: {log.stem} ({len(queue) + len(running)} left)",
+                  flush=True)
+    if failed:
+        tail = "\n".join(failed[0].read_text().splitlines()[-5:])
+        raise RunsFailed(f"{len(failed)} run(s) failed (logs: {', '.join(map(str, failed))}); the first ends:\n"
+                           f"{tail}")
 
 
 def _mean_sd_fields(prefix: str, values: list[float]) -> dict[str, Any]:

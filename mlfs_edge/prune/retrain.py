@@ -50,7 +50,7 @@ from mlfs_edge.lm import (
     pad_prompt_answers,
     perplexity,
 )
-from mlfs_edge.metrics import evaluate_classifier
+from mlfs_edge.metrics import evaluate_classifier, on_device_of
 from mlfs_edge.prune.losses import answer_ce_loss, kd_loss
 from mlfs_edge.supernet.lora import lora_targets
 from mlfs_edge.train.finetune import epoch_batches
@@ -105,7 +105,8 @@ class ClassifierTask:
                                    return_tensors="pt"))
 
     def ce_loss(self, model: torch.nn.Module, texts: Sequence[str], labels: Sequence[int]) -> torch.Tensor:
-        return F.cross_entropy(model(**self._encode(texts)).logits, torch.tensor(list(labels)))
+        logits = model(**on_device_of(model, self._encode(texts))).logits
+        return F.cross_entropy(logits, torch.tensor(list(labels), device=logits.device))
 
     def kd_inputs(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         return self._encode(texts), None  # one position per sentence: its class logits
@@ -135,7 +136,7 @@ class LabelWordTask:
     def ce_loss(self, model: torch.nn.Module, texts: Sequence[str], labels: Sequence[int]) -> torch.Tensor:
         items = [encode_prompt_answer(self.tokenizer, self._prompt(t), self.label_words[y], self.max_length)
                  for t, y in zip(texts, labels, strict=True)]
-        batch = pad_prompt_answers(items, self.pad_id)
+        batch = on_device_of(model, pad_prompt_answers(items, self.pad_id))
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return answer_ce_loss(logits, batch["input_ids"], batch["answer_mask"])
 
@@ -199,6 +200,8 @@ def distill_loss(task: Task, model: torch.nn.Module, teacher: torch.nn.Module | 
     if teacher is None:
         raise ValueError("self-distillation needs the unpruned teacher model")
     inputs, mask = task.kd_inputs(texts)
+    inputs = on_device_of(model, inputs)
+    mask = None if mask is None else mask.to(inputs["input_ids"].device)
     with torch.no_grad():
         teacher_logits = teacher(**inputs).logits
     return kd_loss(model(**inputs).logits, teacher_logits, temperature, mask)

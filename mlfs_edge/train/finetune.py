@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mlfs_edge.data import ClassificationDataset
-from mlfs_edge.metrics import evaluate_classifier
+from mlfs_edge.metrics import compute_device, device_name, evaluate_classifier, on_device_of
 from mlfs_edge.models import load_classifier, save_atomically
 
 
@@ -73,6 +73,8 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
     """
     gen = seed_everything(cfg.seed)
     model, tokenizer = load_classifier(model_dir, data.num_labels, data.label_names)
+    device = compute_device()  # the GPU when there is one, as for the MLFS stages
+    model.to(device)
     train = data.train.subset(cfg.max_train_examples)
     enc = tokenizer(train.texts, truncation=True, max_length=cfg.max_length)
     labels = torch.tensor(train.labels)
@@ -102,7 +104,7 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
             batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
                                    "attention_mask": [enc["attention_mask"][i] for i in idx]},
                                   return_tensors="pt")
-            out = model(**batch, labels=labels[idx])
+            out = model(**on_device_of(model, dict(batch)), labels=labels[idx].to(device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -119,6 +121,6 @@ def finetune_classifier(model_dir: str | Path, data: ClassificationDataset, out_
     wall = time.perf_counter() - t0
     result = FinetuneResult(str(out_dir), dev.accuracy, test.accuracy, len(train), total, wall,
                             sum(p.numel() for p in model.parameters()),
-                            {**asdict(cfg), "dataset": data.name, "train_s": train_s})
+                            {**asdict(cfg), "dataset": data.name, "train_s": train_s, "device": device_name(device)})
     save_atomically(model, tokenizer, Path(out_dir), {"finetune": asdict(result)})
     return result

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mlfs_edge.config import ArchSpec, SearchSpace, SubnetConfig
+from mlfs_edge.metrics import device_name
 from mlfs_edge.supernet import ImportanceOrder, apply_order, reorder_by_importance
 from mlfs_edge.supernet.lora import add_lora, trainable_report
 from mlfs_edge.supernet.quantized import quantize_frozen_base
@@ -286,13 +287,6 @@ def train_mlfs(cfg: MLFSConfig, resume: bool = False, progress: bool = True,
         (out / SUMMARY).write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     return summary
-
-
-def device_name(device: torch.device) -> str:
-    """Where the steps ran, for the record: "cpu" or e.g. "cuda (NVIDIA H200)" (wall times differ by far)."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
 
 
 def is_main_process() -> bool:
