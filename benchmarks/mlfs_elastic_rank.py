@@ -1,8 +1,9 @@
 """Elastic LoRA rank: one MLFS run that also samples the adapters' rank, evaluated at every rank.
 
 Trains the shipped config with `[lora] elastic_ranks` added (default 2 and 4 besides the config's
-rank 8: the largest sub-network always trains at the full rank, the smallest at the lowest, the
-random ones at a random rank; same teacher, batches and sub-network draws as the fixed-rank run),
+own rank — 8 when results/mlfs_elastic_rank.json was measured, 16 since: the largest sub-network
+always trains at the full rank, the smallest at the lowest, the random ones at a random rank; same
+teacher, batches and sub-network draws as the fixed-rank run),
 then evaluates the palette at each rank (`mlfs-edge eval --rank R` does the same) next to the
 config's own fixed-rank run. The rank matters where adapters stay unmerged (the engine's adapter
 path, several tasks on one frozen base): the adapter parameters scale with it.
