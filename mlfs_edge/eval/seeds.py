@@ -83,7 +83,8 @@ def run_in_parallel(runs: Sequence[tuple[list[str], Path]], jobs: int) -> None:
     env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     running: list[tuple[subprocess.Popen, Path]] = []
     failed: list[Path] = []
-    print(f"{len(queue)} runs, {jobs} at a time (logs: {sorted({str(log.parent) for _, log in runs})})", flush=True)
+    folders = ", ".join(sorted({str(log.parent) for _, log in runs}))
+    print(f"{len(queue)} runs, {jobs} at a time (logs in {folders})", flush=True)
     while queue or running:
         while queue and len(running) < jobs:
             argv, log = queue.pop(0)
