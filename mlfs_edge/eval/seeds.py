@@ -68,8 +68,9 @@ def ensure_teachers(cfgs: Sequence[MLFSConfig], progress: bool = True) -> None:
         if cfg.resolved_task() == "causal_lm" or folder in done:
             continue
         done.add(folder)
-        if not (folder / "mlfs_meta.json").is_file():
-            print(f"fine-tuning the stage-0 teacher {folder} first (the parallel runs share it)", flush=True)
+        if (folder / "mlfs_meta.json").is_file():
+            continue  # already fine-tuned: no need to read the data
+        print(f"fine-tuning the stage-0 teacher {folder} first (the parallel runs share it)", flush=True)
         ensure_teacher(cfg, load_classification(cfg.data, cfg.text_column, cfg.label_column), progress)
 
 
