@@ -24,6 +24,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENI
 PROGRESS = re.compile(r"\[\d+:\d\d(:\d\d)?(<|,|\])")
 # stderr lines that are not warnings and are fine for a user to see (none needed today)
 ALLOWED: tuple[re.Pattern[str], ...] = ()
+COLLAPSED = re.compile(r"warning: \d+ of \d+ sub-networks of .* answer '\w+' for every test item")
 
 
 def unexpected_lines(stderr: str) -> list[str]:
@@ -162,6 +163,8 @@ fresh_adapters = true
         proc = mlfs_edge(*args, cwd=tmp_path)
         seconds[name] = round(time.perf_counter() - t0)
         found[name] = unexpected_lines(proc.stderr)
+        if name == "eval":  # mlfs-edge's own line: two training steps leave the depth-1 member one answer
+            found[name] = [ln for ln in found[name] if not COLLAPSED.match(ln)]
         assert "Loading weights" not in proc.stderr and "Writing model shards" not in proc.stderr, name
     print(f"seconds per command: {seconds}")
     assert all(not lines for lines in found.values()), {k: v for k, v in found.items() if v}

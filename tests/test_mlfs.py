@@ -260,6 +260,7 @@ def test_train_eval_slice_commands(tmp_path, tiny_bert_dir, toy_csv, tiny_teache
                            "trainable_fraction"}
     assert [r["param_fraction"] for r in record["rows"]][-1] == 1.0 and len(record["rows"]) == 2
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["params"] > 0 for r in record["rows"])
+    assert all(r["single_answer"] in (None, "neg", "pos") for r in record["rows"])  # a collapse names the label
     assert (tmp_path / "run" / "palette.png").stat().st_size > 1000
     out = tmp_path / "small"
     assert main(["slice", "--supernet", str(tmp_path / "run" / "supernet"), "--subnet", "depth=2,heads=2,mlp=32",

@@ -267,3 +267,19 @@ def test_ablation_benchmark_one_change_at_a_time(seeded, capsys):
     assert record["config_devices"] == ["cpu"] and record["results"]["sampling_params"]["devices"] == ["cpu"]
     with pytest.raises(SystemExit, match="unknown variants nope"):
         bench.main(["--config", str(cfg_path), "--variants", "nope", "--work-dir", str(work)])
+
+
+def test_a_collapsed_run_is_named_not_reported_as_a_palette():
+    from mlfs_edge.eval.palette import collapse_warning, single_answer
+
+    names = ["ham", "spam"]
+    assert single_answer([0, 0, 0], [0, 1, 0], names) == "ham"  # one answer for items of two labels
+    assert single_answer([0, 1, 0], [0, 1, 0], names) is None
+    assert single_answer([1, 1], [1, 1], names) is None  # a one-label test split: nothing to tell apart
+    healthy = {"rows": [{"accuracy": 0.99, "single_answer": None}, {"accuracy": 0.98}]}  # older rows lack the key
+    assert collapse_warning(healthy, "runs/x") is None
+    collapsed = {"rows": [{"accuracy": 0.8882, "single_answer": "ham"}, {"accuracy": 0.99, "single_answer": None}]}
+    warning = collapse_warning(collapsed, "runs/x/seed1")
+    assert warning is not None
+    assert "1 of 2 sub-networks of runs/x/seed1 answer 'ham' for every test item (88.82 %" in warning
+    assert "runs/x/seed1/mlfs_train.json" in warning and "more steps, a lower [[stages]] lr" in warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,15 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     copy = f"; copies: {args.json} and {Path(args.json).with_suffix('.png')}" if args.json else ""
     print(f"\n{message}. Written: {out}/palette.json, palette.md, palette.png{copy}")
+    _warn_if_collapsed(record, out)
     return 0
+
+
+def _warn_if_collapsed(record: dict[str, Any], run: Path) -> None:
+    from mlfs_edge.eval.palette import collapse_warning
+
+    if "rows" in record and (warning := collapse_warning(record, run)):
+        print(warning, file=sys.stderr, flush=True)
 
 
 def seeds_base(args: argparse.Namespace) -> Any:
@@ -116,6 +125,7 @@ def run_seeds(args: argparse.Namespace) -> int:
             write_palette(Path(cfg.out), record, table, None)
         print(f"[eval] seed {seed} ({i + 1}/{len(seeds)}): run {cfg.out} {how}, palette "
               f"{'evaluated' if evaluated else 'reused'}")
+        _warn_if_collapsed(record, Path(cfg.out))
         records[seed] = record
     result = {"command": command, "teacher": teacher_note(shared, task), "shared_teacher": shared,
               **summarize_seeds(records)}

@@ -49,11 +49,35 @@ def evaluate_palette(supernet_dir: str | Path, data, palette: list[str], max_eva
                      "param_fraction": cfg.param_fraction(arch),
                      "accuracy": mlfs.accuracy, "accuracy_no_mlfs": sliced.accuracy,
                      "correct": encode_correct(mlfs.predictions, test.labels),
-                     "correct_no_mlfs": encode_correct(sliced.predictions, test.labels)})
+                     "correct_no_mlfs": encode_correct(sliced.predictions, test.labels),
+                     "single_answer": single_answer(mlfs.predictions, test.labels, data.label_names)})
     teacher_net.set_active(teacher_net.full)
     full = evaluate_classifier(teacher, tokenizer, test, max_length=max_length)
     return {"teacher_accuracy": full.accuracy, "teacher_correct": encode_correct(full.predictions, test.labels),
             "test_examples": len(test), "rows": rows, "lora_rank": meta["rank"]}
+
+
+def single_answer(predictions: list[int], labels: list[int], label_names: list[str]) -> str | None:
+    """The label a model gave every test item when it gave only one and the items have several (a
+    collapsed run: its accuracy is then just that label's share of the test split), else None."""
+    answers = set(predictions)
+    if len(answers) == 1 and len(set(labels)) > 1:
+        return label_names[answers.pop()]
+    return None
+
+
+def collapse_warning(record: dict[str, Any], run: str | Path) -> str | None:
+    """A line for the user when sub-networks of the run collapsed to one answer (rows from `evaluate_palette`;
+    older records without "single_answer" count as fine), else None."""
+    collapsed = [r for r in record["rows"] if r.get("single_answer")]
+    if not collapsed:
+        return None
+    answers = " / ".join(sorted({repr(r["single_answer"]) for r in collapsed}))
+    return (f"warning: {len(collapsed)} of {len(record['rows'])} sub-networks of {run} answer {answers} for every "
+            f"test item ({100 * collapsed[0]['accuracy']:.2f} %: that label's share of the test split, not a "
+            f"trained model): too few steps, or a training that diverged (its loss history: "
+            f"{Path(run) / 'mlfs_train.json'}). Retrain with more steps, a lower [[stages]] lr or [lora] rank, or "
+            "another seed.")
 
 
 def plot_palette(result: dict[str, Any], path: str | Path, title: str) -> None:
