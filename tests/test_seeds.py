@@ -269,7 +269,7 @@ def test_ablation_benchmark_one_change_at_a_time(seeded, capsys):
         bench.main(["--config", str(cfg_path), "--variants", "nope", "--work-dir", str(work)])
 
 
-def test_a_collapsed_run_is_named_not_reported_as_a_palette():
+def test_eval_names_a_run_whose_sub_networks_give_one_answer():
     from mlfs_edge.eval.palette import collapse_warning, single_answer
 
     names = ["ham", "spam"]

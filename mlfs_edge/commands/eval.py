@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 def _warn_if_collapsed(record: dict[str, Any], run: Path) -> None:
     from mlfs_edge.eval.palette import collapse_warning
 
-    if "rows" in record and (warning := collapse_warning(record, run)):
+    if warning := collapse_warning(record, run):
         print(warning, file=sys.stderr, flush=True)
 
 
